@@ -1,0 +1,339 @@
+"""Problems the policy is trained and evaluated on, and the prompt it sees.
+
+Two sources, chosen by `TaskConfig.name`:
+
+- ``"arith"`` (the embedded default): synthetic multi-step integer arithmetic with
+  carries, e.g. ``Compute 47 + 38 - 19.``, with a worked solution written as explicit
+  steps (``47 + 38 = 85. 85 - 19 = 66. The answer is \\boxed{66}.``) for the supervised
+  warm-up. A tiny model gets some steps right and some wrong, which leaves the RL loop
+  room to grow; the number of operands and digits set the difficulty.
+- ``"jsonl"``: a benchmark-style JSONL file, e.g. the read-only copies in
+  ``../shared/data/benchmarks`` (see its README), with the gold answer taken from the
+  field each file keeps it in (`ANSWER_SPECS`).
+
+The prompt (`build_prompt`) is the policy's own chat template, a system prompt asking for
+step-by-step reasoning and a final ``\\boxed{}`` answer, and the raw question as the user
+turn (oreal.md, "Prompt").
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+# Default benchmark folder: `../shared/data/benchmarks` next to the repository root.
+DEFAULT_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Please reason step by step, and put your final answer within \\boxed{}."
+)
+
+# Where each shared benchmark file keeps its gold answer (../shared/data/README.md).
+# Spec grammar: "<field>" (the value itself; integral floats such as 27.0 become "27"),
+# "boxed:<field>" (contents of the last brace-matched \boxed{} in the field),
+# "after_hashes:<field>" (text after the last "####", commas removed),
+# "join:<field>" (a list of strings, "$" stripped from each, joined with ", ").
+ANSWER_SPECS: dict[str, str] = {
+    "math500": "answer",
+    "math_test_full": "boxed:solution",
+    "minerva_math": "boxed:solution",
+    "gsm8k_test": "after_hashes:answer",
+    "olympiadbench": "join:final_answer",
+    "aime24": "answer",
+    "aime25": "answer",
+    "amc23": "answer",
+}
+# Question fields tried in order when `question_field` is "auto".
+QUESTION_FIELDS = ("problem", "question")
+
+
+@dataclass
+class TaskConfig:
+    """Which problems to train and hold out on (schema of `conf/task/*.yaml`)."""
+
+    # "arith": synthetic multi-step arithmetic (embedded default); "jsonl": a JSONL file.
+    name: str = "arith"
+    # jsonl only: a file path, or a bare benchmark name ("math500") looked up in benchmarks_dir.
+    path: str | None = None
+    # Folder for bare benchmark names; None = ../shared/data/benchmarks beside the repo root.
+    benchmarks_dir: str | None = None
+    # jsonl only: where the gold answer is, "auto" = per-file rule from the data README
+    # (else a spec: "answer", "boxed:solution", "after_hashes:answer", "join:final_answer").
+    answer_field: str = "auto"
+    # jsonl only: the question's field; "auto" = "problem", else "question".
+    question_field: str = "auto"
+    # jsonl only: drop problems whose question text also appears in this file (e.g. train on
+    # math_test_full minus math500); a path or bare benchmark name, None = keep all.
+    exclude_path: str | None = None
+    # Problems in the train split (jsonl: at most this many; 0 = all that are left).
+    num_train: int = 2000
+    # Problems in the held-out split (drawn first, so it does not change with num_train).
+    num_heldout: int = 200
+    # Seed of the generator (arith) or of the row shuffle before splitting (jsonl).
+    seed: int = 0
+    # arith: numbers per problem, drawn uniformly from [min_operands, max_operands].
+    min_operands: int = 2
+    max_operands: int = 3
+    # arith: digits per number, drawn uniformly from [min_digits, max_digits].
+    min_digits: int = 1
+    max_digits: int = 2
+    # arith: operators to draw from, any of "+-".
+    operators: str = "+-"
+    # arith: allow negative intermediate results (else a "-" that would go below 0 becomes "+").
+    allow_negative: bool = False
+    # System turn of every prompt.
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+    def __post_init__(self) -> None:
+        if self.name not in ("arith", "jsonl"):
+            raise ValueError(f"task.name must be 'arith' or 'jsonl', got {self.name!r}")
+        if self.name == "jsonl" and not self.path:
+            raise ValueError("task.path is required when task.name is 'jsonl'")
+        if not 2 <= self.min_operands <= self.max_operands:
+            raise ValueError(
+                f"need 2 <= task.min_operands <= task.max_operands, "
+                f"got {self.min_operands}, {self.max_operands}"
+            )
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise ValueError(
+                f"need 1 <= task.min_digits <= task.max_digits, got {self.min_digits}, {self.max_digits}"
+            )
+        if not self.operators or set(self.operators) - set("+-"):
+            raise ValueError(f"task.operators must be made of '+' and '-', got {self.operators!r}")
+        if self.num_train < 0 or self.num_heldout < 0:
+            raise ValueError("task.num_train and task.num_heldout must be >= 0")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One query `d`: the question, its gold answer, and optionally a worked solution."""
+
+    id: str
+    question: str
+    # Gold answer as plain text (what the verifier compares against).
+    answer: str
+    # Worked solution ending in \boxed{answer}, for the supervised warm-up; None if unknown.
+    solution: str | None = None
+
+
+class TaskSplits(NamedTuple):
+    train: list[Problem]
+    heldout: list[Problem]
+
+
+def load_task(cfg: TaskConfig) -> TaskSplits:
+    """The train and held-out problems that `cfg` describes (disjoint, deterministic)."""
+    if cfg.name == "arith":
+        return make_arith_problems(cfg)
+    return _split_jsonl(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# Synthetic arithmetic
+# ---------------------------------------------------------------------------------------
+
+def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str) -> Problem:
+    """One problem such as ``Compute 47 + 38 - 19.``, evaluated left to right."""
+    n = rng.randint(cfg.min_operands, cfg.max_operands)
+    numbers = [_draw_number(rng, cfg)]
+    ops: list[str] = []
+    total = numbers[0]
+    steps = []
+    for _ in range(n - 1):
+        op, x = rng.choice(cfg.operators), _draw_number(rng, cfg)
+        if op == "-" and x > total and not cfg.allow_negative:
+            op = "+"
+        new = total + x if op == "+" else total - x
+        steps.append(f"{total} {op} {x} = {new}.")
+        numbers.append(x)
+        ops.append(op)
+        total = new
+    expr = str(numbers[0]) + "".join(f" {op} {x}" for op, x in zip(ops, numbers[1:]))
+    answer = str(total)
+    solution = " ".join(steps) + f" The answer is \\boxed{{{answer}}}."
+    return Problem(id=pid, question=f"Compute {expr}.", answer=answer, solution=solution)
+
+
+def _draw_number(rng: random.Random, cfg: TaskConfig) -> int:
+    digits = rng.randint(cfg.min_digits, cfg.max_digits)
+    low = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(low, 10**digits - 1)
+
+
+def make_arith_problems(cfg: TaskConfig) -> TaskSplits:
+    """Distinct problems from one seeded stream: held-out first, then train."""
+    rng = random.Random(cfg.seed)
+    wanted = cfg.num_heldout + cfg.num_train
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    attempts = 0
+    while len(problems) < wanted:
+        attempts += 1
+        if attempts > 50 * wanted + 1000:
+            raise ValueError(
+                f"could only draw {len(problems)} distinct arithmetic problems of the "
+                f"{wanted} asked for (task.num_train + task.num_heldout); raise "
+                f"task.max_operands or task.max_digits"
+            )
+        split = "heldout" if len(problems) < cfg.num_heldout else "train"
+        p = make_arith_problem(rng, cfg, pid="")
+        if p.question in seen:
+            continue
+        seen.add(p.question)
+        index = len(problems) if split == "heldout" else len(problems) - cfg.num_heldout
+        problems.append(Problem(f"arith-{split}-{index}", p.question, p.answer, p.solution))
+    return TaskSplits(train=problems[cfg.num_heldout:], heldout=problems[: cfg.num_heldout])
+
+
+def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
+    """Questions and worked solutions over a broad difficulty range (tokenizer training)."""
+    cfg = TaskConfig(min_operands=2, max_operands=4, min_digits=1, max_digits=3, allow_negative=True)
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(num):
+        p = make_arith_problem(rng, cfg, pid="")
+        texts += [p.question, p.solution]
+    return texts
+
+
+# ---------------------------------------------------------------------------------------
+# JSONL benchmark files
+# ---------------------------------------------------------------------------------------
+
+def resolve_benchmark_path(path: str, benchmarks_dir: str | Path | None = None) -> Path:
+    """A file path as given, or a bare name ("math500", "math500.jsonl") in `benchmarks_dir`."""
+    p = Path(path).expanduser()
+    if p.suffix != ".jsonl" and "/" not in path:
+        p = p.with_name(p.name + ".jsonl")
+    if not p.is_absolute() and "/" not in path:
+        p = Path(benchmarks_dir or DEFAULT_BENCHMARKS_DIR) / p
+    if not p.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {p} (from {path!r})")
+    return p
+
+
+def load_benchmark(name: str, benchmarks_dir: str | Path | None = None) -> list[Problem]:
+    """All rows of a shared benchmark, e.g. ``load_benchmark("math500")``."""
+    return load_jsonl_problems(resolve_benchmark_path(name, benchmarks_dir))
+
+
+def load_jsonl_problems(
+    path: str | Path, answer_field: str = "auto", question_field: str = "auto"
+) -> list[Problem]:
+    """Problems from a JSONL file; ids are ``<file stem>-<line number>``.
+
+    Raises ValueError naming the file and line when a row is not JSON, lacks the question
+    or answer field, or has an empty answer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {path}")
+    spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
+    problems = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from None
+            question = _question(row, question_field, where)
+            answer = extract_answer(row, spec, where)
+            problems.append(Problem(f"{path.stem}-{line_no}", question, answer, None))
+    return problems
+
+
+def _question(row: dict[str, Any], field: str, where: str) -> str:
+    names = QUESTION_FIELDS if field == "auto" else (field,)
+    for name in names:
+        if isinstance(row.get(name), str) and row[name].strip():
+            return row[name]
+    raise ValueError(f"{where}: row has no question field {' or '.join(map(repr, names))}")
+
+
+def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
+    """The gold answer of one row according to `spec` (see `ANSWER_SPECS`)."""
+    kind, _, field = spec.rpartition(":")
+    if field not in row or row[field] is None:
+        raise ValueError(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
+    value = row[field]
+    if kind == "":
+        answer = _plain(value)
+    elif kind == "boxed":
+        answer = last_boxed(str(value)) or ""
+    elif kind == "after_hashes":
+        text = str(value)
+        answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
+    elif kind == "join":
+        items = value if isinstance(value, list) else [value]
+        answer = ", ".join(str(v).strip().strip("$").strip() for v in items)
+    else:
+        raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
+    if not answer.strip():
+        raise ValueError(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
+    return answer.strip()
+
+
+def _plain(value: Any) -> str:
+    # AMC answers are stored as floats (27.0): integral floats are written as integers.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def last_boxed(text: str) -> str | None:
+    """Contents of the last ``\\boxed{...}`` in `text`, braces matched; None if there is none.
+
+    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
+    '\\\\frac{1}{2}'
+    """
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1 : j]
+        start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
+    return None
+
+
+def _split_jsonl(cfg: TaskConfig) -> TaskSplits:
+    assert cfg.path is not None
+    path = resolve_benchmark_path(cfg.path, cfg.benchmarks_dir)
+    problems = load_jsonl_problems(path, cfg.answer_field, cfg.question_field)
+    if cfg.exclude_path:
+        excluded = load_jsonl_problems(resolve_benchmark_path(cfg.exclude_path, cfg.benchmarks_dir))
+        drop = {_norm(p.question) for p in excluded}
+        problems = [p for p in problems if _norm(p.question) not in drop]
+    random.Random(cfg.seed).shuffle(problems)
+    if cfg.num_heldout > len(problems):
+        raise ValueError(
+            f"task.num_heldout={cfg.num_heldout} but {path} has only {len(problems)} problems"
+        )
+    heldout, rest = problems[: cfg.num_heldout], problems[cfg.num_heldout :]
+    train = rest[: cfg.num_train] if cfg.num_train else rest
+    return TaskSplits(train=train, heldout=heldout)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------
+# Prompt
+# ---------------------------------------------------------------------------------------
+
+def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+    """The text the policy continues: chat template with system + user turns, then the
+    assistant header (``add_generation_prompt=True``). An empty system prompt is left out."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": question})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
