@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +35,7 @@ DEFAULT_SYSTEM_PROMPT = (
 # Spec grammar: "<field>" (the value itself; integral floats such as 27.0 become "27"),
 # "boxed:<field>" (contents of the last brace-matched \boxed{} in the field),
 # "after_hashes:<field>" (text after the last "####", commas removed),
-# "join:<field>" (a list of strings, "$" stripped from each, joined with ", ").
+# "join:<field>" (a list of strings joined with ", ", math-mode "$" removed; "\\$" kept).
 ANSWER_SPECS: dict[str, str] = {
     "math500": "answer",
     "math_test_full": "boxed:solution",
@@ -45,6 +46,7 @@ ANSWER_SPECS: dict[str, str] = {
     "aime25": "answer",
     "amc23": "answer",
 }
+_DOLLAR = re.compile(r"(?<!\\)\$")
 # Question fields tried in order when `question_field` is "auto".
 QUESTION_FIELDS = ("problem", "question")
 
@@ -270,7 +272,8 @@ def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
         answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
     elif kind == "join":
         items = value if isinstance(value, list) else [value]
-        answer = ", ".join(str(v).strip().strip("$").strip() for v in items)
+        # OlympiadBench packs several answers into one string too ("$69$,$84$").
+        answer = ", ".join(_DOLLAR.sub("", str(v)).strip() for v in items)
     else:
         raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
     if not answer.strip():
@@ -294,13 +297,19 @@ def last_boxed(text: str) -> str | None:
     start = text.rfind("\\boxed{")
     while start != -1:
         depth, i = 0, start + len("\\boxed")
-        for j in range(i, len(text)):
-            if text[j] == "{":
+        j = i
+        while j < len(text):
+            c = text[j]
+            if c == "\\":
+                j += 2  # an escaped character such as \{ or \} does not group
+                continue
+            if c == "{":
                 depth += 1
-            elif text[j] == "}":
+            elif c == "}":
                 depth -= 1
                 if depth == 0:
                     return text[i + 1 : j]
+            j += 1
         start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
     return None
 

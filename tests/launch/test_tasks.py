@@ -1,0 +1,174 @@
+"""Synthetic arithmetic task, benchmark JSONL loader and prompt format."""
+import json
+import re
+
+import pytest
+
+from launch.tasks import (
+    DEFAULT_BENCHMARKS_DIR,
+    TaskConfig,
+    build_prompt,
+    last_boxed,
+    load_benchmark,
+    load_jsonl_problems,
+    load_task,
+    make_arith_problems,
+)
+
+STEP = re.compile(r"(-?\d+) ([+-]) (\d+) = (-?\d+)\.")
+
+
+def test_arith_is_deterministic():
+    cfg = TaskConfig(num_train=300, num_heldout=50, seed=3)
+    assert make_arith_problems(cfg) == make_arith_problems(cfg)
+    assert make_arith_problems(cfg) != make_arith_problems(TaskConfig(num_train=300, num_heldout=50, seed=4))
+
+
+def test_arith_splits_are_disjoint_and_sized():
+    train, heldout = load_task(TaskConfig(num_train=1000, num_heldout=200))
+    assert len(train) == 1000 and len(heldout) == 200
+    assert not {p.question for p in train} & {p.question for p in heldout}
+    assert len({p.question for p in train}) == 1000
+    assert len({p.id for p in train + heldout}) == 1200
+    # The held-out split is drawn first: it does not move when the train split grows.
+    assert make_arith_problems(TaskConfig(num_train=10, num_heldout=200)).heldout == heldout
+
+
+@pytest.mark.parametrize("cfg", [
+    TaskConfig(num_train=500, num_heldout=0),
+    TaskConfig(num_train=500, num_heldout=0, min_operands=3, max_operands=5, min_digits=2, max_digits=3),
+    TaskConfig(num_train=500, num_heldout=0, operators="-", allow_negative=True),
+])
+def test_worked_solutions_are_right(cfg):
+    for p in make_arith_problems(cfg).train:
+        expr = re.fullmatch(r"Compute (.*)\.", p.question).group(1)
+        assert str(eval(expr)) == p.answer, p  # + and - only: left to right is standard order
+        assert p.solution.endswith(f"The answer is \\boxed{{{p.answer}}}.")
+        assert last_boxed(p.solution) == p.answer
+        steps = STEP.findall(p.solution)
+        numbers = [int(x) for x in re.findall(r"\d+", expr)]
+        assert len(steps) == len(numbers) - 1
+        assert cfg.min_operands <= len(numbers) <= cfg.max_operands
+        assert all(cfg.min_digits <= len(str(n)) <= cfg.max_digits for n in numbers)
+        running = numbers[0]
+        for (a, op, b, c), n in zip(steps, numbers[1:]):
+            assert int(a) == running and int(b) == n
+            assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+            running = int(c)
+            assert cfg.allow_negative or running >= 0
+        assert str(running) == p.answer
+
+
+def test_arith_reports_too_few_distinct_problems():
+    with pytest.raises(ValueError, match="distinct"):
+        make_arith_problems(TaskConfig(num_train=5000, num_heldout=0, max_operands=2, max_digits=1))
+
+
+@pytest.mark.parametrize("bad, key", [
+    (dict(name="gsm"), "task.name"),
+    (dict(name="jsonl"), "task.path"),
+    (dict(min_operands=1), "min_operands"),
+    (dict(min_digits=3, max_digits=2), "min_digits"),
+    (dict(operators="+*"), "operators"),
+])
+def test_config_errors_name_the_key(bad, key):
+    with pytest.raises(ValueError, match=key):
+        TaskConfig(**bad)
+
+
+# Row counts from ../shared/data/README.md.
+BENCHMARK_ROWS = {
+    "math500": 500, "math_test_full": 5000, "aime24": 30, "aime25": 30, "amc23": 40,
+    "gsm8k_test": 1319, "olympiadbench": 675, "minerva_math": 272,
+}
+
+
+@pytest.mark.parametrize("name, rows", BENCHMARK_ROWS.items())
+def test_every_benchmark_loads(name, rows):
+    problems = load_benchmark(name)
+    assert len(problems) == rows
+    assert all(p.question.strip() and p.answer.strip() for p in problems)
+    if name == "olympiadbench":
+        assert not any("$" in p.answer for p in problems)
+    assert len({p.id for p in problems}) == rows
+
+
+def test_benchmark_answer_rules():
+    first = {name: load_benchmark(name)[0].answer for name in BENCHMARK_ROWS}
+    assert first["gsm8k_test"] == "18"
+    assert first["amc23"] == "27"  # stored as 27.0
+    assert first["math_test_full"] == "2"
+    assert first["olympiadbench"] == "2"  # ["2"] in final_answer
+    assert first["minerva_math"] == "1.6"
+    assert first["math500"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert first["aime24"] == "204"
+    assert all("," not in p.answer for p in load_benchmark("gsm8k_test"))
+    olympiad = {p.answer for p in load_benchmark("olympiadbench")}
+    assert "69,84" in olympiad  # stored as ["$69$,$84$"]
+    # Brace matching agrees with MATH-500's own answer field on every one of its rows.
+    math500 = load_jsonl_problems(DEFAULT_BENCHMARKS_DIR / "math500.jsonl", answer_field="boxed:solution")
+    assert [p.answer for p in math500] == [p.answer for p in load_benchmark("math500")]
+
+
+def test_math_train_set_excludes_math500():
+    splits = load_task(TaskConfig(
+        name="jsonl", path="math_test_full", exclude_path="math500", num_train=0, num_heldout=100))
+    assert len(splits.train) + len(splits.heldout) == 4500
+
+
+def test_last_boxed_matches_braces():
+    assert last_boxed("a \\boxed{1} b \\boxed{\\frac{a}{b}} c") == "\\frac{a}{b}"
+    assert last_boxed("$\\boxed{\\{1, 2\\}}$") == "\\{1, 2\\}"
+    assert last_boxed("\\boxed{\\left\\{ x \\right.}") == "\\left\\{ x \\right."  # \\{ does not group
+    assert last_boxed("\\boxed{2} then \\boxed{3") == "2"
+    assert last_boxed("no box") is None
+
+
+def test_missing_file_error_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load_jsonl_problems(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match="not_a_benchmark"):
+        load_benchmark("not_a_benchmark")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        load_task(TaskConfig(name="jsonl", path="x.jsonl", benchmarks_dir=str(tmp_path)))
+
+
+def test_row_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "mine.jsonl"
+    f.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n"
+                 + json.dumps({"problem": "2+2?", "solution": "four"}) + "\n")
+    with pytest.raises(ValueError, match=r"mine\.jsonl:2.*'answer'"):
+        load_jsonl_problems(f)
+    with pytest.raises(ValueError, match=r"mine\.jsonl:1.*empty answer"):
+        load_jsonl_problems(f, answer_field="boxed:answer")
+    with pytest.raises(ValueError, match=r"mine\.jsonl:1.*question"):
+        load_jsonl_problems(f, question_field="prompt")
+    f.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"mine\.jsonl:1.*JSON"):
+        load_jsonl_problems(f)
+
+
+def test_jsonl_task_split(tmp_path):
+    f = tmp_path / "qa.jsonl"
+    f.write_text("".join(json.dumps({"question": f"q{i}", "answer": i}) + "\n" for i in range(10)))
+    splits = load_task(TaskConfig(name="jsonl", path=str(f), num_train=0, num_heldout=3))
+    assert len(splits.heldout) == 3 and len(splits.train) == 7
+    assert {p.answer for p in splits.train + splits.heldout} == {str(i) for i in range(10)}
+    assert splits == load_task(TaskConfig(name="jsonl", path=str(f), num_train=0, num_heldout=3))
+    with pytest.raises(ValueError, match="num_heldout"):
+        load_task(TaskConfig(name="jsonl", path=str(f), num_heldout=11))
+
+
+def test_default_benchmark_dir_is_shared_data():
+    assert DEFAULT_BENCHMARKS_DIR.parts[-3:] == ("shared", "data", "benchmarks")
+
+
+class _StubTokenizer:
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False and add_generation_prompt is True
+        return "|".join(f"{m['role']}:{m['content']}" for m in messages) + "|assistant:"
+
+
+def test_build_prompt_uses_the_chat_template():
+    assert build_prompt(_StubTokenizer(), "Q?", "Think.") == "system:Think.|user:Q?|assistant:"
+    assert build_prompt(_StubTokenizer(), "Q?", "") == "user:Q?|assistant:"
