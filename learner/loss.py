@@ -1,0 +1,295 @@
+"""OREAL policy loss, one function per term (notes: ``docs/oreal.md``, step 6).
+
+Symbols follow the notes: ``A_pos``/``A_neg`` are the RLOO advantages A+ / A- of a kept
+positive / negative sample, ``w_pos``/``w_neg`` the token weights w+ / w- from the token-level
+reward model (``q_t = sigmoid(wbar_t)``), ``rho`` the on-policy importance ratio,
+``N_pos``/``N_neg``/``N`` the GLOBAL (all ranks) token counts, ``eta`` and ``beta`` the
+negative and KL coefficients. Every term returns ``(loss, metrics)``; ``oreal_loss`` composes
+them according to the mode table ``MODES`` (the ablation rows of the paper).
+
+Alignment convention (shared with ``reward_model``)
+----------------------------------------------------
+A kept sequence is ``input_ids[s] = prompt + response`` (right padded to ``L``). Column ``j``
+of every per-token tensor the loss sees belongs to token ``input_ids[:, j + 1]`` and is read
+from the model output at position ``j``, i.e. from the prefix that predicts that token:
+
+* policy / reference: ``logprobs = gather_logprobs(logits, input_ids)``   -> ``[S, L-1]``
+* reward model:       ``rm_scores = rm.response_scores(input_ids, attention_mask, mask)``
+  (= ``rm(input_ids, attention_mask)[:, :-1]``)                          -> ``[S, L-1]``
+* ``mask = response_mask(prompt_lens, total_lens, L)`` is 1 exactly on response tokens.
+
+Worked example, prompt ``[p0 p1]``, response ``[y0 y1 y2]``, one pad, ``L = 6``::
+
+    input_ids      p0   p1   y0   y1   y2   pad
+    column j        0    1    2    3    4
+    logprobs[j]    p1   y0   y1   y2   pad      (log pi(input_ids[j+1] | input_ids[:j+1]))
+    mask[j]         0    1    1    1    0
+
+So ``T = L - 1`` and ``mask`` may have leading zeros (the prompt); the loss only ever reads
+masked entries (padding may hold anything, even inf/nan, and never contributes).
+
+Distributed use: pass the global counts ``n_pos_tokens``/``n_neg_tokens`` (all-reduced over
+ranks). Then the per-rank losses SUM to the whole-batch loss; a data-parallel engine that
+AVERAGES gradients over ranks must therefore have the loss scaled by the world size.
+
+This module imports torch only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+Metrics = dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------- alignment
+def _token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def gather_logprobs(logits: Tensor, input_ids: Tensor, chunk_tokens: int = 1024) -> Tensor:
+    """``log pi(input_ids[:, j+1] | input_ids[:, :j+1])`` for ``j < L-1``: ``[S, L, V] -> [S, L-1]``.
+
+    Computed in float32 as ``logit[target] - logsumexp(logits)``, one chunk of at most
+    ``chunk_tokens`` positions at a time, so the float32 copy of the logits never exceeds one
+    chunk. When gradients are needed each chunk is checkpointed: its float32 copy is
+    recomputed in backward instead of being kept alive until then.
+    """
+    S, L, _ = logits.shape
+    targets = input_ids[:, 1:]
+    track = torch.is_grad_enabled() and logits.requires_grad
+    rows = []
+    for s in range(S):
+        chunks = []
+        for t0 in range(0, L - 1, chunk_tokens):
+            t1 = min(t0 + chunk_tokens, L - 1)
+            args = (logits[s, t0:t1], targets[s, t0:t1])
+            chunks.append(checkpoint(_token_logprobs, *args, use_reentrant=False)
+                          if track else _token_logprobs(*args))
+        rows.append(torch.cat(chunks))
+    return torch.stack(rows)
+
+
+def response_mask(prompt_lens: Tensor, total_lens: Tensor, L: int) -> Tensor:
+    """Bool ``[S, L-1]`` mask, True on the columns whose token is a response token.
+
+    Response tokens are ``input_ids[s, prompt_lens[s] : total_lens[s]]`` (``total_lens`` =
+    prompt + response length, padding excluded); in the shifted layout of ``gather_logprobs``
+    they sit at columns ``prompt_lens[s] - 1 .. total_lens[s] - 2``.
+    """
+    j = torch.arange(L - 1, device=prompt_lens.device)
+    return (j >= prompt_lens[:, None] - 1) & (j < total_lens[:, None] - 1)
+
+
+# --------------------------------------------------------------------------- advantages
+def rloo_advantages(rewards: Tensor) -> Tensor:
+    """RLOO, per query over its K samples: ``A_i = r_i - mean_{j != i} r_j``; ``[B, K] -> [B, K]``.
+
+    With +-1 rewards and pass rate p: ``A+ = 2K(1-p)/(K-1)``, ``A- = -2Kp/(K-1)``.
+    """
+    K = rewards.shape[-1]
+    if K < 2:
+        raise ValueError(f"RLOO needs K >= 2 samples per query, got K={K}")
+    r = rewards.float()
+    return r - (r.sum(-1, keepdim=True) - r) / (K - 1)
+
+
+def grpo_advantages(rewards: Tensor, eps: float = 1e-8) -> Tensor:
+    """GRPO: ``A_i = (r_i - mean_j r_j) / (std_j r_j + eps)``; ``[B, K] -> [B, K]``.
+
+    ``std`` is the UNBIASED sample std (Bessel's correction, K-1), as in the DeepSeekMath
+    reference implementations (TRL, verl use ``torch.std``). A group whose rewards are all
+    equal gets advantage 0.
+    """
+    r = rewards.float()
+    return (r - r.mean(-1, keepdim=True)) / (r.std(-1, keepdim=True) + eps)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor], Tensor]] = {
+    "rloo": rloo_advantages,
+    "grpo": grpo_advantages,
+}
+
+
+# --------------------------------------------------------------------------- token weights
+def token_weights(rm_scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """OREAL token weights from raw RM scores ``w_k`` (no gradient), zero outside ``mask``.
+
+    ``wbar_t = (1/t) sum_{k<=t} w_k`` (over response tokens), ``q_t = sigmoid(wbar_t)``,
+    ``w+_t = max(2 q_t - 1, 0)``, ``w-_t = max(1 - 2 q_t, 0)``.
+    Same formula as ``reward_model.loss.token_weights`` (a test keeps the two equal; the
+    learner does not import another role's internals).
+    """
+    m = mask.bool()
+    w = rm_scores.detach()
+    w = torch.where(m, w.to(torch.promote_types(w.dtype, torch.float32)), 0.0)
+    t = m.float().cumsum(-1).clamp(min=1)
+    q = torch.sigmoid(w.cumsum(-1) / t)
+    w_pos = torch.where(m, (2 * q - 1).clamp(min=0), 0.0)
+    w_neg = torch.where(m, (1 - 2 * q).clamp(min=0), 0.0)
+    return w_pos, w_neg
+
+
+# --------------------------------------------------------------------------- loss terms
+def _masked(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` on masked entries, 0 elsewhere (also kills inf/nan padding, value and grad)."""
+    return torch.where(mask, x, x.new_zeros(()))
+
+
+def positive_bc_term(logprobs: Tensor, A_pos: Tensor, w_pos: Tensor, mask: Tensor,
+                     N_pos: Tensor) -> tuple[Tensor, Metrics]:
+    """Behaviour cloning of positives: ``sum_i A+_i sum_t w+_it l_it / N+``, ``l = -log pi``.
+
+    ``mask`` selects the positives' response tokens; ``A_pos`` is ``[S]`` (1 for the paper
+    prose's unscaled cloning), ``w_pos`` ``[S, T]`` (all 1 without the RM).
+    """
+    l = -_masked(logprobs, mask)
+    loss = (A_pos[:, None] * _masked(w_pos, mask) * l).sum() / N_pos
+    return loss, {"pos": loss.detach()}
+
+
+def negative_term(logprobs: Tensor, A_neg: Tensor, w_neg: Tensor, mask: Tensor,
+                  N_neg: Tensor, eta: float) -> tuple[Tensor, Metrics]:
+    """Shaped negatives: ``-eta * sum_i sum_t rho_it A-_i w-_it / N-``.
+
+    ``rho_t = exp(logp_t - stopgrad(logp_t))`` has value 1 and gradient ``grad log pi``, so
+    the value is the constant ``-eta sum A- w- / N-`` (>= 0 since ``A- <= 0``) and the
+    gradient ``-eta A- w- grad log pi / N-`` pushes the negatives' log-probs down.
+    """
+    logp = _masked(logprobs, mask)
+    rho = torch.exp(logp - logp.detach())
+    loss = -eta * (rho * A_neg[:, None] * _masked(w_neg, mask)).sum() / N_neg
+    return loss, {"neg": loss.detach()}
+
+
+def reinforce_term(logprobs: Tensor, R: Tensor, mask: Tensor, N: Tensor) -> tuple[Tensor, Metrics]:
+    """REINFORCE: ``-sum_i R_i sum_t log pi_it / N`` with ``R`` the reward r or advantage A."""
+    loss = -(R[:, None] * _masked(logprobs, mask)).sum() / N
+    return loss, {"pg": loss.detach()}
+
+
+def kl_k3_term(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, N: Tensor,
+               beta: float) -> tuple[Tensor, Metrics]:
+    """KL to the frozen initial policy, k3: ``beta * sum_t (exp(delta_t) - delta_t - 1) / N``,
+    ``delta_t = logp_ref_t - logp_t``, over every kept (masked) token."""
+    delta = _masked(ref_logprobs.to(logprobs.dtype) - logprobs, mask)
+    k3 = torch.exp(delta) - delta - 1  # 0 where delta was masked to 0
+    loss = beta * k3.sum() / N
+    n_local = mask.sum().clamp(min=1)
+    return loss, {"kl": loss.detach(), "kl_k3_mean": (k3.sum() / n_local).detach()}
+
+
+# --------------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class TermInputs:
+    """The kept sequences of one (micro-)batch, with the normalisers already resolved."""
+    logprobs: Tensor
+    R: Tensor           # [S] per-sample coefficient: reward r or advantage A
+    w_pos: Tensor       # [S, T] w+ (ones without the RM)
+    w_neg: Tensor       # [S, T] w- (ones without the RM)
+    mask_pos: Tensor    # [S, T] response tokens of positives (r > 0)
+    mask_neg: Tensor    # [S, T] response tokens of negatives (r <= 0)
+    N_pos: Tensor
+    N_neg: Tensor
+    eta: float
+    pos_mult_adv: bool
+
+    @property
+    def N(self) -> Tensor:
+        return self.N_pos + self.N_neg
+
+
+def reinforce_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
+    """REINFORCE on every sample, split into the positives' and negatives' share (both / N)."""
+    pos, _ = reinforce_term(b.logprobs, b.R, b.mask_pos, b.N)
+    neg, _ = reinforce_term(b.logprobs, b.R, b.mask_neg, b.N)
+    return (pos, {"pos": pos.detach()}), (neg, {"neg": neg.detach()})
+
+
+def oreal_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
+    """Behaviour cloning of positives (/ N+) and shaped negatives (/ N-)."""
+    A_pos = b.R if b.pos_mult_adv else torch.ones_like(b.R)
+    return (positive_bc_term(b.logprobs, A_pos, b.w_pos, b.mask_pos, b.N_pos),
+            negative_term(b.logprobs, b.R, b.w_neg, b.mask_neg, b.N_neg, b.eta))
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One ablation row: which policy terms, which per-sample coefficient, whether RM weights."""
+    terms: Callable[[TermInputs], tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]]
+    coefficient: str    # "rewards" or "advantages"
+    rm_weights: bool
+
+
+MODES: dict[str, Mode] = {
+    "reinforce": Mode(reinforce_terms, coefficient="rewards", rm_weights=False),
+    "shaped": Mode(reinforce_terms, coefficient="advantages", rm_weights=False),
+    "bc": Mode(oreal_terms, coefficient="advantages", rm_weights=False),
+    "oreal": Mode(oreal_terms, coefficient="advantages", rm_weights=True),
+}
+
+
+def _token_count(n: int | float | Tensor | None, mask: Tensor) -> Tensor:
+    n = mask.sum() if n is None else torch.as_tensor(n, device=mask.device)
+    return n.float().clamp(min=1)
+
+
+def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None, mask: Tensor,
+               rewards: Tensor, advantages: Tensor | None, *, mode: str = "oreal",
+               eta: float = 0.5, beta: float = 0.01, pos_mult_adv: bool = True,
+               n_pos_tokens: int | Tensor | None = None,
+               n_neg_tokens: int | Tensor | None = None) -> dict[str, Tensor]:
+    """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
+
+    Shapes: ``logprobs``, ``ref_logprobs``, ``rm_scores``, ``mask`` are ``[S, T]`` in the
+    shifted layout of the module docstring; ``rewards``, ``advantages`` are ``[S]``.
+    Positives are ``rewards > 0``. ``rm_scores`` are the RM's raw per-token logits from the
+    RM BEFORE this step's update (only ``mode="oreal"`` needs them; ``advantages`` is unused,
+    and may be None, in ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
+    summed over all ranks (default: this batch's counts); give both or neither.
+
+    Returns ``loss`` (scalar with grad) and detached metrics: ``pos``, ``neg``, ``kl`` (the
+    three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
+    ``n_pos_tokens``, ``n_neg_tokens`` (this batch's counts), ``n_pos_seqs``, ``n_neg_seqs``,
+    ``w_pos_mean``, ``w_neg_mean`` (weights used, over the masked tokens of positives /
+    negatives), ``N_pos``, ``N_neg`` (the normalisers used).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; expected one of {sorted(MODES)}")
+    if (n_pos_tokens is None) != (n_neg_tokens is None):
+        raise ValueError("give both n_pos_tokens and n_neg_tokens (global counts) or neither")
+    spec = MODES[mode]
+    mask = mask.bool()
+    is_pos = rewards > 0
+    mask_pos, mask_neg = mask & is_pos[:, None], mask & ~is_pos[:, None]
+    if spec.rm_weights:
+        if rm_scores is None:
+            raise ValueError(f"mode={mode!r} needs rm_scores")
+        w_pos, w_neg = token_weights(rm_scores, mask)
+    else:
+        w_pos = w_neg = torch.ones_like(logprobs, dtype=torch.float32)
+    R = rewards if spec.coefficient == "rewards" else advantages
+    if R is None:
+        raise ValueError(f"mode={mode!r} needs advantages")
+    b = TermInputs(logprobs=logprobs, R=R.to(logprobs.dtype), w_pos=w_pos.to(logprobs.dtype),
+              w_neg=w_neg.to(logprobs.dtype), mask_pos=mask_pos, mask_neg=mask_neg,
+              N_pos=_token_count(n_pos_tokens, mask_pos), N_neg=_token_count(n_neg_tokens, mask_neg),
+              eta=eta, pos_mult_adv=pos_mult_adv)
+
+    (pos, m_pos), (neg, m_neg) = spec.terms(b)
+    kl, m_kl = kl_k3_term(logprobs, ref_logprobs, mask, b.N, beta)
+    n_pos, n_neg = mask_pos.sum().float(), mask_neg.sum().float()
+    return {
+        "loss": pos + neg + kl, **m_pos, **m_neg, **m_kl,
+        "n_pos_tokens": n_pos, "n_neg_tokens": n_neg,
+        "n_pos_seqs": (is_pos & mask.any(-1)).sum().float(),
+        "n_neg_seqs": (~is_pos & mask.any(-1)).sum().float(),
+        "w_pos_mean": (_masked(w_pos, mask_pos).sum() / n_pos.clamp(min=1)).detach(),
+        "w_neg_mean": (_masked(w_neg, mask_neg).sum() / n_neg.clamp(min=1)).detach(),
+        "N_pos": b.N_pos, "N_neg": b.N_neg,
+    }
