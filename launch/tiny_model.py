@@ -23,14 +23,13 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
-
-import torch
 
 from launch.tasks import DEFAULT_SYSTEM_PROMPT, arith_corpus
 
 # Bump when the build recipe changes, so cached folders from the old recipe are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -96,6 +95,11 @@ class TinyModelConfig:
         return self.hidden_size // self.num_heads
 
 
+def tokenizer_corpus() -> list[str]:
+    """The BPE's training text: arithmetic questions and solutions, plus generic text."""
+    return arith_corpus() + GENERIC_TEXT * 20
+
+
 def train_bpe(vocab_size: int = 512):
     """The raw trained `tokenizers.Tokenizer` (deterministic: fixed corpus, fixed order)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -115,11 +119,11 @@ def train_bpe(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: nothing is unknown
         show_progress=False,
     )
-    bpe.train_from_iterator(arith_corpus() + GENERIC_TEXT * 20, trainer)
+    bpe.train_from_iterator(tokenizer_corpus(), trainer)
     return bpe
 
 
-def build_tokenizer(vocab_size: int = 512):
+def build_tokenizer(vocab_size: int = 512, model_max_length: int = 1024):
     """A `Qwen2Tokenizer` made from `train_bpe`'s vocab and merges, with the chat template.
 
     Saved with `save_pretrained`, it loads back through `AutoTokenizer` (and so vLLM) with
@@ -138,15 +142,16 @@ def build_tokenizer(vocab_size: int = 512):
         additional_special_tokens=[BOS_TOKEN],
     )
     tok.chat_template = CHAT_TEMPLATE
-    tok.model_max_length = 1 << 30
+    tok.model_max_length = model_max_length
     return tok
 
 
 def build_tiny_model(cfg: TinyModelConfig, out_dir: str | os.PathLike) -> str:
     """Random-init fp32 `Qwen2ForCausalLM` + tokenizer, saved into `out_dir`; returns its path."""
+    import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    tok = build_tokenizer(cfg.vocab_size)
+    tok = build_tokenizer(cfg.vocab_size, cfg.max_position_embeddings)
     if len(tok) > cfg.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens > model.vocab_size={cfg.vocab_size}")
     pad_id, eos_id = tok.convert_tokens_to_ids([PAD_TOKEN, EOS_TOKEN])
@@ -179,10 +184,11 @@ def build_tiny_model(cfg: TinyModelConfig, out_dir: str | os.PathLike) -> str:
 
 
 def config_hash(cfg: TinyModelConfig) -> str:
-    """Short hash of everything a built folder depends on (cache key)."""
-    import transformers
-
-    key = {"cfg": asdict(cfg), "build": BUILD_VERSION, "transformers": transformers.__version__}
+    """Short hash of everything a built folder depends on (cache key): the config, the
+    recipe version, the tokenizer's training text and template, the transformers version."""
+    corpus = hashlib.sha256("\0".join(tokenizer_corpus() + [CHAT_TEMPLATE]).encode()).hexdigest()
+    key = {"cfg": asdict(cfg), "build": BUILD_VERSION, "corpus": corpus,
+           "transformers": version("transformers")}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -216,16 +222,16 @@ def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None
     return str(final)
 
 
-def resolve_model_path(path: str | None, tiny_cfg: TinyModelConfig) -> str:
+def resolve_model_path(path: str | None, tiny_cfg: TinyModelConfig | None = None) -> str:
     """Turn `model.path` into something `from_pretrained` and vLLM accept.
 
-    None or "tiny" -> the cached tiny model; an existing local folder -> its absolute path;
+    None or "tiny" -> the cached tiny model for `tiny_cfg` (default shape if None); an existing local folder -> its absolute path;
     any other name -> returned as-is (a hub id, e.g. "Qwen/Qwen2.5-0.5B").
     A path-like string (contains "/" and starts with "." or "/" or "~") that does not exist
     is an error rather than a hub lookup.
     """
     if path is None or path == "tiny":
-        return ensure_tiny_model(tiny_cfg)
+        return ensure_tiny_model(tiny_cfg or TinyModelConfig())
     local = Path(path).expanduser()
     if local.is_dir():
         return str(local.resolve())

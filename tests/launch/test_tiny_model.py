@@ -124,6 +124,19 @@ def test_cache_is_reused(tiny_path, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [Path(other).name]  # no temp folder left
 
 
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    import launch.tiny_model as tm
+
+    def broken(cfg, out_dir):
+        (Path(out_dir) / "config.json").write_text("{}")  # half-written
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tm, "build_tiny_model", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        tm.ensure_tiny_model(TinyModelConfig(), cache_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_builds_are_deterministic(tmp_path):
     a, b = build_tokenizer(), build_tokenizer()
     assert a.get_vocab() == b.get_vocab()
@@ -139,7 +152,7 @@ def test_builds_are_deterministic(tmp_path):
 
 def test_resolve_model_path(tiny_path, tmp_path):
     cfg = TinyModelConfig()
-    assert resolve_model_path(None, cfg) == tiny_path
+    assert resolve_model_path(None, cfg) == resolve_model_path(None) == tiny_path
     assert resolve_model_path("tiny", cfg) == tiny_path
     assert resolve_model_path(str(tmp_path), cfg) == str(tmp_path.resolve())
     assert resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct", cfg) == "Qwen/Qwen2.5-0.5B-Instruct"
