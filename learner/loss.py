@@ -194,14 +194,11 @@ class TermInputs:
     w_neg: Tensor       # [S, T] w- (ones without the RM)
     mask_pos: Tensor    # [S, T] response tokens of positives (r > 0)
     mask_neg: Tensor    # [S, T] response tokens of negatives (r <= 0)
-    N_pos: Tensor
+    N_pos: Tensor       # normalisers (global counts, clamped to >= 1)
     N_neg: Tensor
+    N: Tensor           # N+ + N-
     eta: float
     pos_mult_adv: bool
-
-    @property
-    def N(self) -> Tensor:
-        return self.N_pos + self.N_neg
 
 
 def reinforce_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
@@ -235,8 +232,7 @@ MODES: dict[str, Mode] = {
 
 
 def _token_count(n: int | float | Tensor | None, mask: Tensor) -> Tensor:
-    n = mask.sum() if n is None else torch.as_tensor(n, device=mask.device)
-    return n.float().clamp(min=1)
+    return (mask.sum() if n is None else torch.as_tensor(n, device=mask.device)).float()
 
 
 def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None, mask: Tensor,
@@ -257,7 +253,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
     ``n_pos_tokens``, ``n_neg_tokens`` (this batch's counts), ``n_pos_seqs``, ``n_neg_seqs``,
     ``w_pos_mean``, ``w_neg_mean`` (weights used, over the masked tokens of positives /
-    negatives), ``N_pos``, ``N_neg`` (the normalisers used).
+    negatives), ``N_pos``, ``N_neg`` (the normalisers: global counts, or this batch's).
+    An empty normaliser (e.g. no positives anywhere) makes its term 0.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; expected one of {sorted(MODES)}")
@@ -272,14 +269,15 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
             raise ValueError(f"mode={mode!r} needs rm_scores")
         w_pos, w_neg = token_weights(rm_scores, mask)
     else:
-        w_pos = w_neg = torch.ones_like(logprobs, dtype=torch.float32)
+        w_pos = w_neg = torch.ones_like(logprobs)
     R = rewards if spec.coefficient == "rewards" else advantages
     if R is None:
         raise ValueError(f"mode={mode!r} needs advantages")
+    N_pos, N_neg = _token_count(n_pos_tokens, mask_pos), _token_count(n_neg_tokens, mask_neg)
     b = TermInputs(logprobs=logprobs, R=R.to(logprobs.dtype), w_pos=w_pos.to(logprobs.dtype),
-              w_neg=w_neg.to(logprobs.dtype), mask_pos=mask_pos, mask_neg=mask_neg,
-              N_pos=_token_count(n_pos_tokens, mask_pos), N_neg=_token_count(n_neg_tokens, mask_neg),
-              eta=eta, pos_mult_adv=pos_mult_adv)
+                   w_neg=w_neg.to(logprobs.dtype), mask_pos=mask_pos, mask_neg=mask_neg,
+                   N_pos=N_pos.clamp(min=1), N_neg=N_neg.clamp(min=1), N=(N_pos + N_neg).clamp(min=1),
+                   eta=eta, pos_mult_adv=pos_mult_adv)
 
     (pos, m_pos), (neg, m_neg) = spec.terms(b)
     kl, m_kl = kl_k3_term(logprobs, ref_logprobs, mask, b.N, beta)
@@ -291,5 +289,5 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
         "n_neg_seqs": (~is_pos & mask.any(-1)).sum().float(),
         "w_pos_mean": (_masked(w_pos, mask_pos).sum() / n_pos.clamp(min=1)).detach(),
         "w_neg_mean": (_masked(w_neg, mask_neg).sum() / n_neg.clamp(min=1)).detach(),
-        "N_pos": b.N_pos, "N_neg": b.N_neg,
+        "N_pos": N_pos, "N_neg": N_neg,
     }

@@ -278,6 +278,19 @@ def test_two_rank_split_equals_single_rank(mode):
     assert sum(p["n_pos_tokens"] for p in parts) == n_pos
 
 
+def test_one_sided_batch():
+    """Only the negative of the hand batch: N+ = 0, N = N- = 2 (no phantom token)."""
+    logp, ref, rm, mask, r, A = hand_batch()
+    rows = slice(1, 2)
+    args = (logp[rows], ref[rows], rm[rows], mask[rows], r[rows], A[rows])
+    # reinforce: -(-1)(-1-3)/2 = -2 ; KL = 0.01 * e^-1 / 2 = 0.001839397206
+    out = oreal_loss(*args, mode="reinforce")
+    assert out["pos"].item() == 0 and out["neg"].item() == pytest.approx(-2.0)
+    assert out["kl"].item() == pytest.approx(0.001839397206, abs=1e-12)
+    # oreal: -0.5 (-0.5)(0.5)/2 = 0.0625, as in the full batch (N- unchanged)
+    assert oreal_loss(*args, mode="oreal")["neg"].item() == pytest.approx(0.0625)
+
+
 def test_default_normalisers_are_local_counts():
     logp, ref, rm, mask, r, A = random_batch()
     a = oreal_loss(logp, ref, rm, mask, r, A)
