@@ -110,7 +110,12 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class Problem:
-    """One query `d`: the question, its gold answer, and optionally a worked solution."""
+    """One query `d`: the question, its gold answer, and optionally a worked solution.
+
+    >>> Problem("arith-train-0", "Compute 47 + 38 - 19.", "66",
+    ...         "47 + 38 = 85. 85 - 19 = 66. The answer is \\boxed{66}.").answer
+    '66'
+    """
 
     id: str
     question: str
@@ -118,6 +123,10 @@ class Problem:
     answer: str
     # Worked solution ending in \boxed{answer}, for the supervised warm-up; None if unknown.
     solution: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.question.strip() and self.answer.strip()):
+            raise ValueError(f"problem {self.id!r} has an empty question or answer")
 
 
 class TaskSplits(NamedTuple):
@@ -180,7 +189,7 @@ def make_arith_problems(cfg: TaskConfig) -> TaskSplits:
                 f"task.max_operands or task.max_digits"
             )
         split = "heldout" if len(problems) < cfg.num_heldout else "train"
-        p = make_arith_problem(rng, cfg, pid="")
+        p = make_arith_problem(rng, cfg, pid="draft")
         if p.question in seen:
             continue
         seen.add(p.question)
@@ -194,8 +203,8 @@ def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
     cfg = TaskConfig(min_operands=2, max_operands=4, min_digits=1, max_digits=3, allow_negative=True)
     rng = random.Random(seed)
     texts = []
-    for _ in range(num):
-        p = make_arith_problem(rng, cfg, pid="")
+    for i in range(num):
+        p = make_arith_problem(rng, cfg, pid=f"corpus-{i}")
         texts += [p.question, p.solution]
     return texts
 

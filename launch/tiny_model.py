@@ -32,8 +32,10 @@ from launch.tasks import DEFAULT_SYSTEM_PROMPT, arith_corpus
 BUILD_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]  # ids 0, 1, 2
+PAD_TOKEN, IM_START, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+# Head sizes vLLM 0.32's CPU attention backend accepts (CPUAttentionBackend).
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+SPECIAL_TOKENS = [PAD_TOKEN, IM_START, EOS_TOKEN]  # ids 0, 1, 2
 
 # Qwen-style template: every turn is "<|im_start|>{role}\n{content}<|im_end|>\n".
 CHAT_TEMPLATE = (
@@ -67,8 +69,8 @@ class TinyModelConfig:
     hidden_size: int = 64
     # Transformer blocks.
     num_layers: int = 2
-    # Attention heads (and key/value heads); head_dim = hidden_size / num_heads must be one
-    # vLLM's CPU attention supports (32, 64, 80, 96, 112, 128, ...; 16 fails).
+    # Attention heads (and key/value heads); head_dim = hidden_size / num_heads must be a
+    # size vLLM's CPU attention supports (VLLM_CPU_HEAD_DIMS: 32, 64, 80, ...; 16 fails).
     num_heads: int = 1
     # Width of the MLP.
     intermediate_size: int = 256
@@ -86,6 +88,11 @@ class TinyModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}"
+            )
+        if self.head_dim not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(
+                f"model.hidden_size / model.num_heads = {self.head_dim}: vLLM's CPU attention "
+                f"needs a head size in {VLLM_CPU_HEAD_DIMS}"
             )
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(f"model.vocab_size must be >= {256 + len(SPECIAL_TOKENS)}, got {self.vocab_size}")
@@ -139,7 +146,7 @@ def build_tokenizer(vocab_size: int = 512, model_max_length: int = 1024):
         bos_token=None,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
-        additional_special_tokens=[BOS_TOKEN],
+        additional_special_tokens=[IM_START],
     )
     tok.chat_template = CHAT_TEMPLATE
     tok.model_max_length = model_max_length
@@ -225,8 +232,9 @@ def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None
 def resolve_model_path(path: str | None, tiny_cfg: TinyModelConfig | None = None) -> str:
     """Turn `model.path` into something `from_pretrained` and vLLM accept.
 
-    None or "tiny" -> the cached tiny model for `tiny_cfg` (default shape if None); an existing local folder -> its absolute path;
-    any other name -> returned as-is (a hub id, e.g. "Qwen/Qwen2.5-0.5B").
+    None or "tiny" -> the cached tiny model for `tiny_cfg` (default shape if None);
+    an existing local folder -> its absolute path (Hydra or Ray may change the working
+    folder later); any other name -> returned as-is (a hub id, e.g. "Qwen/Qwen2.5-0.5B").
     A path-like string (contains "/" and starts with "." or "/" or "~") that does not exist
     is an error rather than a hub lookup.
     """

@@ -167,4 +167,6 @@ def test_resolve_model_path(tiny_path, tmp_path):
 def test_config_checks_head_split():
     with pytest.raises(ValueError, match="num_heads"):
         TinyModelConfig(hidden_size=64, num_heads=3)
+    with pytest.raises(ValueError, match="head size"):
+        TinyModelConfig(hidden_size=64, num_heads=4)  # head_dim 16: vLLM CPU refuses it
     assert TinyModelConfig().head_dim == 64
