@@ -1,0 +1,20 @@
+"""verifier/: grades responses against gold answers (OREAL step 2, "Judge").
+
+Pure core (no Ray): `grade`, `Verdict`, `VerifierConfig`, `metrics`, `self_check`.
+Ray wrapper: `VerifierPool` (imported lazily, so `import verifier` never imports ray).
+"""
+from verifier.config import VerifierConfig
+from verifier.grade import grade
+from verifier.metrics import metrics
+from verifier.self_check import self_check
+from verifier.verdict import OUTCOMES, Verdict
+
+__all__ = ["grade", "Verdict", "OUTCOMES", "VerifierConfig", "VerifierPool", "metrics", "self_check"]
+
+
+def __getattr__(name: str):
+    if name == "VerifierPool":
+        from verifier.pool import VerifierPool
+
+        return VerifierPool
+    raise AttributeError(f"module 'verifier' has no attribute {name!r}")

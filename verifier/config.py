@@ -1,0 +1,54 @@
+"""`VerifierConfig`: every verifier default lives here (schema of conf/verifier/*.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class VerifierConfig:
+    # Ray actors in the pool; each owns one long-lived grading subprocess.
+    num_workers: int = 2
+    # CPUs Ray reserves per actor (0 lets a whole topology fit on 2 cores).
+    actor_num_cpus: float = 0.0
+    # Hard wall-clock deadline per sample (s); on expiry the subprocess is killed and restarted.
+    timeout_s: float = 3.0
+    # Completions longer than this keep only their last `max_completion_chars` characters.
+    max_completion_chars: int = 20_000
+    # Extracted answers longer than this are rejected (outcome `incorrect`) before parsing.
+    max_answer_chars: int = 1_000
+    # Answers nested deeper than this (brackets/braces) are rejected before parsing.
+    max_nesting: int = 40
+    # A decimal answer approximating an irrational / non-terminating gold needs this many
+    # significant digits (and must agree with the exact value to its last digit).
+    approx_min_sig_digits: int = 6
+    # Address-space cap for the grading subprocess in MiB (0 = no cap).
+    worker_memory_mb: int = 2_048
+    # Samples per Ray task; smaller chunks balance load better, larger ones cost less overhead.
+    chunk_size: int = 16
+    # Startup self-check: refuse to train when more than this fraction of gold answers fail.
+    self_check_max_fail_frac: float = 0.02
+    # Optional LLM judge (OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1); None = off.
+    judge_url: str | None = None
+    # Model name sent to the judge endpoint.
+    judge_model: str | None = None
+    # Total seconds allowed per judge request; no answer in time counts as incorrect.
+    judge_timeout_s: float = 10.0
+    # Concurrent judge requests per actor.
+    judge_max_concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        positive = ("num_workers", "timeout_s", "max_completion_chars", "max_answer_chars",
+                    "max_nesting", "approx_min_sig_digits", "chunk_size", "judge_timeout_s",
+                    "judge_max_concurrency")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"verifier.{key} must be > 0, got {getattr(self, key)!r}")
+        if self.actor_num_cpus < 0:
+            raise ValueError(f"verifier.actor_num_cpus must be >= 0, got {self.actor_num_cpus}")
+        if self.worker_memory_mb < 0:
+            raise ValueError(f"verifier.worker_memory_mb must be >= 0, got {self.worker_memory_mb}")
+        if not 0.0 <= self.self_check_max_fail_frac <= 1.0:
+            raise ValueError("verifier.self_check_max_fail_frac must be in [0, 1], "
+                             f"got {self.self_check_max_fail_frac}")
+        if self.judge_url is not None and not self.judge_model:
+            raise ValueError("verifier.judge_model must be set when verifier.judge_url is set")

@@ -1,0 +1,131 @@
+"""Are two answer texts mathematically equivalent? math-verify 0.9.0 plus fixes.
+
+Order of checks (cheapest first, each a definitive answer for what it covers):
+1. identical normalised text (`normalize.normalize`);
+2. containers: sets / lists compare unordered, tuples / intervals ordered, and a tuple or
+   interval `(1,2)` is never the set `\\{1,2\\}` (math-verify says it is);
+3. exact number literals compared exactly as fractions (math-verify rounds to 6 places
+   and chops, so `0.0000001 == 0.0000002` and `1/2^{99} == 1/2^{98}` for it);
+4. inputs too costly to evaluate (`risky`): text equality only;
+5. math-verify `parse` / `verify` (gold first), then:
+   - `i` becomes the imaginary unit when the gold has no other free symbol,
+   - closed-form numbers are compared exactly at 50 digits (decimal approximations of
+     irrational / non-terminating values need `approx_min_sig_digits` digits),
+   - relations vs sets (`1\\le x\\le 2` vs `[1,2]`) and expressions equal for positive
+     symbols (`\\sqrt{1/n}` vs `\\frac{1}{\\sqrt n}`) are rescued.
+
+Everything here may be slow or hang on adversarial input: run it under a hard deadline
+(verifier.worker); `grade()` itself never stringifies a sympy object.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+from verifier.normalize import (Container, Literal, container, normalize, parse_literal,
+                                terminates)
+
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+_WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z '\-]*[A-Za-z]$")
+# a numeric power tower (`9^{9^{9^9}}`, `2^{2^{36}}`) or a literal exponent >= 10^5
+_TOWER_RE = re.compile(r"\^\s*\{\s*\(?\s*[-+]?\d+\s*\)?\s*\^|\^\s*\d+\s*\^|\^\s*\{?\s*\(?\s*\d{6,}")
+_BIG_NUM_RE = re.compile(r"\d{4,}")
+
+
+def _big_factorial(s: str) -> bool:
+    """A factorial of a literal >= 1000 or of a group holding a power: `(10^6)!`."""
+    for i, c in enumerate(s):
+        if c == "!":
+            before = s[max(0, i - 40):i].rstrip()
+            if _BIG_NUM_RE.search(before[-5:]) or (before.endswith((")", "}")) and (
+                    "^" in before or _BIG_NUM_RE.search(before))):
+                return True
+    return False
+_MAX_ITEMS = 24
+
+
+def risky(s: str) -> str | None:
+    """Why `s` is too costly to evaluate symbolically (None when it is fine).
+
+    >>> risky("9^{9^{9^9}}")
+    'power tower'
+    """
+    if _TOWER_RE.search(s):
+        return "power tower"
+    if "!" in s and _big_factorial(s):
+        return "large factorial"
+    return None
+
+
+def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6) -> tuple[bool, str | None]:
+    """(equivalent?, note) for two raw answer texts; gold first (the check is asymmetric)."""
+    g, p = normalize(gold), normalize(pred)
+    return _equiv(g, p, approx_min_sig_digits)
+
+
+def _equiv(g: str, p: str, sig: int) -> tuple[bool, str | None]:
+    if g == p:
+        return True, None
+    cg, cp = container(g), container(p)
+    if cg.kind != "single" and cp.kind != "single":
+        return _equiv_containers(cg, cp, sig)
+    if cg.kind == "single" and cp.kind == "single":
+        return _equiv_single(g, p, sig)
+    return _equiv_single(g, p, sig, allow_literals=False)  # e.g. \mathbb{R} vs (-\infty,\infty)
+
+
+def _equiv_containers(cg: Container, cp: Container, sig: int) -> tuple[bool, str | None]:
+    unordered = {"set", "list"}
+    if len(cg.items) != len(cp.items):
+        return False, "different number of answers"
+    if len(cg.items) > _MAX_ITEMS:
+        return sorted(cg.items) == sorted(cp.items), "too many items: text comparison"
+    if cg.kind in unordered and cp.kind in unordered:
+        return _match_unordered(list(cg.items), list(cp.items), sig)
+    same_brackets = cg.kind == cp.kind and (cg.left, cg.right) == (cp.left, cp.right)
+    if same_brackets or (cg.kind == "paren" and cp.kind == "list"):
+        for a, b in zip(cg.items, cp.items):
+            ok, note = _equiv(a, b, sig)
+            if not ok:
+                return False, note
+        return True, None
+    return False, f"{cg.kind} answer vs {cp.kind} answer"
+
+
+def _match_unordered(gold: list[str], pred: list[str], sig: int) -> tuple[bool, str | None]:
+    remaining = list(pred)
+    for a in gold:
+        for j, b in enumerate(remaining):
+            if _equiv(a, b, sig)[0]:
+                del remaining[j]
+                break
+        else:
+            return False, "an answer is missing"
+    return True, None
+
+
+def literals_equal(g: Literal, p: Literal, sig: int) -> bool:
+    """Exact, except that a decimal may approximate a non-terminating value (see module)."""
+    if g.value == p.value:
+        return True
+    if p.decimals is not None and not terminates(g.value):
+        return p.sig_digits >= sig and abs(p.value - g.value) * 10 ** p.decimals < 1
+    if g.decimals is not None and not terminates(p.value):
+        return abs(g.value - p.value) * 10 ** g.decimals * 2 <= 1
+    return False
+
+
+def _equiv_single(g: str, p: str, sig: int, allow_literals: bool = True) -> tuple[bool, str | None]:
+    lg, lp = parse_literal(g), parse_literal(p)
+    if lg is not None and lp is not None:
+        return literals_equal(lg, lp, sig), None
+    if _WORDS_RE.match(g) and _WORDS_RE.match(p):
+        return g.lower() == p.lower(), None
+    reason = risky(g) or risky(p)
+    if reason:
+        return False, f"{reason}: compared as text only"
+    from verifier import symbolic  # imports sympy / math-verify lazily
+
+    return symbolic.equivalent(g, p, lg, lp, sig)

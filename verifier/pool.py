@@ -1,0 +1,170 @@
+"""`VerifierPool`: the Ray actor pool the driver grades through.
+
+    pool = VerifierPool(VerifierConfig(num_workers=2))   # ray.init() done by the caller
+    pool.self_check(train_golds)                          # ValueError if too many fail
+    verdicts = pool.grade(completions, golds, finished)   # same order, one per input
+    log(pool.metrics(verdicts)); pool.shutdown()
+
+Each `GradeActor` owns one `GradingWorker` (a grading subprocess with a hard per-sample
+deadline). The pool cuts a batch into chunks and feeds them to actors as they free up. If
+an actor itself dies, it is replaced and its chunk is resent once; a chunk that still gets
+no answer comes back as `error` verdicts, so every input always gets exactly one verdict.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import ray
+
+from verifier.config import VerifierConfig
+from verifier.extract import gold_answer
+from verifier.metrics import metrics as _metrics
+from verifier.self_check import self_check as _self_check
+from verifier.verdict import Verdict
+from verifier.worker import DEFAULT_TARGET, GradingWorker, Job
+
+_INFLIGHT_PER_ACTOR = 2  # chunks queued per actor, so an actor never waits on the driver
+
+
+class GradeActor:
+    """Ray actor body: one grading subprocess, plus the optional LLM judge."""
+
+    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET) -> None:
+        self.cfg = cfg
+        self.worker = GradingWorker(cfg, target)
+        self.worker.start()
+        self.judge = None
+        if cfg.judge_url:
+            from verifier.judge import LLMJudge
+
+            self.judge = LLMJudge(cfg.judge_url, cfg.judge_model, cfg.judge_timeout_s,
+                                  cfg.judge_max_concurrency, cfg.max_answer_chars)
+
+    def grade_chunk(self, jobs: list[Job]) -> list[Verdict]:
+        verdicts = self.worker.grade_many(jobs)
+        if self.judge is not None:
+            verdicts = self.judge.rescue(verdicts, [gold_answer(g) for _, g, _ in jobs])
+        return verdicts
+
+    def pids(self) -> dict[str, int | None]:
+        return {"actor": os.getpid(), "grader": self.worker.pid}
+
+    def restarts(self) -> int:
+        return self.worker.restarts
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()
+
+
+class VerifierPool:
+    """`num_workers` GradeActors; `grade` returns verdicts in input order."""
+
+    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET) -> None:
+        self.cfg = cfg
+        self._target = target
+        self._actor_cls = ray.remote(GradeActor)
+        self.actors = [self._new_actor() for _ in range(cfg.num_workers)]
+        ray.get([a.pids.remote() for a in self.actors])  # surface start-up failures now
+
+    def _new_actor(self):
+        return self._actor_cls.options(num_cpus=self.cfg.actor_num_cpus, max_restarts=0).remote(
+            self.cfg, self._target)
+
+    # ---------------------------------------------------------------- grading
+    def grade(self, completions: Sequence[str], golds: Sequence[str],
+              finished: Sequence[bool] | None = None) -> list[Verdict]:
+        """Grade pairs concurrently; `finished[i]` False means truncated (no stop token)."""
+        n = len(completions)
+        finished = [True] * n if finished is None else list(finished)
+        if not (len(golds) == n == len(finished)):
+            raise ValueError(f"lengths differ: completions={n}, golds={len(golds)}, "
+                             f"finished={len(finished)}")
+        jobs = [(str(c), str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
+        size = self.cfg.chunk_size
+        todo = deque((s, 0) for s in range(0, n, size))  # (chunk start, attempt)
+        results: list[Verdict | None] = [None] * n
+        inflight: dict = {}  # ref -> (actor index, actor, chunk start, attempt, submit time)
+
+        def submit(k: int) -> None:
+            start, attempt = todo.popleft()
+            actor = self.actors[k]
+            ref = actor.grade_chunk.remote(jobs[start:start + size])
+            inflight[ref] = (k, actor, start, attempt, time.monotonic())
+
+        def fill() -> None:  # keep _INFLIGHT_PER_ACTOR chunks queued on every actor
+            for _ in range(_INFLIGHT_PER_ACTOR):
+                for k in range(len(self.actors)):
+                    busy = sum(1 for v in inflight.values() if v[0] == k)
+                    if todo and busy < _INFLIGHT_PER_ACTOR:
+                        submit(k)
+
+        fill()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            if not ready:
+                self._reap_stuck(inflight, todo, results, len(jobs))
+            for ref in ready:
+                k, actor, start, attempt, _ = inflight.pop(ref)
+                try:
+                    results[start:start + size] = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                    self._on_failure(k, actor, start, attempt, e, todo, results, len(jobs))
+            fill()
+        return results  # type: ignore[return-value]
+
+    def _chunk_deadline_s(self) -> float:
+        judge = self.cfg.judge_timeout_s if self.cfg.judge_url else 0.0
+        per_chunk = self.cfg.chunk_size * (self.cfg.timeout_s + 1.0) + judge
+        return _INFLIGHT_PER_ACTOR * per_chunk + 120.0
+
+    def _on_failure(self, k, actor, start, attempt, err, todo, results, n) -> None:
+        """Replace a dead actor (once) and resend its chunk once; then `error` verdicts."""
+        if self.actors[k] is actor:
+            self._replace_actor(k)
+        if attempt == 0:
+            todo.appendleft((start, 1))
+            return
+        end = min(start + self.cfg.chunk_size, n)
+        results[start:end] = [Verdict.failed("error", f"verifier actor failed twice: "
+                                             f"{type(err).__name__}") for _ in range(start, end)]
+
+    def _reap_stuck(self, inflight, todo, results, n) -> None:
+        """An actor past any reasonable bound is killed; its chunks are handled as failed."""
+        now = time.monotonic()
+        stuck = {v[0] for v in inflight.values() if now - v[4] > self._chunk_deadline_s()}
+        for ref, (k, actor, start, attempt, _) in list(inflight.items()):
+            if k in stuck:
+                inflight.pop(ref)
+                self._on_failure(k, actor, start, attempt, TimeoutError("actor unresponsive"),
+                                 todo, results, n)
+
+    def _replace_actor(self, k: int) -> None:
+        try:
+            ray.kill(self.actors[k])
+        except Exception:
+            pass
+        self.actors[k] = self._new_actor()
+
+    # ---------------------------------------------------------------- the rest
+    def self_check(self, golds: Sequence[str]) -> None:
+        """Refuse to train on golds the verifier cannot grade (see verifier.self_check)."""
+        _self_check(golds, self.grade, self.cfg.self_check_max_fail_frac)
+
+    @staticmethod
+    def metrics(verdicts: Sequence[Verdict]) -> dict[str, float]:
+        return _metrics(verdicts)
+
+    def pids(self) -> list[dict[str, int | None]]:
+        return ray.get([a.pids.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=10)
+        except Exception:
+            pass
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

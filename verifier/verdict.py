@@ -1,0 +1,59 @@
+"""`Verdict`: the one message the verifier returns per (completion, gold) pair.
+
+It crosses process boundaries (grading subprocess -> Ray actor -> driver), so it holds
+plain Python values only: never a sympy object (stringifying some of those hangs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Every grading path ends in exactly one of these. Only `correct` earns reward r = +1;
+# everything else is r = -1 (oreal.md, step 2 "Judge").
+OUTCOMES = ("correct", "incorrect", "no_answer", "truncated", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of grading one response against its gold answer.
+
+    correct:   True iff outcome == "correct"; the reward is +1 if correct else -1.
+    outcome:   one of OUTCOMES.
+    answer:    the extracted answer text (None when nothing was extracted).
+    latency_s: wall-clock seconds spent grading this sample.
+    detail:    why (for error / timeout / no_answer / rescues), else None.
+
+    >>> Verdict(correct=True, outcome="correct", answer="42").correct
+    True
+    """
+
+    correct: bool
+    outcome: str
+    answer: str | None = None
+    latency_s: float = 0.0
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"Verdict.outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        if self.correct != (self.outcome == "correct"):
+            raise ValueError(f"Verdict.correct={self.correct} contradicts outcome={self.outcome!r}")
+        if self.answer is not None and not isinstance(self.answer, str):
+            raise TypeError(f"Verdict.answer must be str or None, got {type(self.answer).__name__}")
+
+    @property
+    def reward(self) -> float:
+        """OREAL's outcome reward: +1 if correct else -1."""
+        return 1.0 if self.correct else -1.0
+
+    def to_tuple(self) -> tuple:
+        return (self.correct, self.outcome, self.answer, self.latency_s, self.detail)
+
+    @classmethod
+    def from_tuple(cls, t: tuple) -> "Verdict":
+        return cls(*t)
+
+    @classmethod
+    def failed(cls, outcome: str, detail: str, answer: str | None = None,
+               latency_s: float = 0.0) -> "Verdict":
+        """A non-correct verdict with a reason."""
+        return cls(False, outcome, answer, latency_s, detail)

@@ -1,0 +1,203 @@
+"""`GradingWorker`: one long-lived grading subprocess with a hard deadline per sample.
+
+The subprocess is a fresh interpreter (`python -m verifier.worker`), not a fork: it
+inherits no Ray threads, re-runs no `__main__`, and math-verify's `signal.alarm` is never
+needed. A warm spare is kept ready, so replacing a killed process costs no start-up time.
+
+Protocol over a socket pair (parent = a Ray actor or any process):
+
+    parent                                      child
+    send([(i, completion, gold, finished), ...])
+                                                for each job: send((i, verdict tuple))
+    poll(deadline) per job -------------------- deadline passed: SIGKILL the child, the
+                                                spare takes over, job i -> `timeout`,
+                                                the rest is resent
+    EOF (the child died) ---------------------- the spare takes over, job i is retried
+                                                once, then -> `error`
+
+Each job's clock starts when the previous verdict arrived (or the batch was sent), so a
+slow sample never eats its successors' time. Parsed sympy objects stay in the child; the
+parent receives plain tuples.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from verifier.config import VerifierConfig
+from verifier.extract import extract_answer
+from verifier.verdict import Verdict
+
+Job = tuple[str, str, bool]  # (completion, gold, finished)
+DEFAULT_TARGET = "verifier.grade:grade"
+_STARTUP_TIMEOUT_S = 120.0
+_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+class _Child:
+    """One grading subprocess and the parent's end of its socket."""
+
+    def __init__(self, cfg: VerifierConfig, target: str) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        fd = child_sock.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "verifier.worker", str(fd), json.dumps(asdict(cfg)), target],
+            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL, close_fds=True)
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.ready = False
+
+    def wait_ready(self, timeout: float = _STARTUP_TIMEOUT_S) -> None:
+        if self.ready:
+            return
+        try:
+            if not self.conn.poll(timeout):
+                raise RuntimeError(f"grading subprocess not ready after {timeout}s")
+            self.conn.recv()
+        except (EOFError, OSError) as e:
+            raise RuntimeError(f"grading subprocess died at start (exit {self.proc.poll()})") from e
+        self.ready = True
+
+    def kill(self) -> None:
+        self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.conn.close()
+
+
+class GradingWorker:
+    """Owns a grading subprocess (plus a warm spare); `grade_many` returns exactly one
+    Verdict per job on every path: reply, deadline, or crash."""
+
+    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET, spare: bool = True) -> None:
+        self.cfg = cfg
+        self.target = target  # "module:function" with grade()'s signature (tests inject others)
+        self.spare = spare
+        self._child: _Child | None = None
+        self._spare: _Child | None = None
+        self.restarts = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if self._child is None:
+            self._child = self._spare or _Child(self.cfg, self.target)
+            self._spare = None
+        if self.spare and self._spare is None:
+            self._spare = _Child(self.cfg, self.target)  # warms up while we grade
+        self._child.wait_ready()
+
+    def _replace(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+            self._child = None
+            self.restarts += 1
+        self.start()
+
+    def shutdown(self) -> None:
+        for c in (self._child, self._spare):
+            if c is not None:
+                c.kill()
+        self._child = self._spare = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.proc.pid if self._child is not None else None
+
+    # ---------------------------------------------------------------- grading
+    def grade_many(self, jobs: Sequence[Job]) -> list[Verdict]:
+        """Grade jobs in order; every path yields one Verdict per job."""
+        results: list[Verdict | None] = [None] * len(jobs)
+        attempts = [0] * len(jobs)
+        pending = list(range(len(jobs)))
+        while pending:
+            if self._child is None or self._child.proc.poll() is not None:
+                self._replace()
+            try:
+                self._child.conn.send([(i, *jobs[i]) for i in pending])
+            except OSError:
+                self._replace()
+                continue
+            pending = self._collect(jobs, pending, results, attempts)
+        return results  # type: ignore[return-value]
+
+    def _collect(self, jobs, pending, results, attempts) -> list[int]:
+        """Read verdicts for `pending` until done or the child is gone; return what is left."""
+        timeout, conn = self.cfg.timeout_s, self._child.conn
+        start = time.monotonic()
+        for pos, i in enumerate(pending):
+            ok = conn.poll(max(0.0, start + timeout - time.monotonic()))
+            elapsed = time.monotonic() - start
+            if not ok:  # deadline: kill; this job times out; the rest go to the spare
+                self._replace()
+                results[i] = Verdict.failed("timeout", f"no verdict within {timeout}s",
+                                            self._answer(jobs[i]), elapsed)
+                return pending[pos + 1:]
+            try:
+                j, tup = conn.recv()
+            except (EOFError, OSError):  # the child died under this job
+                self._replace()
+                attempts[i] += 1
+                if attempts[i] < 2:
+                    return pending[pos:]
+                results[i] = Verdict.failed("error", "grading process died twice on this sample",
+                                            self._answer(jobs[i]), elapsed)
+                return pending[pos + 1:]
+            if j != i:
+                raise RuntimeError(f"grading protocol error: verdict for job {j}, expected {i}")
+            results[i] = Verdict.from_tuple(tup)  # latency_s: the child's own grading time
+            start = time.monotonic()
+        return []
+
+    def _answer(self, job: Job) -> str | None:
+        """Extracted answer for a verdict made in the parent (pure string code)."""
+        try:
+            return extract_answer(job[0], self.cfg.max_completion_chars)
+        except Exception:
+            return None
+
+
+# -------------------------------------------------------------------- child side
+def _limit_memory(mb: int) -> None:
+    if mb > 0:
+        import resource
+
+        limit = mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def child_main(fd: int, cfg_json: str, target: str) -> None:
+    """Grade jobs in order, one reply per job, until EOF."""
+    conn = Connection(fd)
+    cfg = VerifierConfig(**json.loads(cfg_json))
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    from verifier import symbolic  # noqa: F401  (warm up sympy + math-verify before "ready")
+
+    fn("\\boxed{\\frac{1}{2}}", "0.5", finished=True, cfg=cfg)
+    _limit_memory(cfg.worker_memory_mb)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            jobs = conn.recv()
+        except (EOFError, OSError):
+            return
+        for i, completion, gold, finished in jobs:
+            v = fn(completion, gold, finished=finished, cfg=cfg)
+            conn.send((i, v.to_tuple()))
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]), sys.argv[2], sys.argv[3])
