@@ -90,7 +90,8 @@ def _delimited(rest: str) -> str:
             if end > 0:
                 return rest[len(left):end]
     line = rest.split("\n", 1)[0]
-    m = re.search(r"\.(?:\s|$)|\*\*", line)  # sentence end (not a decimal point) or bold end
+    # sentence end (not a decimal point), bold end, or a closing tag such as </conclude>
+    m = re.search(r"\.(?:\s|$|<)|\*\*|</", line)
     return line[: m.start()] if m else line
 
 

@@ -10,7 +10,7 @@ import logging
 from functools import lru_cache
 
 import sympy
-from math_verify import parse, verify
+from math_verify import LatexExtractionConfig, parse, verify
 from sympy import Basic, I, MatrixBase, Rational, Symbol
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -21,9 +21,14 @@ _SAMPLE_POINTS = (Rational(13, 10), Rational(27, 11), Rational(7, 19), Rational(
 _PREC = 50
 
 
+# LaTeX extraction only: math-verify's plain-expression fallback picks any number out of
+# an answer it cannot parse (`\hbar\omega(v+1/2)` became `2`), a wrong "correct".
+_LATEX_ONLY = [LatexExtractionConfig()]
+
+
 def _parse(s: str):
     """math-verify parse of one normalised answer (a list: [sympy object, text] or [])."""
-    return parse("$" + s + "$", parsing_timeout=None)
+    return parse("$" + s + "$", extraction_config=_LATEX_ONLY, parsing_timeout=None)
 
 
 @lru_cache(maxsize=4096)
@@ -90,8 +95,8 @@ def _terminating(x) -> bool:
 
 
 def _equal_for_positive_symbols(g, p) -> bool:
-    """Rescue `\\sqrt{1/n}` == `\\frac{1}{\\sqrt n}`: equal when symbols are positive reals,
-    by simplification or at a few sample points (50-digit evaluation)."""
+    """Rescue `\\sqrt{1/n}` == `\\frac{1}{\\sqrt n}`: equal at a few positive sample points
+    (50-digit evaluation; cheaper and more often right than `simplify`)."""
     if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
         return False
     syms = g.free_symbols | p.free_symbols
@@ -99,8 +104,6 @@ def _equal_for_positive_symbols(g, p) -> bool:
         return False
     pos = {s: Symbol(s.name, positive=True) for s in syms}
     gp, pp = g.subs(pos), p.subs(pos)
-    if sympy.simplify(gp - pp) == 0:
-        return True
     for k in range(3):
         point = {s: _SAMPLE_POINTS[(k + j) % len(_SAMPLE_POINTS)] for j, s in enumerate(pos.values())}
         gv, pv = gp.subs(point).evalf(_PREC), pp.subs(point).evalf(_PREC)
@@ -109,6 +112,12 @@ def _equal_for_positive_symbols(g, p) -> bool:
         if abs(gv - pv) > max(abs(gv), abs(pv), 1) * sympy.Float(10, _PREC) ** -30:
             return False
     return True
+
+
+def _relation_vs_set(g, p) -> bool:
+    def is_rel(x):
+        return isinstance(x, (sympy.core.relational.Relational, sympy.logic.boolalg.And))
+    return (is_rel(p) and isinstance(g, sympy.Set)) or (is_rel(g) and isinstance(p, sympy.Set))
 
 
 def equivalent(g: str, p: str, lg: Literal | None, lp: Literal | None,
@@ -125,7 +134,8 @@ def equivalent(g: str, p: str, lg: Literal | None, lp: Literal | None,
         return numbers_equal(gold, pred, lg, lp, sig), None
     if verify(gold, pred, timeout_seconds=None):
         return True, None
-    if verify(gold, pred, timeout_seconds=None, allow_set_relation_comp=True):
+    if _relation_vs_set(gold, pred) and verify(gold, pred, timeout_seconds=None,
+                                               allow_set_relation_comp=True):
         return True, "relation vs set"
     if _equal_for_positive_symbols(gold, pred):
         return True, "equal for positive symbols"

@@ -11,22 +11,29 @@ ray = pytest.importorskip("ray")
 
 from verifier import Verdict, VerifierConfig, VerifierPool  # noqa: E402
 
+from fake_judge import FakeJudge  # noqa: E402  (tests/verifier is on sys.path)
+from verifier_targets import MISBEHAVE  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def judge_server():
+    with FakeJudge() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pool(judge_server):
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(ROOT / ".cache" / "ray_vf"),
              logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def pool(ray_session):
-    p = VerifierPool(VerifierConfig(num_workers=2, chunk_size=8))
+    cfg = VerifierConfig(num_workers=2, chunk_size=4, timeout_s=TIMEOUT_S,
+                         judge_url=judge_server.url, judge_model="fake-model", judge_timeout_s=1.0)
+    p = VerifierPool(cfg, target=MISBEHAVE)  # grades normally unless asked to misbehave
     yield p
     p.shutdown()
+    ray.shutdown()
 
 
 def test_grade_keeps_order_and_counts(pool):
@@ -35,6 +42,7 @@ def test_grade_keeps_order_and_counts(pool):
     verdicts = pool.grade(comps, golds, [i != 7 for i in range(50)])
     assert len(verdicts) == 50 and all(isinstance(v, Verdict) for v in verdicts)
     for i, v in enumerate(verdicts):
+        # the fake judge says YES to "7", but 7 is truncated: the judge is never asked
         expected = "truncated" if i == 7 else ("incorrect" if i % 5 == 0 else "correct")
         assert v.outcome == expected, (i, v)
         assert v.answer == str(i)
@@ -43,11 +51,59 @@ def test_grade_keeps_order_and_counts(pool):
     assert 0 <= m["verifier/latency_p50_s"] <= m["verifier/latency_p99_s"]
 
 
-def test_empty_batch(pool):
+def test_benchmark_gold_formats(pool):
+    golds = ["#### 1,018", "$\\frac{1}{3},-2,5$", "27.0", "The answer is $\\boxed{2}$."]
+    comps = ["\\boxed{1018}", "\\boxed{5, -2, 1/3}", "The answer is 27.", "\\boxed{2}"]
+    assert all(v.correct for v in pool.grade(comps, golds))
+
+
+def test_empty_batch_and_length_mismatch(pool):
     assert pool.grade([], [], []) == []
+    with pytest.raises(ValueError, match="lengths differ"):
+        pool.grade(["a"], ["1", "2"])
+
+
+def test_timeouts_in_a_batch(pool):
+    comps = ["hang", "\\boxed{1}", "hang", "\\boxed{2}", "sleep:0.2", "\\boxed{3}"] * 2
+    golds = ["1", "1", "1", "2", "1", "3"] * 2
+    t0 = time.monotonic()
+    verdicts = pool.grade(comps, golds)
+    assert time.monotonic() - t0 < 4 * (TIMEOUT_S + 1.0)
+    outcomes = [v.outcome for v in verdicts]
+    assert outcomes == ["timeout", "correct", "timeout", "correct", "no_answer", "correct"] * 2
+
+
+def test_grader_killed_mid_batch_loses_no_sample(pool):
+    grader = pool.pids()[0]["grader"]
+    killer = threading.Timer(0.3, os.kill, (grader, signal.SIGKILL))
+    killer.start()
+    comps = ["sleep:0.05"] * 24 + [f"\\boxed{{{i}}}" for i in range(24)]
+    verdicts = pool.grade(comps, ["1"] * 24 + [str(i) for i in range(24)])
+    killer.join()
+    assert [v.outcome for v in verdicts] == ["no_answer"] * 24 + ["correct"] * 24
+    assert pool.pids()[0]["grader"] != grader
+
+
+def test_actor_killed_mid_batch_loses_no_sample(pool):
+    actor = pool.pids()[1]["actor"]
+    killer = threading.Timer(0.3, os.kill, (actor, signal.SIGKILL))
+    killer.start()
+    comps = ["sleep:0.05"] * 24 + [f"\\boxed{{{i}}}" for i in range(24)]
+    verdicts = pool.grade(comps, ["1"] * 24 + [str(i) for i in range(24)])
+    killer.join()
+    assert [v.outcome for v in verdicts] == ["no_answer"] * 24 + ["correct"] * 24
+    assert pool.pids()[1]["actor"] != actor
+
+
+def test_judge_rescues_through_the_pool(pool, judge_server):
+    verdicts = pool.grade(["\\boxed{one half}", "\\boxed{two halves}", "\\boxed{0.5}"],
+                          ["\\frac12"] * 3)
+    assert [v.outcome for v in verdicts] == ["correct", "incorrect", "correct"]
+    assert verdicts[0].detail == "rescued by LLM judge" and verdicts[2].detail is None
 
 
 def test_self_check_passes_and_refuses(pool):
-    pool.self_check(["\\frac{1}{2}", "3", "(1,2)", "x^2+1"])
-    with pytest.raises(ValueError, match="self-check failed.*1/2"):
-        pool.self_check(["3", "\\frac{1}{2"])  # unbalanced gold cannot grade itself
+    pool.self_check(["\\frac{1}{2}", "3", "(1,2)", "x^2+1", "#### 18"])
+    with pytest.raises(ValueError, match="self-check failed for 1/2 gold answers") as err:
+        pool.self_check(["3", "\\frac{1}{2"])  # an unbalanced gold cannot grade itself
+    assert "frac{1}{2" in str(err.value) and "vs itself" in str(err.value)

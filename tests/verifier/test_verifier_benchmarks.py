@@ -1,0 +1,47 @@
+"""Every gold answer of the shared benchmarks grades correct against itself (and not
+against a corrupted copy): the startup self-check, run on real data in-process."""
+import json
+from pathlib import Path
+
+import pytest
+
+from verifier import self_check
+from verifier.extract import gold_from_record
+from verifier.normalize import container, normalize, parse_literal
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
+
+
+def _golds(name: str) -> list[str]:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    with path.open() as f:
+        return [gold_from_record(json.loads(line)) for line in f]
+
+
+def test_math500_golds_grade_correct_against_themselves():
+    golds = _golds("math500.jsonl")
+    assert len(golds) == 500
+    assert self_check(golds, max_fail_frac=0.0) == []
+
+
+def test_math500_golds_parse_and_equal_themselves_symbolically():
+    """Beyond the text shortcut: each non-literal single gold parses and equals itself."""
+    from verifier import symbolic
+
+    for g in map(normalize, _golds("math500.jsonl")):
+        if container(g).kind == "single" and parse_literal(g) is None:
+            assert symbolic.equivalent(g, g, None, None, 6)[0], g
+
+
+@pytest.mark.parametrize("name", ["aime24.jsonl", "aime25.jsonl", "amc23.jsonl",
+                                  "gsm8k_test.jsonl"])
+def test_small_benchmarks_self_check(name):
+    assert self_check(_golds(name), max_fail_frac=0.0) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["olympiadbench.jsonl", "math_test_full.jsonl"])
+def test_large_benchmarks_self_check(name):
+    assert self_check(_golds(name), max_fail_frac=0.01) is not None
