@@ -37,17 +37,20 @@ class RolloutEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
 
-    def generate(self, query_ids: Sequence[str], prompts: Sequence[str], seed: int | None = None) -> list[list[Rollout]]:
-        """K samples for each prompt (a chat-formatted string), grouped by query, in order."""
+    def generate(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
+                 greedy: bool = False) -> list[list[Rollout]]:
+        """K samples (or `n`) for each prompt (a chat-formatted string), grouped by query, in
+        order. `greedy` decodes at temperature 0 (evaluation). No per-request seed: a fixed
+        one makes a random model's samples nearly identical across prompts; the engine's
+        own seed keeps runs reproducible."""
         from vllm import SamplingParams
 
         params = SamplingParams(
-            n=self.cfg.n_samples,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
+            n=n or self.cfg.n_samples,
+            temperature=0.0 if greedy else self.cfg.temperature,
+            top_p=1.0 if greedy else self.cfg.top_p,
             max_tokens=self.cfg.max_new_tokens,
             logprobs=0,
-            seed=seed,
         )
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         groups = []

@@ -1,0 +1,99 @@
+"""TrainConfig: the whole run, composed from each component's own config dataclass.
+
+Registered with Hydra's ConfigStore as the schema of `conf/train.yaml`, so a misspelt or
+unknown key, or a value of the wrong type, fails at start-up naming the key. Each default
+lives in its component's dataclass; `conf/` holds only what a preset changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from actors.config import RolloutConfig
+from launch.tasks import TaskConfig
+from launch.tiny_model import TinyModelConfig
+from learner.config import AlgoConfig, LearnerConfig
+from verifier.config import VerifierConfig
+
+
+@dataclass
+class ModelConfig:
+    # Hub name or local folder of the initial policy; null/"tiny" builds the tiny model.
+    path: str | None = None
+    # The tiny model made on the spot when `path` is null.
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class RayConfig:
+    # Cluster to join ("auto", "ray://..."); null: RAY_ADDRESS if set, else a local cluster.
+    address: str | None = None
+    # CPUs of a local cluster (null: all of this machine's).
+    num_cpus: int | None = None
+    # Temp folder of a local cluster (null: Ray's default). Keep it short: Unix socket paths.
+    temp_dir: str | None = None
+
+
+@dataclass
+class WandbConfig:
+    # offline (default: files only) | online | disabled.
+    mode: str = "offline"
+    project: str = "oreal"
+    entity: str | None = None
+    # Run name (null: W&B picks one).
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"wandb.mode must be offline, online or disabled, got {self.mode!r}")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    # RL steps (oreal.md: 10 RM-only steps + 80 policy steps).
+    steps: int = 90
+    # B: queries per step (oreal.md: 64).
+    prompts_per_step: int = 64
+    seed: int = 0
+    # Greedy pass@1 on the held-out split before RL, every `eval_every` steps and at the end
+    # (0 = only before and after).
+    eval_every: int = 10
+    # Held-out problems evaluated (0 = all of the held-out split).
+    eval_size: int = 0
+    # Where the run writes metrics, plots and the final policy (null: Hydra's run folder).
+    output_dir: str | None = None
+    # Save the final policy in Hugging Face format under <output_dir>/policy.
+    save_policy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.prompts_per_step < 1:
+            raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        if self.eval_every < 0 or self.eval_size < 0:
+            raise ValueError("eval_every and eval_size must be >= 0")
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def to_train_config(cfg: DictConfig) -> TrainConfig:
+    """Hydra's DictConfig -> the typed dataclasses (runs every `__post_init__` check)."""
+    obj = OmegaConf.to_object(cfg)
+    if not isinstance(obj, TrainConfig):
+        raise TypeError(f"config did not compose into TrainConfig (got {type(obj).__name__}); "
+                        "does conf/train.yaml list train_schema first in its defaults?")
+    return obj

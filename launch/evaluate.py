@@ -1,0 +1,41 @@
+"""Held-out greedy pass@1 and per-step rollout statistics."""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from actors.types import Rollout
+
+
+def evaluate(rollout, verifier, problems: Sequence, prompt: dict[str, str], step: int) -> dict[str, float]:
+    """Greedy pass@1 of the current policy on `problems` (one sample each, temperature 0)."""
+    start = time.perf_counter()
+    groups = rollout.generate([p.id for p in problems], [prompt[p.id] for p in problems], n=1, greedy=True)
+    verdicts = verifier.grade([g[0].response_text for g in groups], [p.answer for p in problems],
+                              [g[0].finished for g in groups])
+    return {
+        "eval/step": float(step),
+        "eval/pass1": sum(v.correct for v in verdicts) / max(1, len(verdicts)),
+        "eval/truncated_frac": sum(v.outcome == "truncated" for v in verdicts) / max(1, len(verdicts)),
+        "eval/response_length/mean": sum(len(g[0].response_ids) for g in groups) / max(1, len(groups)),
+        "timing_s/eval": time.perf_counter() - start,
+    }
+
+
+def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]]) -> dict[str, float]:
+    flat = [r for g in groups for r in g]
+    n = max(1, len(flat))
+    hits = [c for row in correct for c in row]
+    lengths = [len(r.response_ids) for r in flat]
+    pass_rates = [sum(row) / max(1, len(row)) for row in correct]
+    return {
+        "rollout/samples": float(len(flat)),
+        "rollout/pass_rate": sum(hits) / n,
+        "rollout/reward_mean": (2 * sum(hits) - len(hits)) / n,
+        "rollout/response_length/mean": sum(lengths) / n,
+        "rollout/response_length/max": float(max(lengths, default=0)),
+        "rollout/truncated_frac": sum(not r.finished for r in flat) / n,
+        "rollout/all_correct_frac": sum(p == 1.0 for p in pass_rates) / max(1, len(pass_rates)),
+        "rollout/all_wrong_frac": sum(p == 0.0 for p in pass_rates) / max(1, len(pass_rates)),
+        "rollout/policy_version": float(max((r.policy_version for r in flat), default=0)),
+    }

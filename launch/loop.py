@@ -1,0 +1,151 @@
+"""The OREAL training loop, in the order of oreal.md's "One training step".
+
+    rollout -> judge -> advantage + filter -> RM + policy update -> push weights -> log
+
+Each line is one call on a role handle (actors/, verifier/, learner/), timed under its
+stage's name. The driver owns the data flow; the roles own their compute.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from launch.config import TrainConfig
+
+log = logging.getLogger("oreal")
+
+# Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry).
+_ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "OREAL_", "TOKENIZERS_",
+                 "DO_NOT_TRACK", "TRANSFORMERS_", "OMP_NUM_THREADS")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict[str, float]]
+    evals: list[dict[str, float]]
+    model_path: str
+
+
+def worker_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+
+
+def init_ray(cfg: TrainConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": worker_env()}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=cfg.ray.temp_dir,
+                 runtime_env=runtime_env, log_to_driver=True)
+
+
+class Roles:
+    """The role handles of one run, started once (tests share them across runs)."""
+
+    def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
+        from actors.group import RolloutGroup
+        from learner.group import LearnerGroup
+        from verifier import VerifierPool
+
+        self.verifier = VerifierPool(cfg.verifier)
+        self.verifier.self_check(train_golds)
+        self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed)
+        self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps)
+
+    def shutdown(self) -> None:
+        for role in (self.rollout, self.learner, self.verifier):
+            role.shutdown()
+
+
+def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunResult:
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from launch.evaluate import evaluate, rollout_metrics
+    from launch.metrics import RunLogger, timed
+    from launch.tasks import build_prompt, load_task
+    from launch.tiny_model import resolve_model_path
+    from learner.selection import select
+    from learner.weight_sync import check_in_sync, sync_weights
+    from verifier import metrics as verdict_metrics
+
+    init_ray(cfg)
+    model_path = resolve_model_path(cfg.model.path, cfg.model.tiny)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    splits = load_task(cfg.task)
+    prompt = {p.id: build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in splits.train + splits.heldout}
+    heldout = splits.heldout[: cfg.eval_size or None]
+    own_roles = roles is None
+    roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
+    logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
+                       cfg.wandb.name, list(cfg.wandb.tags))
+    # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.
+    first = splits.train[0]
+    probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]
+    check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
+
+    rng = random.Random(cfg.seed)
+    order: list = []
+    evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
+    if evals:
+        logger.log(0, evals[-1])
+    bar = tqdm(range(cfg.steps), desc="OREAL", unit="step", dynamic_ncols=True)
+    for step in bar:
+        timings: dict[str, float] = {}
+        if len(order) < cfg.prompts_per_step:
+            order += rng.sample(splits.train, len(splits.train))
+        queries, order = order[: cfg.prompts_per_step], order[cfg.prompts_per_step:]
+        with timed(timings, "generate"):
+            groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries])
+        with timed(timings, "verify"):
+            flat = [(r, q.answer) for q, g in zip(queries, groups) for r in g]
+            verdicts = roles.verifier.grade([r.response_text for r, _ in flat], [a for _, a in flat],
+                                            [r.finished for r, _ in flat])
+        K = len(groups[0])
+        correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
+        selection = select(groups, correct, cfg.algo, rng)
+        metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts),
+                   "learner/kept_query_frac": selection.kept_query_frac}
+        if selection.samples:
+            with timed(timings, "train"):
+                metrics.update(roles.learner.train_step(selection.samples, step))
+            with timed(timings, "sync"):
+                report = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
+            metrics["sync/max_abs_logprob_diff"] = report.max_abs_diff
+        metrics["learner/skipped"] = float(not selection.samples)
+        metrics.update(timings)
+        gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
+        metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
+        metrics["perf/step_s"] = sum(timings.values())
+        if cfg.eval_every and heldout and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
+            metrics.update(evals[-1])
+        logger.log(step + 1, metrics)
+        bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:+.2f}", pass_=f"{metrics['rollout/pass_rate']:.2f}",
+                        loss=f"{metrics.get('learner/loss', float('nan')):.3g}")
+        log.info("step %d | %s", step + 1, _line(metrics))
+    if heldout and (not evals or evals[-1]["eval/step"] != cfg.steps):
+        evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=cfg.steps))
+        logger.log(cfg.steps, evals[-1])
+    if cfg.save_policy:
+        roles.learner.save_pretrained(str(run_dir / "policy"))
+    logger.finish()
+    if own_roles:
+        roles.shutdown()
+    return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path)
+
+
+def _line(m: dict[str, float]) -> str:
+    keys = ("rollout/reward_mean", "rollout/pass_rate", "learner/loss", "learner/grad_norm",
+            "reward_model/loss", "learner/kept_query_frac", "timing_s/generate", "timing_s/verify",
+            "timing_s/train", "timing_s/sync", "perf/generate_tokens_per_s", "eval/pass1")
+    return " ".join(f"{k.split('/', 1)[1]}={m[k]:.4g}" for k in keys if k in m)

@@ -1,0 +1,102 @@
+"""Learner and algorithm configuration: the Hydra schemas behind `conf/learner/*.yaml`
+and `conf/algo/*.yaml`. Defaults are oreal.md's (the authors' released configs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("reinforce", "shaped", "bc", "oreal")
+
+
+@dataclass
+class OptimConfig:
+    # Peak learning rate after warm-up.
+    lr: float = 5e-7
+    # Cosine decay floor.
+    min_lr: float = 1e-7
+    # Linear warm-up steps (optimiser steps).
+    warmup_steps: int = 10
+    # AdamW decoupled weight decay.
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    # Gradient-norm clip (global norm over all ranks).
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
+
+
+@dataclass
+class AlgoConfig:
+    # Ablation row (oreal.md): reinforce | shaped | bc | oreal (the full method).
+    mode: str = "oreal"
+    # eta: weight of the negative (shaped) term.
+    eta: float = 0.5
+    # beta: weight of the k3 KL to the frozen initial policy (0 skips the reference model).
+    beta: float = 0.01
+    # Positive samples weighted by A+ (released configs) rather than 1 (paper prose).
+    pos_mult_adv: bool = True
+    # Advantage estimator over the K samples of a query: rloo (default) | grpo.
+    advantage: str = "rloo"
+    # Keep one correct + one incorrect sample per mixed query (bc / oreal); drop the rest.
+    filter_groups: bool = True
+    # Reward of a correct / any other response (released configs: +1 / -1; paper prose: 1 / 0).
+    reward_correct: float = 1.0
+    reward_incorrect: float = -1.0
+    # Policy frozen for this many first steps while the token RM trains (oreal mode only).
+    actor_freeze_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"algo.mode must be one of {MODES}, got {self.mode!r}")
+        if self.advantage not in ("rloo", "grpo"):
+            raise ValueError(f"algo.advantage must be 'rloo' or 'grpo', got {self.advantage!r}")
+        if self.reward_correct <= self.reward_incorrect:
+            raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
+
+    @property
+    def uses_rm(self) -> bool:
+        return self.mode == "oreal"
+
+    @property
+    def filters(self) -> bool:
+        return self.filter_groups and self.mode in ("bc", "oreal")
+
+
+@dataclass
+class LearnerConfig:
+    # Ranks of the ZeRO-3 data-parallel group (one Ray actor each).
+    world_size: int = 2
+    # torch.distributed backend: auto (nccl with GPUs, else gloo) | gloo | nccl.
+    backend: str = "auto"
+    # ZeRO stage of all three models (policy, reference, token RM).
+    zero_stage: int = 3
+    # Sequences per forward/backward on one rank; gradients accumulate over micro-batches.
+    micro_batch_size: int = 8
+    # Compute dtype: float32 | bfloat16 (GPU).
+    dtype: str = "float32"
+    # Gradient checkpointing of the policy (long responses on GPU).
+    gradient_checkpointing: bool = False
+    # Policy optimiser (oreal.md: 5e-7 cosine to 1e-7, 10 warm-up steps).
+    policy_optim: OptimConfig = field(default_factory=OptimConfig)
+    # Token RM optimiser (oreal.md: 2e-6 cosine to 4e-7).
+    rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
+    # Ray resources per rank.
+    num_cpus_per_rank: float = 0.5
+    num_gpus_per_rank: float = 0.0
+    # Largest |log pi_vllm - log pi_learner| on the probe sequence after a weight sync.
+    sync_tolerance: float = 1e-3
+    # Parameter bytes gathered at once when publishing ZeRO-3 weights.
+    sync_bucket_mb: int = 256
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1:
+            raise ValueError(f"learner.world_size must be >= 1, got {self.world_size}")
+        if self.backend not in ("auto", "gloo", "nccl"):
+            raise ValueError(f"learner.backend must be auto, gloo or nccl, got {self.backend!r}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"learner.zero_stage must be 0..3, got {self.zero_stage}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"learner.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.micro_batch_size < 1:
+            raise ValueError("learner.micro_batch_size must be >= 1")

@@ -1,0 +1,51 @@
+"""DeepSpeed configs for the three learner models and their LR schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from learner.config import LearnerConfig, OptimConfig
+
+
+def ds_config(cfg: LearnerConfig, optim: OptimConfig | None) -> dict:
+    """ZeRO config; `optim=None` gives a frozen, inference-only engine (the reference)."""
+    config: dict = {
+        # We feed whole micro-batches ourselves; DeepSpeed's batch arithmetic only needs
+        # to be consistent (train = micro x accumulation x world).
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": cfg.world_size,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.dtype == "bfloat16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if optim is not None:
+        config["gradient_clipping"] = optim.grad_clip
+        config["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": optim.lr,
+                "betas": list(optim.betas),
+                "weight_decay": optim.weight_decay,
+                # Plain torch AdamW: no 40 s fused_adam build on CPU; on GPU torch's own
+                # fused/foreach kernels are fast.
+                "torch_adam": True,
+            },
+        }
+    return config
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
+    """Linear warm-up to `lr`, then cosine down to `min_lr` at `total_steps` (oreal.md step 7)."""
+    floor = optim.min_lr / optim.lr
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / (optim.warmup_steps + 1)
+        span = max(1, total_steps - optim.warmup_steps)
+        progress = min(1.0, (step - optim.warmup_steps) / span)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,79 @@
+"""LearnerGroup: the driver's handle on the ZeRO-3 ranks (one Ray actor each).
+
+Methods named `async_*` return ObjectRefs; the others block. Every call fans out to all
+ranks (the ranks' methods are collective).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import ray
+
+from learner.batch import GlobalCounts, TrainSample, shard
+from learner.config import AlgoConfig, LearnerConfig
+from learner.worker import LearnerWorker
+
+# Metrics whose per-rank values are already shares of a global mean (or pre-divided).
+_SUMMED = "sum"
+
+
+class LearnerGroup:
+    def __init__(self, cfg: LearnerConfig, algo: AlgoConfig, model_path: str, seed: int, total_steps: int,
+                 env_vars: dict[str, str] | None = None):
+        self.cfg = cfg
+        actor = ray.remote(LearnerWorker)
+        opts = dict(num_cpus=cfg.num_cpus_per_rank, num_gpus=cfg.num_gpus_per_rank)
+        if env_vars:
+            opts["runtime_env"] = {"env_vars": env_vars}
+        self.workers = [
+            actor.options(**opts).remote(rank, cfg, algo, model_path, seed, total_steps)
+            for rank in range(cfg.world_size)
+        ]
+        addr, port = ray.get(self.workers[0].master_address.remote())
+        ray.get([w.setup.remote(addr, port) for w in self.workers])
+
+    def train_step(self, samples: Sequence[TrainSample], step: int) -> dict[str, float]:
+        """Shard the kept samples over ranks (balanced tokens, equal micro-batch counts),
+        run one step everywhere, and reduce the per-rank metric sums."""
+        counts = GlobalCounts.of(samples)
+        shards = shard(samples, self.cfg.world_size, self.cfg.micro_batch_size)
+        # Slice before shipping: each rank receives only its own shard.
+        refs = [w.train_step.remote(ray.put(s), counts, step) for w, s in zip(self.workers, shards)]
+        per_rank = ray.get(refs)
+        total: dict[str, float] = {}
+        for m in per_rank:
+            for k, v in m.items():
+                total[k] = total.get(k, 0.0) + v
+        return _finalise(total, counts)
+
+    def async_publish_weights(self) -> ray.ObjectRef:
+        """Gather the policy on every rank; the ref resolves to rank 0's safetensors blob."""
+        refs = [w.publish_weights.remote() for w in self.workers]
+        return refs[0]
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        return ray.get([w.probe_logprobs.remote(list(token_ids)) for w in self.workers])[0]
+
+    def save_pretrained(self, out_dir: str) -> None:
+        ray.get([w.save_pretrained.remote(out_dir) for w in self.workers])
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+
+
+def _finalise(total: dict[str, float], counts: GlobalCounts) -> dict[str, float]:
+    """Turn summed per-rank values into the logged means."""
+    out = dict(total)
+    tokens = max(1.0, total.pop("learner/tokens", 0.0))
+    out.pop("learner/tokens", None)
+    if "learner/entropy_sum" in total:
+        out["learner/entropy"] = out.pop("learner/entropy_sum") / tokens
+        out["learner/kl_k3_mean"] = out.pop("learner/kl_k3_sum") / tokens
+        out["learner/w_pos_mean"] = out.pop("learner/w_pos_sum") / max(1, counts.n_pos_tokens)
+        out["learner/w_neg_mean"] = out.pop("learner/w_neg_sum") / max(1, counts.n_neg_tokens)
+    if "reward_model/correct" in total:
+        out["reward_model/accuracy"] = out.pop("reward_model/correct") / max(1, counts.n_seqs)
+    out["learner/kept_tokens"] = float(counts.n_pos_tokens + counts.n_neg_tokens)
+    out["learner/kept_seqs"] = float(counts.n_seqs)
+    return out

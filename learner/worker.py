@@ -1,0 +1,217 @@
+"""LearnerWorker: one rank of the ZeRO-3 learner group (one Ray actor per rank).
+
+Each rank holds a shard of three models (oreal.md steps 5-7):
+  policy    pi_theta, trained (AdamW, warm-up + cosine);
+  reference the frozen initial policy for the k3 KL (only when beta > 0);
+  token RM  the initial policy's backbone + zero `Linear(hidden, 1)` (only in mode oreal).
+Every public method is COLLECTIVE: all ranks must call it, with equally many micro-batches,
+because ZeRO-3 all-gathers parameters inside each forward and reduce-scatters in backward.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Sequence
+
+import torch
+
+from learner.batch import Batch, GlobalCounts, TrainSample, collate
+from learner.config import AlgoConfig, LearnerConfig
+from learner.loss import gather_logprobs, oreal_loss
+from reward_model.loss import token_rm_loss
+
+
+class LearnerWorker:
+    def __init__(self, rank: int, cfg: LearnerConfig, algo: AlgoConfig, model_path: str,
+                 seed: int, total_steps: int):
+        self.rank, self.cfg, self.algo = rank, cfg, algo
+        self.model_path, self.seed, self.total_steps = model_path, seed, total_steps
+        torch.manual_seed(seed)
+
+    # ------------------------------------------------------------------ set-up
+    def master_address(self) -> tuple[str, int]:
+        """Rank 0's address and a free port for the torch.distributed rendezvous."""
+        host = "127.0.0.1" if self.cfg.num_gpus_per_rank == 0 else socket.gethostbyname(socket.gethostname())
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return host, s.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        import deepspeed
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.integrations import HfDeepSpeedConfig
+
+        from learner.deepspeed_config import ds_config, warmup_cosine
+        from reward_model.model import TokenRewardModel
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          LOCAL_RANK="0", WORLD_SIZE=str(self.cfg.world_size))
+        backend = self.cfg.backend
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        dtype = getattr(torch, self.cfg.dtype)
+        self.pad_id = AutoTokenizer.from_pretrained(self.model_path).pad_token_id or 0
+        policy_steps = max(1, self.total_steps - (self.algo.actor_freeze_steps if self.algo.uses_rm else 0))
+
+        def engine(model, optim, steps):
+            conf = ds_config(self.cfg, optim)
+            kwargs = {}
+            if optim is not None:
+                kwargs["lr_scheduler"] = lambda opt: warmup_cosine(opt, optim, steps)
+            eng, *_ = deepspeed.initialize(model=model, config=conf, **kwargs)
+            return eng
+
+        # HfDeepSpeedConfig must be alive during from_pretrained: ZeRO-3 then partitions
+        # the weights as they load, so no rank ever holds a full copy.
+        self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.policy_optim))
+        policy = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        if self.cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        self.policy = engine(policy, self.cfg.policy_optim, policy_steps)
+        self.ref = None
+        if self.algo.beta > 0:
+            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, None))
+            ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).eval()
+            ref.requires_grad_(False)
+            self.ref = engine(ref, None, 1)
+        self.rm = None
+        if self.algo.uses_rm:
+            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.rm_optim))
+            rm = TokenRewardModel.from_pretrained(self.model_path, dtype=dtype)
+            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps)
+        return self.rank
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
+                   step: int) -> dict[str, float]:
+        """One optimiser step of the RM (mode oreal) and of the policy (unless frozen).
+
+        The token weights come from the RM's forward in this same call, before its update
+        (oreal.md step 5). Losses are per-rank shares of the global loss (normalised by the
+        global N+, N-, S); DeepSpeed averages gradients over ranks, hence `* world_size`.
+        """
+        batches = [collate(mb, self.pad_id, self.device) for mb in micro_batches]
+        sums: dict[str, float] = {}
+        rm_scores: list[torch.Tensor | None] = [None] * len(batches)
+        if self.rm is not None:
+            for i, b in enumerate(batches):
+                self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
+                rm_scores[i] = scores.detach()
+                loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
+                self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
+                _add(sums, {"reward_model/loss": loss, "reward_model/correct": m["accuracy"] * _rows(b)})
+            self.rm.step()
+            sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
+            sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
+
+        frozen = self.algo.uses_rm and step < self.algo.actor_freeze_steps
+        if not frozen:
+            for i, b in enumerate(batches):
+                self.policy.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                logits = self.policy(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
+                logprobs = gather_logprobs(logits, b.input_ids)
+                ref_logprobs = self._ref_logprobs(b) if self.ref is not None else logprobs.detach()
+                out = oreal_loss(
+                    logprobs, ref_logprobs, rm_scores[i], b.mask, b.rewards, b.advantages,
+                    mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,
+                    pos_mult_adv=self.algo.pos_mult_adv,
+                    n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
+                )
+                self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
+                                     scale_wrt_gas=False)
+                _add(sums, {
+                    "learner/loss": out["loss"], "learner/pos": out["pos"], "learner/neg": out["neg"],
+                    "learner/kl": out["kl"],
+                    "learner/kl_k3_sum": out["kl_k3_mean"] * b.mask.sum(),
+                    "learner/w_pos_sum": out["w_pos_mean"] * out["n_pos_tokens"],
+                    "learner/w_neg_sum": out["w_neg_mean"] * out["n_neg_tokens"],
+                    "learner/entropy_sum": _entropy_sum(logits.detach(), b.mask),
+                })
+            self.policy.step()
+            sums["learner/grad_norm"] = _grad_norm(self.policy) / self.cfg.world_size
+            sums["learner/lr"] = self.policy.get_lr()[0] / self.cfg.world_size
+        sums["learner/tokens"] = float(sum(b.mask.sum().item() for b in batches))
+        sums["learner/policy_frozen"] = float(frozen) / self.cfg.world_size
+        return sums
+
+    def _ref_logprobs(self, b: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.ref(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
+            return gather_logprobs(logits, b.input_ids)
+
+    @staticmethod
+    def _keep_graph(loss: torch.Tensor, per_token: torch.Tensor, b: Batch) -> torch.Tensor:
+        # A placeholder micro-batch has an empty mask; keep every parameter in the graph
+        # (with zero gradient) so this rank's ZeRO-3 backward hooks match the others'.
+        return loss + 0.0 * per_token.sum() if b.dummy else loss
+
+    # ------------------------------------------------------------------ weights
+    def publish_weights(self) -> bytes | None:
+        """Gather the ZeRO-3 policy parameters bucket by bucket; rank 0 returns them as one
+        safetensors blob (HF names) for the rollout engines, the other ranks None."""
+        from deepspeed import zero
+        from safetensors.torch import save
+
+        state: dict[str, torch.Tensor] = {}
+        bucket: list[tuple[str, torch.nn.Parameter]] = []
+        limit, size = self.cfg.sync_bucket_mb << 20, 0
+        params = list(self.policy.module.named_parameters())
+        for k, (name, p) in enumerate(params):
+            bucket.append((name, p))
+            size += getattr(p, "ds_numel", p.numel()) * p.element_size()
+            if size >= limit or k == len(params) - 1:
+                with zero.GatheredParameters([q for _, q in bucket], modifier_rank=None):
+                    if self.rank == 0:
+                        for n, q in bucket:
+                            state[n] = q.detach().to("cpu", copy=True).contiguous()
+                bucket, size = [], 0
+        return save(state) if self.rank == 0 else None
+
+    def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        """log pi_theta(x_t | x_<t), t >= 1, of a fixed sequence (the weight-sync check)."""
+        ids = torch.tensor([list(token_ids)], device=self.device)
+        with torch.no_grad():
+            logits = self.policy(input_ids=ids, use_cache=False).logits
+            return gather_logprobs(logits, ids)[0].tolist()
+
+    def save_pretrained(self, out_dir: str) -> None:
+        """Full policy in Hugging Face format (rank 0 writes)."""
+        from safetensors.torch import load
+        from transformers import AutoTokenizer
+
+        blob = self.publish_weights()
+        if self.rank == 0:
+            module = self.policy.module
+            module.config.save_pretrained(out_dir)
+            from safetensors.torch import save_file
+            save_file(load(blob), os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out_dir)
+            if getattr(module, "generation_config", None) is not None:
+                module.generation_config.save_pretrained(out_dir)
+
+
+def _rows(b: Batch) -> float:
+    return 0.0 if b.dummy else float(b.input_ids.shape[0])
+
+
+def _add(sums: dict[str, float], values: dict[str, torch.Tensor | float]) -> None:
+    for k, v in values.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+
+
+def _grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else 0.0
+
+
+def _entropy_sum(logits: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum over response tokens of the policy's entropy H(pi(. | prefix)), row by row."""
+    total = 0.0
+    for row, m in zip(logits[:, :-1], mask):
+        if m.any():
+            logp = row[m.bool()].float().log_softmax(-1)
+            total += float(-(logp.exp() * logp).sum())
+    return total
