@@ -22,7 +22,7 @@ class VerifierConfig:
     # significant digits (and must agree with the exact value to its last digit).
     approx_min_sig_digits: int = 6
     # Address-space cap for the grading subprocess in MiB (0 = no cap).
-    worker_memory_mb: int = 2_048
+    worker_memory_mb: int = 1_024
     # Samples per Ray task; smaller chunks balance load better, larger ones cost less overhead.
     chunk_size: int = 16
     # Startup self-check: refuse to train when more than this fraction of gold answers fail.

@@ -15,16 +15,19 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+# Unit words stripped after a number when written out plainly (after a space); any unit
+# inside \text{} / \mbox{} / \mathrm{} after a number is stripped too. Single letters
+# (m, s, g) only count inside \text{...}: a bare `2 m` may be an expression.
 _UNIT_WORDS = (
-    "cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inch(?:es)?|in|feet|foot|ft|yards?|"
-    "miles?|mph|units?|square|sq|cubic|degrees?|deg|radians?|rad|seconds?|sec|s|minutes?|min|"
-    "hours?|hrs?|h|days?|weeks?|months?|years?|dollars?|cents?|pounds?|lbs?|ounces?|oz|"
-    "grams?|g|kg|mg|liters?|litres?|l|ml|gallons?|people|persons?|students?|ways?|"
+    "cm|mm|km|meters?|metres?|centimeters?|kilometers?|inch(?:es)?|feet|foot|ft|yards?|"
+    "miles?|mph|units?|square|sq|cubic|degrees?|deg|radians?|rad|seconds?|sec|minutes?|min|"
+    "hours?|hrs?|days?|weeks?|months?|years?|dollars?|cents?|pounds?|lbs?|ounces?|oz|"
+    "grams?|kg|mg|liters?|litres?|ml|gallons?|people|persons?|students?|ways?|"
     "times|points?|percent|pages?|books?|apples?|marbles?|eggs?|coins?|steps?|items?"
 )
 _TRAILING_UNIT_RE = re.compile(
-    r"^(?P<val>.*?[\d}).])\s*(?:\\[,;!: ]|~)*\s*(?:(?:\\(?:text|mbox|mathrm|textrm|rm)\s*\{[^{}]*\})"
-    rf"|(?:\b(?:{_UNIT_WORDS})\b))(?:\s*(?:\^\s*\{{?\d\}}?|\^\\circ))?\s*$")
+    r"^(?P<val>.*?[\d}).])(?:\s*(?:\\[,;!: ]|~)*\s*(?:\\(?:text|mbox|mathrm|textrm|rm)\s*\{[^{}]*\})"
+    rf"|(?:\s+|\\[,;!: ]|~)+(?:{_UNIT_WORDS})\b)(?:\s*(?:\^\s*\{{?\d\}}?|\^\\circ))?\s*$")
 _SPACE_CMDS_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree")
@@ -94,7 +97,7 @@ def normalize(s: str) -> str:
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
     s = _OVERLINE_RE.sub(_overline_to_frac, s)
-    s = _SPACE_CMDS_RE.sub(" ", s)
+    s = _SPACE_CMDS_RE.sub(" ", s).strip().rstrip(".")
     for _ in range(2):
         m = _TRAILING_UNIT_RE.match(s)
         if m and m["val"].strip():

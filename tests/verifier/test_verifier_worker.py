@@ -51,6 +51,11 @@ def test_crash_is_retried_then_error(worker):
     assert verdicts[1].outcome == "correct"
 
 
+def test_memory_is_capped(worker):
+    (v,) = worker.grade_many([("alloc", "1", True)])
+    assert v.outcome == "error" and v.detail == "MemoryError"
+
+
 def test_worker_killed_mid_batch_loses_no_sample(worker):
     jobs = [("sleep:0.05", "1", True)] * 10 + [(f"\\boxed{{{i}}}", str(i), True) for i in range(20)]
     pid = worker.pid
