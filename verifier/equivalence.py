@@ -62,7 +62,12 @@ def risky(s: str) -> str | None:
 def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6) -> tuple[bool, str | None]:
     """(equivalent?, note) for two raw answer texts; gold first (the check is asymmetric)."""
     g, p = normalize(gold), normalize(pred)
-    return _equiv(g, p, approx_min_sig_digits)
+    ok, note = _equiv(g, p, approx_min_sig_digits)
+    if not ok and "%" in gold and "%" not in pred:  # gold 8\% vs 0.08
+        lg, lp = parse_literal(g), parse_literal(p)
+        if lg is not None and lp is not None and lp.value == lg.value / 100:
+            return True, "percent as a fraction"
+    return ok, note
 
 
 def _equiv(g: str, p: str, sig: int) -> tuple[bool, str | None]:

@@ -82,7 +82,8 @@ class VerifierPool:
         if not (len(golds) == n == len(finished)):
             raise ValueError(f"lengths differ: completions={n}, golds={len(golds)}, "
                              f"finished={len(finished)}")
-        jobs = [(str(c), str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
+        cap = self.cfg.max_completion_chars  # grade() keeps only this tail: send no more
+        jobs = [(str(c)[-cap:], str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
         size = self.cfg.chunk_size
         todo = deque((s, 0) for s in range(0, n, size))  # (chunk start, attempt)
         results: list[Verdict | None] = [None] * n

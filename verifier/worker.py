@@ -92,12 +92,18 @@ class GradingWorker:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        """Make sure a ready child exists (the warm spare if any), then warm a new spare."""
         if self._child is None:
-            self._child = self._spare or _Child(self.cfg, self.target)
-            self._spare = None
+            child, self._spare = self._spare or _Child(self.cfg, self.target), None
+            try:
+                child.wait_ready()
+            except RuntimeError:  # e.g. the spare died while idle: one fresh try
+                child.kill()
+                child = _Child(self.cfg, self.target)
+                child.wait_ready()
+            self._child = child
         if self.spare and self._spare is None:
             self._spare = _Child(self.cfg, self.target)  # warms up while we grade
-        self._child.wait_ready()
 
     def _replace(self) -> None:
         if self._child is not None:
@@ -147,7 +153,9 @@ class GradingWorker:
                 return pending[pos + 1:]
             try:
                 j, tup = conn.recv()
-            except (EOFError, OSError):  # the child died under this job
+                if j != i:
+                    raise EOFError(f"protocol error: verdict for job {j}, expected {i}")
+            except (EOFError, OSError):  # the child died (or misbehaved) under this job
                 self._replace()
                 attempts[i] += 1
                 if attempts[i] < 2:
@@ -155,8 +163,6 @@ class GradingWorker:
                 results[i] = Verdict.failed("error", "grading process died twice on this sample",
                                             self._answer(jobs[i]), elapsed)
                 return pending[pos + 1:]
-            if j != i:
-                raise RuntimeError(f"grading protocol error: verdict for job {j}, expected {i}")
             results[i] = Verdict.from_tuple(tup)  # latency_s: the child's own grading time
             start = time.monotonic()
         return []

@@ -78,6 +78,8 @@ CASES = [
     (f"{B}{{30^{{\\circ}}}}", "30", "correct"),
     (f"{B}{{8\\%}}", "8\\%", "correct"),
     (f"{B}{{8}}", "8\\%", "correct"),
+    (f"{B}{{0.08}}", "8\\%", "correct"),
+    (f"{B}{{0.8}}", "8\\%", "incorrect"),
     (f"{B}{{\\$18.90}}", "18.90", "correct"),
     (f"{B}{{\\text{{Monday}}}}", "\\text{Monday}", "correct"),
     (f"{B}{{Monday}}", "\\text{Monday}", "correct"),
