@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from verifier import Verdict, VerifierConfig, VerifierPool  # noqa: E402
 
 from fake_judge import FakeJudge  # noqa: E402  (tests/verifier is on sys.path)
-from verifier_targets import MISBEHAVE  # noqa: E402
+from verifier_targets import ADVERSARIAL, MISBEHAVE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1.0
@@ -71,6 +71,15 @@ def test_timeouts_in_a_batch(pool):
     assert time.monotonic() - t0 < 4 * (TIMEOUT_S + 1.0)
     outcomes = [v.outcome for v in verdicts]
     assert outcomes == ["timeout", "correct", "timeout", "correct", "no_answer", "correct"] * 2
+
+
+def test_adversarial_batch_is_bounded(pool):
+    comps = [c for _, c in ADVERSARIAL] + ["\\boxed{3}"]
+    t0 = time.monotonic()
+    verdicts = pool.grade(comps, ["3"] * len(comps))
+    assert time.monotonic() - t0 < len(comps) * (TIMEOUT_S + 1.0)
+    assert all(v.latency_s < TIMEOUT_S + 1.0 for v in verdicts), verdicts
+    assert verdicts[-1].correct and verdicts[4].correct  # the 100,000-char one is fine too
 
 
 def test_grader_killed_mid_batch_loses_no_sample(pool):

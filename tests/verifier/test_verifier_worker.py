@@ -9,7 +9,7 @@ import pytest
 from verifier import VerifierConfig
 from verifier.worker import GradingWorker
 
-from verifier_targets import MISBEHAVE  # noqa: E402  (tests/verifier is on sys.path)
+from verifier_targets import ADVERSARIAL, MISBEHAVE  # noqa: E402  (tests/verifier is on sys.path)
 
 TIMEOUT_S = 1.5
 
@@ -68,18 +68,6 @@ def test_worker_killed_mid_batch_loses_no_sample(worker):
     assert [v.outcome for v in verdicts] == ["no_answer"] * 10 + ["correct"] * 20
 
 
-ADVERSARIAL = [
-    ("tower", "\\boxed{9^{9^{9^9}}}"),
-    ("double-exp", "\\boxed{2^{2^{36}}}"),
-    ("factorial", "\\boxed{(10^6)!}"),
-    ("factorial-braced", "\\boxed{(10^{6})!+1}"),
-    ("long", "x" * 100_000 + " so \\boxed{3}"),
-    ("long-no-box", "1+" * 50_000),
-    ("nested", "\\boxed{" + "(" * 20_000 + "1" + ")" * 20_000 + "}"),
-    ("nested-tail", "(" * 20_000 + "The answer is " + "(" * 9_000 + "1" + ")" * 9_000),
-    ("big-pow", "\\boxed{10^{10^{10}}+1}"),
-    ("many-items", "\\boxed{" + ",".join(["x^2"] * 3000) + "}"),
-]
 
 
 @pytest.mark.parametrize("name,completion", ADVERSARIAL, ids=[a[0] for a in ADVERSARIAL])

@@ -11,6 +11,20 @@ from verifier.verdict import Verdict
 
 MISBEHAVE = "tests.verifier.verifier_targets:misbehave"
 
+# (name, completion): each must come back within the deadline + 1 s, graded against "3"
+ADVERSARIAL = [
+    ("tower", "\\boxed{9^{9^{9^9}}}"),
+    ("double-exp", "\\boxed{2^{2^{36}}}"),
+    ("factorial", "\\boxed{(10^6)!}"),
+    ("factorial-braced", "\\boxed{(10^{6})!+1}"),
+    ("long", "x" * 100_000 + " so \\boxed{3}"),
+    ("long-no-box", "1+" * 50_000),
+    ("nested", "\\boxed{" + "(" * 20_000 + "1" + ")" * 20_000 + "}"),
+    ("nested-tail", "(" * 20_000 + "The answer is " + "(" * 9_000 + "1" + ")" * 9_000),
+    ("big-pow", "\\boxed{10^{10^{10}}+1}"),
+    ("many-items", "\\boxed{" + ",".join(["x^2"] * 3000) + "}"),
+]
+
 
 def misbehave(completion, gold, *, finished=True, cfg=None):
     if completion.startswith("sleep:"):
