@@ -12,6 +12,7 @@ from verifier.worker import GradingWorker
 from verifier_targets import ADVERSARIAL, MISBEHAVE  # noqa: E402  (tests/verifier is on sys.path)
 
 TIMEOUT_S = 1.5
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
