@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from actors.config import RolloutConfig
 from launch.tasks import TaskConfig
 from launch.tiny_model import TinyModelConfig
+from launch.warmup import WarmupConfig
 from learner.config import AlgoConfig, LearnerConfig
 from verifier.config import VerifierConfig
 
@@ -23,6 +24,8 @@ class ModelConfig:
     path: str | None = None
     # The tiny model made on the spot when `path` is null.
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    # Supervised warm-up on the task's worked solutions before RL (cached).
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
 
 @dataclass

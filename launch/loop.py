@@ -48,6 +48,28 @@ def init_ray(cfg: TrainConfig) -> None:
                  runtime_env=runtime_env, log_to_driver=True)
 
 
+def prepare_policy(cfg: TrainConfig, splits) -> str:
+    """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked."""
+    from launch.tiny_model import resolve_model_path
+
+    path = resolve_model_path(cfg.model.path, cfg.model.tiny)
+    if not cfg.model.warmup.enabled:
+        return path
+    from transformers import AutoTokenizer
+
+    from launch.tasks import build_prompt
+    from launch.warmup import ensure_warmup_model
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    examples = [(build_prompt(tokenizer, p.question, cfg.task.system_prompt), p.solution)
+                for p in splits.train if p.solution]
+    if not examples:
+        raise ValueError("model.warmup.enabled needs worked solutions; the task's train split has none")
+    if cfg.model.warmup.num_examples:
+        examples = examples[: cfg.model.warmup.num_examples]
+    return ensure_warmup_model(path, examples, cfg.model.warmup)
+
+
 class Roles:
     """The role handles of one run, started once (tests share them across runs)."""
 
@@ -56,6 +78,7 @@ class Roles:
         from learner.group import LearnerGroup
         from verifier import VerifierPool
 
+        self.model_path = model_path
         self.verifier = VerifierPool(cfg.verifier)
         self.verifier.self_check(train_golds)
         self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed)
@@ -73,15 +96,14 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from launch.evaluate import evaluate, rollout_metrics
     from launch.metrics import RunLogger, timed
     from launch.tasks import build_prompt, load_task
-    from launch.tiny_model import resolve_model_path
     from learner.selection import select
     from learner.weight_sync import check_in_sync, sync_weights
     from verifier import metrics as verdict_metrics
 
     init_ray(cfg)
-    model_path = resolve_model_path(cfg.model.path, cfg.model.tiny)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     splits = load_task(cfg.task)
+    model_path = roles.model_path if roles else prepare_policy(cfg, splits)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     prompt = {p.id: build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in splits.train + splits.heldout}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None

@@ -46,6 +46,9 @@ class LearnerGroup:
                 total[k] = total.get(k, 0.0) + v
         return _finalise(total, counts)
 
+    def set_algo(self, algo: AlgoConfig) -> None:
+        ray.get([w.set_algo.remote(algo) for w in self.workers])
+
     def async_publish_weights(self) -> ray.ObjectRef:
         """Gather the policy on every rank; the ref resolves to rank 0's safetensors blob."""
         refs = [w.publish_weights.remote() for w in self.workers]

@@ -32,7 +32,7 @@ Distributed use: pass the global counts ``n_pos_tokens``/``n_neg_tokens`` (all-r
 ranks). Then the per-rank losses SUM to the whole-batch loss; a data-parallel engine that
 AVERAGES gradients over ranks must therefore have the loss scaled by the world size.
 
-This module imports torch only.
+This module imports torch (and the torch-only `reward_model.loss`) only.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+from reward_model.loss import token_weights  # the RM role's public weight rule (torch only)
 
 Metrics = dict[str, Tensor]
 
@@ -114,25 +116,6 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor], Tensor]] = {
     "rloo": rloo_advantages,
     "grpo": grpo_advantages,
 }
-
-
-# --------------------------------------------------------------------------- token weights
-def token_weights(rm_scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """OREAL token weights from raw RM scores ``w_k`` (no gradient), zero outside ``mask``.
-
-    ``wbar_t = (1/t) sum_{k<=t} w_k`` (over response tokens), ``q_t = sigmoid(wbar_t)``,
-    ``w+_t = max(2 q_t - 1, 0)``, ``w-_t = max(1 - 2 q_t, 0)``.
-    Same formula as ``reward_model.loss.token_weights`` (a test keeps the two equal; the
-    learner does not import another role's internals).
-    """
-    m = mask.bool()
-    w = rm_scores.detach()
-    w = torch.where(m, w.to(torch.promote_types(w.dtype, torch.float32)), 0.0)
-    t = m.float().cumsum(-1).clamp(min=1)
-    q = torch.sigmoid(w.cumsum(-1) / t)
-    w_pos = torch.where(m, (2 * q - 1).clamp(min=0), 0.0)
-    w_neg = torch.where(m, (1 - 2 * q).clamp(min=0), 0.0)
-    return w_pos, w_neg
 
 
 # --------------------------------------------------------------------------- loss terms
@@ -239,7 +222,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                rewards: Tensor, advantages: Tensor | None, *, mode: str = "oreal",
                eta: float = 0.5, beta: float = 0.01, pos_mult_adv: bool = True,
                n_pos_tokens: int | Tensor | None = None,
-               n_neg_tokens: int | Tensor | None = None) -> dict[str, Tensor]:
+               n_neg_tokens: int | Tensor | None = None,
+               rm_score: str = "prefix_mean") -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
 
     Shapes: ``logprobs``, ``ref_logprobs``, ``rm_scores``, ``mask`` are ``[S, T]`` in the
@@ -248,6 +232,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     RM BEFORE this step's update (only ``mode="oreal"`` needs them; ``advantages`` is unused,
     and may be None, in ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
     summed over all ranks (default: this batch's counts); give both or neither.
+    ``rm_score`` is how a token's RM score becomes ``q_t``: ``"prefix_mean"`` (released
+    configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``).
 
     Returns ``loss`` (scalar with grad) and detached metrics: ``pos``, ``neg``, ``kl`` (the
     three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
@@ -267,7 +253,7 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     if spec.rm_weights:
         if rm_scores is None:
             raise ValueError(f"mode={mode!r} needs rm_scores")
-        w_pos, w_neg = token_weights(rm_scores, mask)
+        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score)
     else:
         w_pos = w_neg = torch.ones_like(logprobs)
     R = rewards if spec.coefficient == "rewards" else advantages

@@ -83,6 +83,14 @@ class LearnerWorker:
             self.rm = engine(rm, self.cfg.rm_optim, self.total_steps)
         return self.rank
 
+    def set_algo(self, algo: AlgoConfig) -> None:
+        """Switch the ablation mode / coefficients between steps (the models stay)."""
+        if algo.uses_rm and self.rm is None:
+            raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
+        if algo.beta > 0 and self.ref is None:
+            raise ValueError("algo.beta > 0 needs the reference model, but this learner was built with beta = 0")
+        self.algo = algo
+
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
                    step: int) -> dict[str, float]:

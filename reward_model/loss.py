@@ -81,16 +81,20 @@ def rm_accuracy(rm_scores: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def token_weights(rm_scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def token_weights(rm_scores: Tensor, mask: Tensor, score: str = "prefix_mean") -> tuple[Tensor, Tensor]:
     """Policy token weights (detached), zero outside ``mask``: ``q_t = sigmoid(wbar_t)``,
-    ``w+_t = max(2 q_t - 1, 0)``, ``w-_t = max(1 - 2 q_t, 0)``.
+    ``w+_t = max(2 q_t - 1, 0)``, ``w-_t = max(1 - 2 q_t, 0)``. ``score="token"`` uses the
+    token's own score, ``q_t = sigmoid(w_t)`` (the paper's prose; a config switch).
 
     Use the RM as it was BEFORE this step's RM update. A zero head gives ``q = 1/2`` and
     every weight 0. Example: ``wbar = ln 3`` -> ``q = 3/4`` -> ``w+ = 1/2, w- = 0``.
     """
     m = mask.bool()
     w = rm_scores.detach()
-    q = torch.sigmoid(prefix_mean(w.to(torch.promote_types(w.dtype, torch.float32)), m))
+    if score not in ("prefix_mean", "token"):
+        raise ValueError(f"score={score!r}; expected 'prefix_mean' or 'token'")
+    w = w.to(torch.promote_types(w.dtype, torch.float32))
+    q = torch.sigmoid(prefix_mean(w, m) if score == "prefix_mean" else _masked(w, m))
     w_pos = _masked((2 * q - 1).clamp(min=0), m)
     w_neg = _masked((1 - 2 * q).clamp(min=0), m)
     return w_pos, w_neg

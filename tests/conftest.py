@@ -22,3 +22,65 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+# Overrides of the embedded default that keep the shared e2e topology small and fast.
+E2E_OVERRIDES = [
+    "prompts_per_step=4",
+    "rollout.n_samples=4",
+    "rollout.max_new_tokens=24",
+    "eval_size=8",
+    "steps=50",
+    "algo.actor_freeze_steps=0",
+    f"ray.temp_dir={CACHE / 'ray'}",
+]
+
+
+def compose(overrides: list[str] | None = None):
+    """The real Hydra composition of conf/train.yaml (as `python -m launch.train` does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from launch.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides or []))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session."""
+    import ray
+
+    from launch.loop import worker_env
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(CACHE / "ray"),
+                 runtime_env={"env_vars": worker_env()})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def e2e_cfg():
+    from launch.config import to_train_config
+
+    return to_train_config(compose(E2E_OVERRIDES))
+
+
+@pytest.fixture(scope="session")
+def e2e_roles(ray_cluster, e2e_cfg):
+    """Verifier pool, vLLM rollout actor and 2-rank ZeRO-3 learner (policy, reference and
+    token RM), started once and shared by every e2e test."""
+    from launch.loop import Roles, prepare_policy
+    from launch.tasks import load_task
+
+    splits = load_task(e2e_cfg.task)
+    roles = Roles(e2e_cfg, prepare_policy(e2e_cfg, splits), [p.answer for p in splits.train])
+    yield roles
+    roles.shutdown()

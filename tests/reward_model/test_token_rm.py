@@ -42,17 +42,22 @@ def test_token_weights_hand_values():
     assert not w_pos.requires_grad and not w_neg.requires_grad
 
 
-def test_token_weights_zero_scores_and_learner_copy():
+def test_token_weights_zero_scores_and_token_switch():
     mask = torch.tensor([[0, 1, 1, 1, 0]])
     w_pos, w_neg = token_weights(torch.zeros(1, 5), mask)
     assert w_pos.abs().max() == 0 and w_neg.abs().max() == 0
-    # the learner's copy of the formula (it does not import reward_model) must agree
-    g = torch.Generator().manual_seed(0)
-    scores = 3 * torch.randn(4, 7, generator=g)
-    mask = torch.arange(7) < torch.tensor([[7], [5], [1], [3]])
-    mask[1, 0] = False                                   # a leading prompt column
-    for ours, theirs in zip(token_weights(scores, mask), learner.loss.token_weights(scores, mask)):
-        torch.testing.assert_close(ours, theirs)
+    # score="token" (paper prose): q_t = sigmoid(w_t) of the token itself, no prefix mean.
+    # w = [ln3, -ln3, 0] on the response: q = [3/4, 1/4, 1/2] -> w+ = [1/2, 0, 0], w- = [0, 1/2, 0];
+    # the prefix mean would give wbar = [ln3, 0, 0] -> w+ = [1/2, 0, 0], w- = [0, 0, 0].
+    ln3 = math.log(3.0)
+    scores = torch.tensor([[9.0, ln3, -ln3, 0.0, 9.0]])
+    w_pos, w_neg = token_weights(scores, mask, score="token")
+    torch.testing.assert_close(w_pos, torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(w_neg, torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.0]]))
+    _, w_neg_prefix = token_weights(scores, mask)
+    assert w_neg_prefix.abs().max() < 1e-6
+    with pytest.raises(ValueError, match="score"):
+        token_weights(scores, mask, score="bogus")
 
 
 def rm_hand_batch():

@@ -26,18 +26,12 @@ def judge_server():
 
 
 @pytest.fixture(scope="module")
-def pool(judge_server):
-    started = not ray.is_initialized()  # reuse a session-wide Ray if another module started one
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(ROOT / ".cache" / "ray_vf"),
-                 logging_level="ERROR")
+def pool(judge_server, ray_cluster):
     cfg = VerifierConfig(num_workers=2, chunk_size=4, timeout_s=TIMEOUT_S,
                          judge_url=judge_server.url, judge_model="fake-model", judge_timeout_s=1.0)
     p = VerifierPool(cfg, target=MISBEHAVE)  # grades normally unless asked to misbehave
     yield p
     p.shutdown()
-    if started:
-        ray.shutdown()
 
 
 def test_grade_keeps_order_and_counts(pool):
