@@ -45,18 +45,35 @@ class AlgoConfig:
     reward_incorrect: float = -1.0
     # Policy frozen for this many first steps while the token RM trains (oreal mode only).
     actor_freeze_steps: int = 10
+    # Negative-sample coefficient: "rloo" = A- (proportional to p; released configs) or
+    # "paper" = (1 - p) * r (the paper's prose). eta multiplies either.
+    neg_weight: str = "rloo"
+    # KL target: "initial" = the frozen initial policy (released configs) or "old" = pi_old,
+    # the policy that sampled the batch (paper prose; zero on-policy, no reference model).
+    kl_target: str = "initial"
+    # A token's RM score: "prefix_mean" of the shifted logits (released configs) or "token",
+    # its own logit w(s_<=t) (paper prose).
+    rm_score: str = "prefix_mean"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"algo.mode must be one of {MODES}, got {self.mode!r}")
         if self.advantage not in ("rloo", "grpo"):
             raise ValueError(f"algo.advantage must be 'rloo' or 'grpo', got {self.advantage!r}")
+        for key, allowed in (("neg_weight", ("rloo", "paper")), ("kl_target", ("initial", "old")),
+                             ("rm_score", ("prefix_mean", "token"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"algo.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.reward_correct <= self.reward_incorrect:
             raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
 
     @property
     def uses_rm(self) -> bool:
         return self.mode == "oreal"
+
+    @property
+    def uses_ref(self) -> bool:
+        return self.beta > 0 and self.kl_target == "initial"
 
     @property
     def filters(self) -> bool:

@@ -54,6 +54,10 @@ class LearnerGroup:
         refs = [w.publish_weights.remote() for w in self.workers]
         return refs[0]
 
+    def load_policy(self, blob_ref: ray.ObjectRef) -> None:
+        """Reset the policy to a published blob (e.g. an earlier `async_publish_weights`)."""
+        ray.get([w.load_policy_weights.remote(blob_ref if i == 0 else None) for i, w in enumerate(self.workers)])
+
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         return ray.get([w.probe_logprobs.remote(list(token_ids)) for w in self.workers])[0]
 

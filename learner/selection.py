@@ -35,6 +35,11 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
            rng: random.Random) -> Selection:
     rewards = rewards_of(correct, algo)
     advantages = ADVANTAGE_ESTIMATORS[algo.advantage](rewards)
+    if algo.neg_weight == "paper":
+        # The paper's prose: a negative sample weighs (1 - p) * r instead of RLOO's A-.
+        p = torch.tensor([[sum(row) / len(row)] for row in correct])
+        negative = ~torch.tensor([list(map(bool, row)) for row in correct])
+        advantages = torch.where(negative, (1 - p) * rewards, advantages)
     samples: list[TrainSample] = []
     kept = 0
     for group, r, a, c in zip(groups, rewards.tolist(), advantages.tolist(), correct):

@@ -2,7 +2,7 @@
 
 Each rank holds a shard of three models (oreal.md steps 5-7):
   policy    pi_theta, trained (AdamW, warm-up + cosine);
-  reference the frozen initial policy for the k3 KL (only when beta > 0);
+  reference the frozen initial policy for the k3 KL (beta > 0, kl_target initial);
   token RM  the initial policy's backbone + zero `Linear(hidden, 1)` (only in mode oreal).
 Every public method is COLLECTIVE: all ranks must call it, with equally many micro-batches,
 because ZeRO-3 all-gathers parameters inside each forward and reduce-scatters in backward.
@@ -71,7 +71,7 @@ class LearnerWorker:
             policy.gradient_checkpointing_enable()
         self.policy = engine(policy, self.cfg.policy_optim, policy_steps)
         self.ref = None
-        if self.algo.beta > 0:
+        if self.algo.uses_ref:
             self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, None))
             ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).eval()
             ref.requires_grad_(False)
@@ -87,8 +87,9 @@ class LearnerWorker:
         """Switch the ablation mode / coefficients between steps (the models stay)."""
         if algo.uses_rm and self.rm is None:
             raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
-        if algo.beta > 0 and self.ref is None:
-            raise ValueError("algo.beta > 0 needs the reference model, but this learner was built with beta = 0")
+        if algo.uses_ref and self.ref is None:
+            raise ValueError("algo.beta > 0 with kl_target=initial needs the reference model, "
+                             "but this learner was built without it")
         self.algo = algo
 
     # ------------------------------------------------------------------ training
@@ -103,7 +104,7 @@ class LearnerWorker:
         batches = [collate(mb, self.pad_id, self.device) for mb in micro_batches]
         sums: dict[str, float] = {}
         rm_scores: list[torch.Tensor | None] = [None] * len(batches)
-        if self.rm is not None:
+        if self.algo.uses_rm:
             for i, b in enumerate(batches):
                 self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
@@ -121,12 +122,14 @@ class LearnerWorker:
                 self.policy.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 logits = self.policy(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
                 logprobs = gather_logprobs(logits, b.input_ids)
-                ref_logprobs = self._ref_logprobs(b) if self.ref is not None else logprobs.detach()
+                # kl_target "old": on-policy, pi_old is the current policy before this update.
+                ref_logprobs = self._ref_logprobs(b) if self.algo.uses_ref else logprobs.detach()
                 out = oreal_loss(
                     logprobs, ref_logprobs, rm_scores[i], b.mask, b.rewards, b.advantages,
                     mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,
                     pos_mult_adv=self.algo.pos_mult_adv,
                     n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
+                    rm_score=self.algo.rm_score,
                 )
                 self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
                                      scale_wrt_gas=False)
@@ -177,6 +180,18 @@ class LearnerWorker:
                             state[n] = q.detach().to("cpu", copy=True).contiguous()
                 bucket, size = [], 0
         return save(state) if self.rank == 0 else None
+
+    def load_policy_weights(self, blob: bytes | None) -> None:
+        """Overwrite the policy's parameters from a `publish_weights` blob (rank 0's copy is
+        broadcast into the ZeRO-3 partitions). Optimiser state is kept."""
+        from deepspeed import zero
+        from safetensors.torch import load
+
+        state = load(blob) if self.rank == 0 else {}
+        for name, p in self.policy.module.named_parameters():
+            with zero.GatheredParameters([p], modifier_rank=0):
+                if self.rank == 0:
+                    p.data.copy_(state[name].to(p.device, p.dtype))
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         """log pi_theta(x_t | x_<t), t >= 1, of a fixed sequence (the weight-sync check)."""

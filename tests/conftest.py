@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 E2E_OVERRIDES = [
     "prompts_per_step=4",
     "rollout.n_samples=4",
-    "rollout.max_new_tokens=24",
+    "rollout.max_new_tokens=48",
     "eval_size=8",
     "steps=50",
     "algo.actor_freeze_steps=0",
@@ -82,5 +82,15 @@ def e2e_roles(ray_cluster, e2e_cfg):
 
     splits = load_task(e2e_cfg.task)
     roles = Roles(e2e_cfg, prepare_policy(e2e_cfg, splits), [p.answer for p in splits.train])
+    roles.initial_weights = roles.learner.async_publish_weights()  # for `fresh_policy`
     yield roles
     roles.shutdown()
+
+
+@pytest.fixture
+def fresh_policy(e2e_roles):
+    """The shared roles with the policy reset to the warmed-up initial weights (learner and
+    rollout engine), so one test's updates do not leak into the next."""
+    e2e_roles.learner.load_policy(e2e_roles.initial_weights)
+    e2e_roles.rollout.load_weights(e2e_roles.initial_weights, version=0)
+    return e2e_roles
