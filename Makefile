@@ -48,3 +48,18 @@ bench: install
 
 clean:
 	rm -rf $(CACHE) outputs multirun
+
+# Side-by-side with Hugging Face TRL (benchmark-only dependency, requirements/bench.lock):
+# installed on top of cpu.lock with --no-deps, so nothing of cpu.lock is upgraded or downgraded.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements/bench.lock
+	$(BIN)/pip install --no-deps -r requirements/bench.lock
+	touch $@
+
+bench-peer: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.bench_peer
+
+# The paper's ablation (reinforce / shaped / bc / oreal) on the demo task; results/ablation.*
+ablation: install
+	$(BIN)/python -m launch.ablation --seeds 0 1 -- eval_every=5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class RunResult:
     history: list[dict[str, float]]
     evals: list[dict[str, float]]
     model_path: str
+    # summary.json's content (held-out pass@1 before/after, samples, wall time).
+    summary: dict
 
 
 def worker_env() -> dict[str, str]:
@@ -83,6 +86,13 @@ class Roles:
         self.verifier.self_check(train_golds)
         self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed)
         self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps)
+        self.initial_weights = self.learner.async_publish_weights()
+
+    def reset_policy(self) -> None:
+        """Policy back to the initial weights, in the learner and every engine (shared roles
+        across runs, e.g. tests; optimiser and RM state are kept)."""
+        self.learner.load_policy(self.initial_weights)
+        self.rollout.load_weights(self.initial_weights, version=0)
 
     def shutdown(self) -> None:
         for role in (self.rollout, self.learner, self.verifier):
@@ -93,6 +103,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
+    from launch import report
     from launch.evaluate import evaluate, rollout_metrics
     from launch.metrics import RunLogger, timed
     from launch.tasks import build_prompt, load_task
@@ -100,6 +111,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from learner.weight_sync import check_in_sync, sync_weights
     from verifier import metrics as verdict_metrics
 
+    start = time.perf_counter()
     init_ray(cfg)
     splits = load_task(cfg.task)
     model_path = roles.model_path if roles else prepare_policy(cfg, splits)
@@ -141,8 +153,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
             with timed(timings, "train"):
                 metrics.update(roles.learner.train_step(selection.samples, step))
             with timed(timings, "sync"):
-                report = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
-            metrics["sync/max_abs_logprob_diff"] = report.max_abs_diff
+                synced = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
+            metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
         metrics["learner/skipped"] = float(not selection.samples)
         metrics.update(timings)
         gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
@@ -160,14 +172,39 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
         logger.log(cfg.steps, evals[-1])
     if cfg.save_policy:
         roles.learner.save_pretrained(str(run_dir / "policy"))
+    examples = _weight_examples(roles, groups, correct, tokenizer) if cfg.algo.uses_rm and cfg.steps else []
     logger.finish()
     if own_roles:
         roles.shutdown()
-    return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path)
+    summary = report.summary(logger.history, evals, cfg.algo.mode, time.perf_counter() - start)
+    report.write(run_dir, summary)
+    report.plot(run_dir, logger.history, evals, examples)
+    log.info("summary\n%s", report.table(summary))
+    return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path, summary=summary)
+
+
+def _weight_examples(roles: Roles, groups, correct, tokenizer) -> list[dict]:
+    """The token RM's w+/w- along one correct and one incorrect sample of the last step."""
+    from learner.batch import TrainSample
+
+    picks = []
+    for want in (True, False):
+        hit = next(((r, c) for g, cs in zip(groups, correct) for r, c in zip(g, cs) if c == want and r.response_ids), None)
+        if hit:
+            picks.append(hit)
+    if not picks:
+        return []
+    samples = [TrainSample(r.prompt_ids, r.response_ids, 1.0 if c else -1.0, 0.0) for r, c in picks]
+    weights = roles.learner.token_weights(samples)
+    return [{"correct": c, "tokens": [tokenizer.decode([t]) for t in r.response_ids], "w_pos": wp, "w_neg": wn}
+            for (r, c), (wp, wn) in zip(picks, weights)]
 
 
 def _line(m: dict[str, float]) -> str:
     keys = ("rollout/reward_mean", "rollout/pass_rate", "learner/loss", "learner/grad_norm",
             "reward_model/loss", "learner/kept_query_frac", "timing_s/generate", "timing_s/verify",
             "timing_s/train", "timing_s/sync", "perf/generate_tokens_per_s", "eval/pass1")
-    return " ".join(f"{k.split('/', 1)[1]}={m[k]:.4g}" for k in keys if k in m)
+    short = {"reward_model/loss": "rm_loss", "timing_s/generate": "gen_s", "timing_s/verify": "verify_s",
+             "timing_s/train": "train_s", "timing_s/sync": "sync_s", "perf/generate_tokens_per_s": "tok/s",
+             "eval/pass1": "heldout_pass1"}
+    return " ".join(f"{short.get(k, k.split('/', 1)[1])}={m[k]:.4g}" for k in keys if k in m)

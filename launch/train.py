@@ -27,7 +27,13 @@ def main(dict_cfg: DictConfig) -> None:
     if result.evals:
         first, last = result.evals[0], result.evals[-1]
         logging.getLogger("oreal").info("held-out pass@1: %.3f -> %.3f", first["eval/pass1"], last["eval/pass1"])
-    print(f"run folder: {run_dir}")
+    import ray
+
+    ray.shutdown()  # before the last line, so no actor's late log lands after it
+    from launch.report import table
+
+    print(table(result.summary), flush=True)
+    print(f"run folder: {run_dir}", flush=True)
 
 
 if __name__ == "__main__":

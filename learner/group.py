@@ -49,6 +49,11 @@ class LearnerGroup:
     def set_algo(self, algo: AlgoConfig) -> None:
         ray.get([w.set_algo.remote(algo) for w in self.workers])
 
+    def token_weights(self, samples: Sequence[TrainSample]) -> list[tuple[list[float], list[float]]]:
+        """Token weights (w+, w-) of whole samples under the current token RM (mode oreal)."""
+        ref = ray.put(list(samples))
+        return ray.get([w.token_weights.remote(ref) for w in self.workers])[0]
+
     def async_publish_weights(self) -> ray.ObjectRef:
         """Gather the policy on every rank; the ref resolves to rank 0's safetensors blob."""
         refs = [w.publish_weights.remote() for w in self.workers]

@@ -148,6 +148,17 @@ class LearnerWorker:
         sums["learner/policy_frozen"] = float(frozen) / self.cfg.world_size
         return sums
 
+    def token_weights(self, samples: Sequence[TrainSample]) -> list[tuple[list[float], list[float]]]:
+        """(w+, w-) along each sample's response tokens under the current RM (for plots)."""
+        from reward_model.loss import token_weights
+
+        b = collate(samples, self.pad_id, self.device)
+        with torch.no_grad():
+            scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
+        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score)
+        m = b.mask.bool()
+        return [(w_pos[i][m[i]].tolist(), w_neg[i][m[i]].tolist()) for i in range(len(samples))]
+
     def _ref_logprobs(self, b: Batch) -> torch.Tensor:
         with torch.no_grad():
             logits = self.ref(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits

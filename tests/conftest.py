@@ -82,7 +82,6 @@ def e2e_roles(ray_cluster, e2e_cfg):
 
     splits = load_task(e2e_cfg.task)
     roles = Roles(e2e_cfg, prepare_policy(e2e_cfg, splits), [p.answer for p in splits.train])
-    roles.initial_weights = roles.learner.async_publish_weights()  # for `fresh_policy`
     yield roles
     roles.shutdown()
 
@@ -91,6 +90,5 @@ def e2e_roles(ray_cluster, e2e_cfg):
 def fresh_policy(e2e_roles):
     """The shared roles with the policy reset to the warmed-up initial weights (learner and
     rollout engine), so one test's updates do not leak into the next."""
-    e2e_roles.learner.load_policy(e2e_roles.initial_weights)
-    e2e_roles.rollout.load_weights(e2e_roles.initial_weights, version=0)
+    e2e_roles.reset_policy()
     return e2e_roles

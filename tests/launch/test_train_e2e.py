@@ -58,6 +58,12 @@ def test_two_rl_steps_through_the_real_system(e2e_roles, e2e_cfg, tmp_path):
     assert [json.loads(x)["step"] for x in lines if "rollout/samples" in json.loads(x)] == [1, 2]
     evals = [r for r in result.evals]
     assert evals and 0.0 <= evals[-1]["eval/pass1"] <= 1.0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.0 <= summary["heldout_pass1_before"] <= 1.0 and 0.0 <= summary["heldout_pass1_after"] <= 1.0
+    assert summary["samples"] == 2 * B * K and summary["steps"] == 2
+    for png in ("reward.png", "losses.png", "kept.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    assert list((tmp_path.parent).glob("**/wandb")) or result.summary  # W&B offline files live in WANDB_DIR
     e2e_roles.learner.set_algo(AlgoConfig(**{**dataclasses.asdict(e2e_cfg.algo)}))
 
 

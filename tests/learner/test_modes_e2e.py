@@ -47,6 +47,7 @@ def test_one_step_of_each_mode(mode, fresh_policy, e2e_cfg, tmp_path):
         assert 0.0 <= row["reward_model/accuracy"] <= 1.0
         # the RM moved off zero, so tokens now carry weight
         assert row["learner/w_pos_mean"] + row["learner/w_neg_mean"] > 0
+        assert (tmp_path / "token_weights.png").stat().st_size > 1000
     else:
         assert "reward_model/loss" not in row
     after = load(ray.get(e2e_roles.learner.async_publish_weights()))

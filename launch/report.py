@@ -1,0 +1,112 @@
+"""What a run leaves behind for a person: summary.json, a summary table and PNG plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+
+def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: float) -> dict:
+    steps = [r for r in history if "rollout/samples" in r]
+    return {
+        "mode": mode,
+        "steps": len(steps),
+        "heldout_pass1_before": evals[0]["eval/pass1"] if evals else None,
+        "heldout_pass1_after": evals[-1]["eval/pass1"] if evals else None,
+        "heldout_pass1_by_step": {int(e["eval/step"]): e["eval/pass1"] for e in evals},
+        "train_pass_rate_first": steps[0]["rollout/pass_rate"] if steps else None,
+        "train_pass_rate_last": steps[-1]["rollout/pass_rate"] if steps else None,
+        "samples": int(sum(r["rollout/samples"] for r in steps)),
+        "rl_wall_s": sum(r.get("perf/step_s", 0.0) for r in steps),
+        "wall_s": wall_s,
+    }
+
+
+def table(s: dict) -> str:
+    rows = [
+        ("mode", s["mode"]),
+        ("RL steps", s["steps"]),
+        ("samples generated", s["samples"]),
+        ("held-out pass@1 before RL", _pct(s["heldout_pass1_before"])),
+        ("held-out pass@1 after RL", _pct(s["heldout_pass1_after"])),
+        ("train pass rate, first -> last step", f"{_pct(s['train_pass_rate_first'])} -> {_pct(s['train_pass_rate_last'])}"),
+        ("RL wall time", f"{s['rl_wall_s']:.0f} s"),
+        ("total wall time", f"{s['wall_s']:.0f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * 22 + "+"
+    body = [f"| {k:<{width}} | {str(v):<20} |" for k, v in rows]
+    return "\n".join([line, *body, line])
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def write(run_dir: Path, s: dict) -> Path:
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps(s, indent=2))
+    return path
+
+
+def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
+         weight_examples: Sequence[dict] = ()) -> list[Path]:
+    """reward.png (reward and held-out pass@1 vs step), losses.png (each loss term),
+    kept.png (kept-query fraction), token_weights.png (w+/w- along a correct and an
+    incorrect sample, when the token RM is on)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    steps = [r for r in history if "rollout/samples" in r]
+    x = [r["step"] for r in steps]
+    out = []
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean of ±1)")
+    ax.plot(x, [r["rollout/pass_rate"] for r in steps], label="train pass rate")
+    if evals:
+        ax.plot([e["eval/step"] for e in evals], [e["eval/pass1"] for e in evals], "o-", label="held-out pass@1 (greedy)")
+    ax.set(xlabel="RL step", title="Reward and held-out accuracy")
+    ax.legend(fontsize=8)
+    out.append(_save(fig, run_dir / "reward.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("learner/pos", "positive (BC) term"), ("learner/neg", "negative term"),
+                       ("learner/kl", "KL term"), ("learner/loss", "policy loss"),
+                       ("reward_model/loss", "token RM loss")):
+        pts = [(r["step"], r[key]) for r in steps if key in r]
+        if pts:
+            ax.plot(*zip(*pts), label=label)
+    ax.set(xlabel="RL step", title="Loss terms")
+    ax.legend(fontsize=8)
+    out.append(_save(fig, run_dir / "losses.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, [r.get("learner/kept_query_frac", 0.0) for r in steps])
+    ax.set(xlabel="RL step", ylabel="fraction", ylim=(0, 1.05), title="Queries kept (mixed outcomes)")
+    out.append(_save(fig, run_dir / "kept.png"))
+
+    if weight_examples:
+        fig, axes = plt.subplots(len(weight_examples), 1, figsize=(8, 2.4 * len(weight_examples)), squeeze=False)
+        for ax, ex in zip(axes[:, 0], weight_examples):
+            t = range(len(ex["w_pos"]))
+            ax.bar(t, ex["w_pos"], color="tab:green", label="w+")
+            ax.bar(t, [-w for w in ex["w_neg"]], color="tab:red", label="-w-")
+            ax.set_xticks(list(t))
+            ax.set_xticklabels(ex["tokens"], rotation=90, fontsize=6)
+            ax.set_title(f"{'correct' if ex['correct'] else 'incorrect'} sample", fontsize=9)
+            ax.legend(fontsize=7)
+        out.append(_save(fig, run_dir / "token_weights.png"))
+    return out
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,84 @@
+"""The demo's pieces: the SFT warm-up, the run report, the ablation runner."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+
+def _token_accuracy(model_path: str, examples) -> float:
+    """Teacher-forced next-token accuracy on the response tokens (argmax)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    hits = total = 0
+    for prompt, response in examples:
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            pred = model(ids).logits[0, len(p) - 1:-1].argmax(-1)
+        hits += int((pred == torch.tensor(r)).sum())
+        total += len(r)
+    return hits / total
+
+
+def test_warmup_raises_accuracy_on_a_tiny_budget(tmp_path):
+    from transformers import AutoTokenizer
+
+    from launch.tasks import TaskConfig, build_prompt, load_task
+    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.warmup import WarmupConfig, ensure_warmup_model
+
+    base = ensure_tiny_model(TinyModelConfig())
+    tok = AutoTokenizer.from_pretrained(base)
+    task = TaskConfig(num_train=300, num_heldout=20, max_digits=1)
+    splits = load_task(task)
+    train = [(build_prompt(tok, p.question, task.system_prompt), p.solution) for p in splits.train]
+    heldout = [(build_prompt(tok, p.question, task.system_prompt), p.solution) for p in splits.heldout]
+    cfg = WarmupConfig(enabled=True, steps=60, batch_size=16, lr=3e-3)
+    path = ensure_warmup_model(base, train, cfg, cache_root=tmp_path)
+    before, after = _token_accuracy(base, heldout), _token_accuracy(path, heldout)
+    assert after > before + 0.3, (before, after)
+    stats = json.loads((tmp_path / path.split("/")[-1] / "warmup.json").read_text())
+    assert stats["last_loss"] < stats["first_loss"] / 2
+    assert ensure_warmup_model(base, train, cfg, cache_root=tmp_path) == path  # cached
+
+
+def test_report_writes_summary_table_and_plots(tmp_path):
+    from launch import report
+
+    history = [{"step": s, "rollout/samples": 8.0, "rollout/reward_mean": -0.5 + 0.1 * s,
+                "rollout/pass_rate": 0.25 + 0.05 * s, "learner/kept_query_frac": 0.5, "learner/pos": 0.1,
+                "learner/neg": -0.05, "learner/kl": 0.001, "learner/loss": 0.051, "reward_model/loss": 0.69,
+                "perf/step_s": 2.0} for s in (1, 2, 3)]
+    evals = [{"eval/step": 0.0, "eval/pass1": 0.25}, {"eval/step": 3.0, "eval/pass1": 0.5}]
+    s = report.summary(history, evals, "oreal", wall_s=42.0)
+    assert (s["heldout_pass1_before"], s["heldout_pass1_after"], s["samples"], s["steps"]) == (0.25, 0.5, 24, 3)
+    assert "25.0%" in report.table(s) and "50.0%" in report.table(s)
+    assert json.loads(report.write(tmp_path, s).read_text())["heldout_pass1_after"] == 0.5
+    examples = [{"correct": True, "tokens": ["1", "+", "2"], "w_pos": [0.1, 0.5, 0.9], "w_neg": [0, 0, 0]},
+                {"correct": False, "tokens": ["1", "+", "3"], "w_pos": [0, 0, 0], "w_neg": [0.2, 0.1, 0.8]}]
+    paths = report.plot(tmp_path, history, evals, examples)
+    assert {p.name for p in paths} == {"reward.png", "losses.png", "kept.png", "token_weights.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_ablation_runner_gives_one_row_per_mode(e2e_roles, e2e_cfg, tmp_path):
+    from launch.ablation import MODES, run_ablation
+
+    base = dataclasses.replace(e2e_cfg, steps=1, eval_every=0, eval_size=4, prompts_per_step=8,
+                               algo=dataclasses.replace(e2e_cfg.algo, actor_freeze_steps=0))
+    out = run_ablation(base, tmp_path, seeds=[0], roles=e2e_roles)
+    assert [r["mode"] for r in out["table"]] == list(MODES)
+    assert all(r["runs"] == 1 and r["samples"] == 8 * base.rollout.n_samples for r in out["table"])
+    assert all(0.0 <= r["pass1_after"] <= 1.0 for r in out["table"])
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(saved["runs"]) == 4 and saved["settings"]["steps"] == 1
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
+    assert (tmp_path / "ablation.md").read_text().count("\n") == 2 + len(MODES)
