@@ -104,12 +104,10 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from transformers import AutoTokenizer
 
     from launch import report
-    from launch.evaluate import evaluate, rollout_metrics
-    from launch.metrics import RunLogger, timed
+    from launch.evaluate import evaluate
+    from launch.metrics import RunLogger
     from launch.tasks import build_prompt, load_task
-    from learner.selection import select
-    from learner.weight_sync import check_in_sync, sync_weights
-    from verifier import metrics as verdict_metrics
+    from learner.weight_sync import check_in_sync
 
     start = time.perf_counter()
     init_ray(cfg)
@@ -134,32 +132,10 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
         logger.log(0, evals[-1])
     bar = tqdm(range(cfg.steps), desc="OREAL", unit="step", dynamic_ncols=True)
     for step in bar:
-        timings: dict[str, float] = {}
         if len(order) < cfg.prompts_per_step:
             order += rng.sample(splits.train, len(splits.train))
         queries, order = order[: cfg.prompts_per_step], order[cfg.prompts_per_step:]
-        with timed(timings, "generate"):
-            groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries])
-        with timed(timings, "verify"):
-            flat = [(r, q.answer) for q, g in zip(queries, groups) for r in g]
-            verdicts = roles.verifier.grade([r.response_text for r, _ in flat], [a for _, a in flat],
-                                            [r.finished for r, _ in flat])
-        K = len(groups[0])
-        correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
-        selection = select(groups, correct, cfg.algo, rng)
-        metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts),
-                   "learner/kept_query_frac": selection.kept_query_frac}
-        if selection.samples:
-            with timed(timings, "train"):
-                metrics.update(roles.learner.train_step(selection.samples, step))
-            with timed(timings, "sync"):
-                synced = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
-            metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
-        metrics["learner/skipped"] = float(not selection.samples)
-        metrics.update(timings)
-        gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
-        metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
-        metrics["perf/step_s"] = sum(timings.values())
+        metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, rng)
         if cfg.eval_every and heldout and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
             metrics.update(evals[-1])
@@ -181,6 +157,41 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     report.plot(run_dir, logger.history, evals, examples)
     log.info("summary\n%s", report.table(summary))
     return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path, summary=summary)
+
+
+def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
+            rng: random.Random):
+    """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync."""
+    from launch.evaluate import rollout_metrics
+    from launch.metrics import timed
+    from learner.selection import select
+    from learner.weight_sync import sync_weights
+    from verifier import metrics as verdict_metrics
+
+    timings: dict[str, float] = {}
+    with timed(timings, "generate"):
+        groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries])
+    with timed(timings, "verify"):
+        flat = [(r, q.answer) for q, g in zip(queries, groups) for r in g]
+        verdicts = roles.verifier.grade([r.response_text for r, _ in flat], [a for _, a in flat],
+                                        [r.finished for r, _ in flat])
+    K = len(groups[0])
+    correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
+    selection = select(groups, correct, cfg.algo, rng)  # rewards, advantages over all K, filter
+    metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts),
+               "learner/kept_query_frac": selection.kept_query_frac}
+    if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
+        with timed(timings, "train"):
+            metrics.update(roles.learner.train_step(selection.samples, step))
+        with timed(timings, "sync"):
+            synced = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
+        metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
+    metrics["learner/skipped"] = float(not selection.samples)
+    metrics.update(timings)
+    gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
+    metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
+    metrics["perf/step_s"] = sum(timings.values())
+    return metrics, groups, correct
 
 
 def _weight_examples(roles: Roles, groups, correct, tokenizer) -> list[dict]:
