@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -211,22 +209,10 @@ def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None
     and renamed into place, so a reader never sees a half-written model and two processes
     building at once both end up with one complete folder.
     """
+    from launch.cache import build_once
+
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    final = root / f"tiny-{config_hash(cfg)}"
-    if (final / "config.json").is_file():
-        return str(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        build_tiny_model(cfg, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "config.json").is_file():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+    return build_once(root / f"tiny-{config_hash(cfg)}", lambda tmp: build_tiny_model(cfg, tmp))
 
 
 def resolve_model_path(path: str | None, tiny_cfg: TinyModelConfig | None = None) -> str:

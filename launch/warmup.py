@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,24 +47,12 @@ def cache_key(model_path: str, examples: Sequence[tuple[str, str]], cfg: WarmupC
 def ensure_warmup_model(model_path: str, examples: Sequence[tuple[str, str]], cfg: WarmupConfig,
                         cache_root: str | os.PathLike | None = None) -> str:
     """Path of `model_path` fine-tuned on (prompt, response) pairs; built once, then cached."""
+    from launch.cache import build_once
     from launch.tiny_model import default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    final = root / f"warmup-{cache_key(model_path, examples, cfg)}"
-    if (final / "config.json").is_file():
-        return str(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        sft(model_path, examples, cfg, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(final)
+    return build_once(root / f"warmup-{cache_key(model_path, examples, cfg)}",
+                      lambda tmp: sft(model_path, examples, cfg, tmp))
 
 
 def sft(model_path: str, examples: Sequence[tuple[str, str]], cfg: WarmupConfig, out_dir: str | os.PathLike) -> dict:
