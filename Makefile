@@ -41,7 +41,7 @@ test-fast: install
 	$(BIN)/python -m pytest tests -m "not e2e and not slow"
 
 demo: install
-	$(BIN)/python -m launch.train
+	$(BIN)/python -m launch.train ray.temp_dir=$(CACHE)/ray
 
 bench: install
 	$(BIN)/python -m bench.run_all
@@ -62,4 +62,4 @@ bench-peer: install $(BENCH_STAMP)
 
 # The paper's ablation (reinforce / shaped / bc / oreal) on the demo task; results/ablation.*
 ablation: install
-	$(BIN)/python -m launch.ablation --seeds 0 1 -- eval_every=5
+	$(BIN)/python -m launch.ablation --seeds 0 1 -- ray.temp_dir=$(CACHE)/ray
