@@ -102,9 +102,17 @@ def test_actor_killed_mid_batch_loses_no_sample(pool):
     assert pool.pids()[1]["actor"] != actor
 
 
-def test_judge_rescues_through_the_pool(pool, judge_server):
-    verdicts = pool.grade(["\\boxed{one half}", "\\boxed{two halves}", "\\boxed{0.5}"],
-                          ["\\frac12"] * 3)
+def test_judge_rescues_through_the_pool(ray_cluster, judge_server):
+    # Own pool with generous deadlines: this checks the judge's verdict logic, and the shared
+    # pool's 1 s deadline can expire on a loaded 2-core machine (then the outcome is timeout).
+    cfg = VerifierConfig(num_workers=1, chunk_size=4, timeout_s=10.0, judge_url=judge_server.url,
+                         judge_model="fake-model", judge_timeout_s=10.0)
+    judge_pool = VerifierPool(cfg)
+    try:
+        verdicts = judge_pool.grade(["\\boxed{one half}", "\\boxed{two halves}", "\\boxed{0.5}"],
+                                    ["\\frac12"] * 3)
+    finally:
+        judge_pool.shutdown()
     assert [v.outcome for v in verdicts] == ["correct", "incorrect", "correct"]
     assert verdicts[0].detail == "rescued by LLM judge" and verdicts[2].detail is None
 
