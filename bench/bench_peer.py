@@ -196,12 +196,14 @@ class StepClock:
     def start(self) -> None:
         self.last = self.clock()
 
-    def step(self, samples: int, tokens: int, train_pass_rate: float | None = None, eval_s: float = 0.0) -> None:
+    def step(self, samples: int, tokens: int, train_pass_rate: float | None = None, eval_s: float = 0.0,
+             foreign_cpu_frac: float = 0.0) -> None:
         now = self.clock()
         wall = now - (self.last if self.last is not None else now) - eval_s
         self.steps.append({"step": len(self.steps) + 1, "wall_s": wall, "samples": float(samples),
                            "tokens": float(tokens),
-                           "train_pass_rate": float("nan") if train_pass_rate is None else train_pass_rate})
+                           "train_pass_rate": float("nan") if train_pass_rate is None else train_pass_rate,
+                           "foreign_cpu_frac": foreign_cpu_frac})
         self.last = now
 
     def evaluated(self, seconds: float, pass1: float, step: int | None = None) -> None:
@@ -210,6 +212,57 @@ class StepClock:
                            "wall_s": sum(s["wall_s"] for s in self.steps[:step])})
         if self.last is not None:
             self.last += seconds
+
+
+class ForeignLoad:
+    """CPU used by processes outside this run, per interval, as a fraction of the machine.
+
+    The machine is shared (other jobs on the same 2 cores make any step several times
+    slower, TRL's two-thread torch the most), so every step records how busy the rest of the
+    machine was: (all busy CPU time in /proc/stat - CPU time of this process and its
+    descendants: Ray, vLLM, learner ranks, verifier workers) / (elapsed x cores).
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.me = psutil.Process()
+        self.cores = psutil.cpu_count() or 1
+        self.mark()
+
+    @staticmethod
+    def _busy_s() -> float:
+        with open("/proc/stat") as f:
+            v = [float(x) for x in f.readline().split()[1:9]]
+        user, nice, system, idle, iowait, irq, softirq, steal = v
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def _own(self) -> dict[int, float]:
+        out = {}
+        for p in [self.me, *self.me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                pass
+        return out
+
+    def mark(self) -> None:
+        self.t, self.busy, self.own = time.perf_counter(), self._busy_s(), self._own()
+
+    def interval(self) -> float:
+        """Foreign CPU fraction since the last mark/interval (then marks)."""
+        t, busy, own = time.perf_counter(), self._busy_s(), self._own()
+        own_delta = sum(v - self.own.get(pid, 0.0) for pid, v in own.items())
+        frac = (busy - self.busy - own_delta) / max(1e-9, (t - self.t) * self.cores)
+        self.t, self.busy, self.own = t, busy, own
+        return min(1.0, max(0.0, frac))
+
+
+# A step during which other processes used more than this share of the machine is
+# "contended": left out of the headline rates (when enough quiet steps remain).
+CONTENDED = 0.25
 
 
 def summarise(steps: Sequence[dict[str, float]], evals: Sequence[dict[str, float]], startup_s: float,
@@ -225,10 +278,19 @@ def summarise(steps: Sequence[dict[str, float]], evals: Sequence[dict[str, float
                 "step_s_mean": wall / len(rows) if rows else float("nan")}
 
     steady = list(steps[skip:]) if 0 < skip < len(steps) else list(steps)
-    walls = [r["wall_s"] for r in steady]
-    head, every = rates(steady), rates(steps)
+    quiet = [r for r in steady if r.get("foreign_cpu_frac", 0.0) <= CONTENDED]
+    enough = len(quiet) >= max(2, len(steady) // 3)
+    used = quiet if enough else steady
+    walls = [r["wall_s"] for r in used]
+    head, every, all_steady = rates(used), rates(steps), rates(steady)
+    foreign = [r.get("foreign_cpu_frac", 0.0) for r in steps]
     return {
         **head,
+        "headline_steps": len(used),
+        "headline_quiet_only": enough and len(quiet) < len(steady),
+        "contended_steps": sum(f > CONTENDED for f in foreign),
+        "foreign_cpu_frac_mean": statistics.fmean(foreign) if foreign else 0.0,
+        "samples_per_s_steady_incl_contended": all_steady["samples_per_s"],
         "step_s_median": statistics.median(walls) if walls else float("nan"),
         "samples_per_s_all_steps": every["samples_per_s"],
         "tokens_per_s_all_steps": every["tokens_per_s"],
@@ -368,7 +430,7 @@ def write_plot(report: dict[str, Any], path: Path = OUT_PNG) -> Path:
 
 def format_table(report: dict[str, Any]) -> str:
     head = (f"{'setting':<7} {'system':<16} {'samples/s':>9} {'tokens/s':>9} {'step s':>7} {'1st step':>8} "
-            f"{'start-up':>8} {'new tok':>7} {'pass@1 start->end':>17} {'train wall':>10}")
+            f"{'start-up':>8} {'new tok':>7} {'pass@1 start->end':>17} {'train wall':>10} {'steps used/contended':>20}")
     lines = [head, "-" * len(head)]
     for name, s in report["settings"].items():
         for key in SYSTEMS:
@@ -379,7 +441,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{name:<7} {LABELS[key]:<16} {r['samples_per_s']:>9.1f} {r['tokens_per_s']:>9.0f} "
                 f"{r['step_s_mean']:>7.2f} {r['first_step_s']:>8.2f} {r['startup_s']:>8.1f} "
                 f"{r['mean_new_tokens']:>7.1f} {r['pass1_start']:>8.3f}->{r['pass1_end']:<8.3f} "
-                f"{r['train_wall_s']:>10.1f}")
+                f"{r['train_wall_s']:>10.1f} {r.get('headline_steps', r['steps']):>10}/{r.get('contended_steps', 0):<9}")
         c = s.get("comparison", {})
         if c:
             accs = ", ".join(f"{k}={c.get(f'{k}_pass1_at_equal_wall', float('nan')):.3f}" for k in SYSTEMS
@@ -396,8 +458,9 @@ def format_table(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------
 
 @contextmanager
-def _stamped_logger(stamps: list[tuple[float, dict[str, float]]]):
-    """Stamp every RunLogger.log call of our loop (train() imports RunLogger when called)."""
+def _stamped_logger(stamps: list[tuple[float, dict[str, float], float]], probe: ForeignLoad):
+    """Stamp every RunLogger.log call of our loop (train() imports RunLogger when called),
+    with the share of the machine that other processes used since the previous call."""
     import launch.metrics as metrics
 
     original = metrics.RunLogger
@@ -405,7 +468,7 @@ def _stamped_logger(stamps: list[tuple[float, dict[str, float]]]):
     class Stamped(original):  # type: ignore[misc, valid-type]
         def log(self, step, values):
             super().log(step, values)
-            stamps.append((time.perf_counter(), dict(values)))
+            stamps.append((time.perf_counter(), dict(values), probe.interval()))
 
     metrics.RunLogger = Stamped
     try:
@@ -426,9 +489,11 @@ def run_ours(cfg, model_path: str, run_dir: Path) -> dict[str, Any]:
     splits = load_task(cfg.task)
     roles = Roles(cfg, model_path, [p.answer for p in splits.train])
     roles_s = time.perf_counter() - t0
-    stamps: list[tuple[float, dict[str, float]]] = []
+    stamps: list[tuple[float, dict[str, float], float]] = []
+    probe = ForeignLoad()
     try:
-        with _stamped_logger(stamps):
+        with _stamped_logger(stamps, probe):
+            probe.mark()
             t_call = time.perf_counter()
             result = train(cfg, run_dir, roles=roles)
     finally:
@@ -440,7 +505,7 @@ def run_ours(cfg, model_path: str, run_dir: Path) -> dict[str, Any]:
     steps: list[dict[str, float]] = []
     evals: list[dict[str, float]] = []
     startup_s, prev, cum = roles_s, t_call, 0.0
-    for i, (t, row) in enumerate(stamps):
+    for i, (t, row, foreign) in enumerate(stamps):
         eval_s = row.get("timing_s/eval", 0.0) if "eval/pass1" in row else 0.0
         wall = t - prev - eval_s
         prev = t
@@ -450,6 +515,7 @@ def run_ours(cfg, model_path: str, run_dir: Path) -> dict[str, Any]:
             steps.append({"step": len(steps) + 1, "wall_s": wall, "samples": float(samples),
                           "tokens": float(round(row["rollout/response_length/mean"] * samples)),
                           "train_pass_rate": row.get("rollout/pass_rate", float("nan")),
+                          "foreign_cpu_frac": foreign,
                           "stages_s": row["perf/step_s"],  # the loop's own sum of its timed stages
                           **{k: v for k, v in row.items() if k.startswith("timing_s/") and k != "timing_s/eval"}})
         elif i == 0:
@@ -547,6 +613,7 @@ def run_trl(cfg, model_path: str, run_dir: Path, micro_batch: int | None = None)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     args = GRPOConfig(**trl_args(cfg, run_dir, micro_batch))
     clock = StepClock()
+    probe = ForeignLoad()
     max_new = cfg.rollout.max_new_tokens
     times: dict[str, float] = {}
 
@@ -554,6 +621,7 @@ def run_trl(cfg, model_path: str, run_dir: Path, micro_batch: int | None = None)
         t = time.perf_counter()
         pass1 = _greedy_eval(m, tokenizer, eval_prompts, eval_golds, max_new)
         clock.evaluated(time.perf_counter() - t, pass1, step)
+        probe.mark()
 
     class Clock(TrainerCallback):
         seen = (0, 0, 0)
@@ -563,11 +631,12 @@ def run_trl(cfg, model_path: str, run_dir: Path, micro_batch: int | None = None)
             if heldout:
                 evaluate(model, 0)
             clock.start()
+            probe.mark()
 
         def on_step_end(self, args, state, control, model=None, **kw):
             n, tok, ok = reward.samples - self.seen[0], reward.tokens - self.seen[1], reward.correct - self.seen[2]
             self.seen = (reward.samples, reward.tokens, reward.correct)
-            clock.step(n, tok, ok / n if n else None)
+            clock.step(n, tok, ok / n if n else None, foreign_cpu_frac=probe.interval())
             step = state.global_step
             if heldout and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 evaluate(model, step)

@@ -175,3 +175,23 @@ def test_grpo_config_accepts_the_arguments(tmp_path):
     args = GRPOConfig(**bp.trl_args(cfg, tmp_path))
     assert args.generation_batch_size == cfg.prompts_per_step * cfg.rollout.n_samples
     assert args.num_generations == cfg.rollout.n_samples and not args.use_vllm
+
+
+def test_contended_steps_are_left_out_of_the_headline_when_enough_remain():
+    steps = [{"step": i + 1, "wall_s": w, "samples": 64.0, "tokens": 640.0, "train_pass_rate": 0.3,
+              "foreign_cpu_frac": f}
+             for i, (w, f) in enumerate([(2.0, 0.0), (1.0, 0.0), (10.0, 0.9), (1.0, 0.1), (1.0, 0.0)])]
+    r = bp.summarise(steps, [], startup_s=1.0)
+    assert r["headline_steps"] == 3 and r["contended_steps"] == 1 and r["headline_quiet_only"]
+    assert r["samples_per_s"] == pytest.approx(64.0)
+    assert r["samples_per_s_steady_incl_contended"] == pytest.approx(4 * 64 / 13.0)
+    for s in steps[1:]:
+        s["foreign_cpu_frac"] = 0.8  # all contended: nothing to leave out
+    r = bp.summarise(steps, [], startup_s=1.0)
+    assert r["headline_steps"] == 4 and not r["headline_quiet_only"]
+
+
+def test_foreign_load_probe_reads_a_fraction():
+    probe = bp.ForeignLoad()
+    sum(i * i for i in range(200_000))  # our own CPU time is not foreign
+    assert 0.0 <= probe.interval() <= 1.0
