@@ -19,15 +19,21 @@ One run (`python -m bench.bench_peer`, or `make bench-peer`), per setting:
 
 Clocks: wall time of every step, measured the same way for both systems (from the end of
 one step to the end of the next, everything included, held-out evaluation subtracted);
-start-up (Ray, engines, learner, trainer construction, up to the first step) is reported
-separately; the SFT warm-up (shared, cached) is in neither. samples/s = completions
-generated / step wall time, tokens/s = generated tokens / step wall time; the headline
-numbers leave out each run's first step (lazy initialisation) and the all-steps numbers are
-reported beside them. Results: a printed table, results/peer.json and results/peer.png.
+start-up (Ray, engines, learner, trainer construction and the trl import, up to the first
+step) is reported separately; the SFT warm-up (shared, cached) is in neither. samples/s =
+completions generated / step wall time, tokens/s = generated tokens / step wall time. The
+headline rates leave out each run's first step (lazy initialisation) and oreal's RM-only
+steps (`algo.actor_freeze_steps`: no policy update), and, because the 2 cores are shared with
+other jobs (which slow a step by up to 20x, TRL's two-thread torch the most), every step
+records the share of the CPUs other processes used (`ForeignLoad`); steps above `CONTENDED`
+are left out of the headline when enough quiet ones remain. The all-steps numbers, the
+per-step rows and each run's contended-step count are reported beside them. Results: a
+printed table, results/peer.json and results/peer.png.
 
-Settings: "small" is the demo (tiny model, rollout.max_new_tokens of conf/rollout/cpu.yaml);
-"long" is where real runs spend their time: a 4-layer, 256-wide model and long multi-step
-arithmetic (hundreds of new tokens per completion).
+Settings: "small" is the demo exactly as conf/train.yaml has it (tiny model, B, K, steps,
+held-out size and cadence, rollout.max_new_tokens of conf/rollout/cpu.yaml); "long" is where
+real runs spend their time: a 4-layer, 256-wide model and long chains of arithmetic (about
+200 new tokens per completion), B=8 x K=8.
 
 The pure pieces (reward mapping, step clocks, summaries, writers) import neither trl nor
 ray at module level, so the unit tests run without the benchmark dependencies.
@@ -363,7 +369,8 @@ def build_report(settings: dict[str, dict[str, Any]], meta: dict[str, Any]) -> d
     for name, s in settings.items():
         systems = s["systems"]
         row = {f"{k}_{q}": systems[k][q] for k in SYSTEMS if k in systems
-               for q in ("samples_per_s", "tokens_per_s", "step_s_mean", "startup_s", "pass1_end")}
+               for q in ("samples_per_s", "tokens_per_s", "step_s_mean", "step_s_median", "startup_s",
+                         "pass1_start", "pass1_end", "foreign_cpu_frac_mean") if q in systems[k]}
         row.update({k: v for k, v in s["comparison"].items()})
         report["by_setting"][name] = row
     report["settings"] = settings
@@ -407,7 +414,8 @@ def write_plot(report: dict[str, Any], path: Path = OUT_PNG) -> Path:
                 continue
             pts = systems[key]["accuracy_vs_wall"]
             ax.plot([p["wall_s"] for p in pts], [p["pass1"] for p in pts], marker="o", color=colors[key],
-                    label=f"{LABELS[key]} ({systems[key]['samples_per_s']:.0f} samples/s)")
+                    label=f"{LABELS[key]} ({systems[key]['samples_per_s']:.0f} samples/s; other jobs used "
+                          f"{systems[key].get('foreign_cpu_frac_mean', 0.0):.0%} of the CPUs)")
         ax.set_xlabel("training wall time (s, start-up and evaluation excluded)")
         ax.set_ylabel("held-out greedy pass@1")
         ax.set_title(f"{name}: {s.get('description', '')}", fontsize=9)
@@ -417,7 +425,7 @@ def write_plot(report: dict[str, Any], path: Path = OUT_PNG) -> Path:
         vals = [systems[k]["samples_per_s"] for k in keys]
         bars = bar.bar([LABELS[k].replace("ours: ", "") for k in keys], vals, color=[colors[k] for k in keys])
         for b, v in zip(bars, vals):
-            bar.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
+            bar.annotate(f"{v:.1f}" if v < 10 else f"{v:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
                          fontsize=8)
         bar.set_ylabel("completions / s (step wall time)")
         bar.set_title(f"{name}: samples/s", fontsize=9)
