@@ -85,6 +85,11 @@ class TaskConfig:
     operators: str = "+-"
     # arith: allow negative intermediate results (else a "-" that would go below 0 becomes "+").
     allow_negative: bool = False
+    # arith: probability that the worked solution (the warm-up's teacher) gets a step that
+    # carries or borrows wrong, one too low; the gold answer stays right. A teacher that
+    # slips more often than not leaves the warmed-up policy with a systematic error that
+    # only outcome rewards can correct (0 = a flawless teacher).
+    teacher_slip: float = 0.0
     # System turn of every prompt.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
@@ -104,6 +109,8 @@ class TaskConfig:
             )
         if not self.operators or set(self.operators) - set("+-"):
             raise ValueError(f"task.operators must be made of '+' and '-', got {self.operators!r}")
+        if not 0.0 <= self.teacher_slip <= 1.0:
+            raise ValueError(f"task.teacher_slip must be in [0, 1], got {self.teacher_slip}")
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("task.num_train and task.num_heldout must be >= 0")
 
@@ -145,26 +152,48 @@ def load_task(cfg: TaskConfig) -> TaskSplits:
 # Synthetic arithmetic
 # ---------------------------------------------------------------------------------------
 
-def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str) -> Problem:
-    """One problem such as ``Compute 47 + 38 - 19.``, evaluated left to right."""
+def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str,
+                       teacher_rng: random.Random | None = None) -> Problem:
+    """One problem such as ``Compute 47 + 38 - 19.``, evaluated left to right.
+
+    The worked solution slips on a carrying or borrowing step with
+    probability `cfg.teacher_slip`, drawn from `teacher_rng` so that the problems
+    themselves do not depend on the slip rate.
+    """
     n = rng.randint(cfg.min_operands, cfg.max_operands)
     numbers = [_draw_number(rng, cfg)]
     ops: list[str] = []
     total = numbers[0]
-    steps = []
     for _ in range(n - 1):
         op, x = rng.choice(cfg.operators), _draw_number(rng, cfg)
         if op == "-" and x > total and not cfg.allow_negative:
             op = "+"
-        new = total + x if op == "+" else total - x
-        steps.append(f"{total} {op} {x} = {new}.")
         numbers.append(x)
         ops.append(op)
-        total = new
+        total = total + x if op == "+" else total - x
     expr = str(numbers[0]) + "".join(f" {op} {x}" for op, x in zip(ops, numbers[1:]))
     answer = str(total)
-    solution = " ".join(steps) + f" The answer is \\boxed{{{answer}}}."
+    # The teacher's worked solution: right, except where it slips (its own running total).
+    steps, shown = [], numbers[0]
+    for op, x in zip(ops, numbers[1:]):
+        new = shown + x if op == "+" else shown - x
+        if cfg.teacher_slip and carries(shown, op, x) and (teacher_rng or rng).random() < cfg.teacher_slip:
+            new -= 1
+        steps.append(f"{shown} {op} {x} = {new}.")
+        shown = new
+    solution = " ".join(steps) + f" The answer is \\boxed{{{shown}}}."
     return Problem(id=pid, question=f"Compute {expr}.", answer=answer, solution=solution)
+
+
+def carries(a: int, op: str, b: int) -> bool:
+    """Whether ``a op b`` carries (+) or borrows (-) in the units column, where the teacher
+    can slip. One too low on such steps never cancels out later, so a slipped solution
+    always ends in a wrong answer.
+
+    >>> carries(7, "+", 8), carries(12, "-", 5), carries(12, "+", 5)
+    (True, True, False)
+    """
+    return (abs(a) % 10 + abs(b) % 10 >= 10) if op == "+" else (abs(a) % 10 < abs(b) % 10)
 
 
 def _draw_number(rng: random.Random, cfg: TaskConfig) -> int:
@@ -176,6 +205,7 @@ def _draw_number(rng: random.Random, cfg: TaskConfig) -> int:
 def make_arith_problems(cfg: TaskConfig) -> TaskSplits:
     """Distinct problems from one seeded stream: held-out first, then train."""
     rng = random.Random(cfg.seed)
+    teacher_rng = random.Random(f"teacher-{cfg.seed}")
     wanted = cfg.num_heldout + cfg.num_train
     seen: set[str] = set()
     problems: list[Problem] = []
@@ -189,7 +219,7 @@ def make_arith_problems(cfg: TaskConfig) -> TaskSplits:
                 f"task.max_operands or task.max_digits"
             )
         split = "heldout" if len(problems) < cfg.num_heldout else "train"
-        p = make_arith_problem(rng, cfg, pid="draft")
+        p = make_arith_problem(rng, cfg, pid="draft", teacher_rng=teacher_rng)
         if p.question in seen:
             continue
         seen.add(p.question)

@@ -59,6 +59,31 @@ def test_worked_solutions_are_right(cfg):
         assert str(running) == p.answer
 
 
+@pytest.mark.parametrize("slip", [0.5, 1.0])
+def test_teacher_slips_only_on_carries_and_never_recovers(slip):
+    """The warm-up teacher is one too low on a slipped carry/borrow step; the problems and
+    gold answers do not depend on the slip rate, and a slipped solution ends wrong."""
+    clean = make_arith_problems(TaskConfig(num_train=500, num_heldout=0, max_digits=2))
+    slipped = make_arith_problems(TaskConfig(num_train=500, num_heldout=0, max_digits=2, teacher_slip=slip))
+    assert [(p.question, p.answer) for p in clean.train] == [(p.question, p.answer) for p in slipped.train]
+    n_slipped = 0
+    for p in slipped.train:
+        steps = STEP.findall(p.solution)
+        any_slip = False
+        for a, op, b, c in steps:
+            a, b, c = int(a), int(b), int(c)
+            right = a + b if op == "+" else a - b
+            carry = (a % 10 + b % 10 >= 10) if op == "+" else (a % 10 < b % 10)
+            assert c in ((right, right - 1) if carry else (right,)), p
+            if slip == 1.0:
+                assert c == (right - 1 if carry else right), p
+            any_slip |= c != right
+        assert (last_boxed(p.solution) != p.answer) == any_slip, p
+        n_slipped += any_slip
+    # The chance of slipping shows in the data (about half the problems carry somewhere).
+    assert 0.1 * slip < n_slipped / len(slipped.train) < 0.9 * slip + 0.1
+
+
 def test_arith_reports_too_few_distinct_problems():
     with pytest.raises(ValueError, match="distinct"):
         make_arith_problems(TaskConfig(num_train=300, num_heldout=0, max_operands=2, max_digits=1))
@@ -68,6 +93,7 @@ def test_arith_reports_too_few_distinct_problems():
     (dict(name="gsm"), "task.name"),
     (dict(name="jsonl"), "task.path"),
     (dict(min_operands=1), "min_operands"),
+    (dict(teacher_slip=1.5), "teacher_slip"),
     (dict(min_digits=3, max_digits=2), "min_digits"),
     (dict(operators="+*"), "operators"),
 ])
