@@ -141,7 +141,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
             metrics.update(evals[-1])
         logger.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:+.2f}", pass_=f"{metrics['rollout/pass_rate']:.2f}",
-                        loss=f"{metrics.get('learner/loss', float('nan')):.3g}")
+                        loss=_loss_text(metrics))
         log.info("step %d | %s", step + 1, _line(metrics))
     if heldout and (not evals or evals[-1]["eval/step"] != cfg.steps):
         evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=cfg.steps))
@@ -192,6 +192,13 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
     metrics["perf/step_s"] = sum(timings.values())
     return metrics, groups, correct
+
+
+def _loss_text(metrics: dict) -> str:
+    """The progress bar's loss: the policy loss, or why there is none this step."""
+    if "learner/loss" in metrics:
+        return f"{metrics['learner/loss']:.3g}"
+    return "RM only" if metrics.get("learner/policy_frozen") else "no update"
 
 
 def _weight_examples(roles: Roles, groups, correct, tokenizer) -> list[dict]:

@@ -82,3 +82,11 @@ def test_ablation_runner_gives_one_row_per_mode(e2e_roles, e2e_cfg, tmp_path):
     assert len(saved["runs"]) == 4 and saved["settings"]["steps"] == 1
     assert (tmp_path / "ablation.png").stat().st_size > 1000
     assert (tmp_path / "ablation.md").read_text().count("\n") == 2 + len(MODES)
+
+
+def test_progress_bar_says_why_a_step_has_no_policy_loss():
+    from launch.loop import _loss_text
+
+    assert _loss_text({"learner/loss": 0.01234}) == "0.0123"
+    assert _loss_text({"learner/policy_frozen": 1.0}) == "RM only"
+    assert _loss_text({"learner/policy_frozen": 0.0, "learner/skipped": 1.0}) == "no update"
