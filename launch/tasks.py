@@ -5,8 +5,9 @@ Two sources, chosen by `TaskConfig.name`:
 - ``"arith"`` (the embedded default): synthetic multi-step integer arithmetic with
   carries, e.g. ``Compute 47 + 38 - 19.``, with a worked solution written as explicit
   steps (``47 + 38 = 85. 85 - 19 = 66. The answer is \\boxed{66}.``) for the supervised
-  warm-up. A tiny model gets some steps right and some wrong, which leaves the RL loop
-  room to grow; the number of operands and digits set the difficulty.
+  warm-up. The number of operands and digits set the difficulty; `teacher_slip` makes the
+  worked solutions slip on carries, so that the warmed-up policy inherits a systematic error
+  that the RL loop, which sees only final answers, has room to correct.
 - ``"jsonl"``: a benchmark-style JSONL file, e.g. the read-only copies in
   ``../shared/data/benchmarks`` (see its README), with the gold answer taken from the
   field each file keeps it in (`ANSWER_SPECS`).
