@@ -157,9 +157,9 @@ def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str,
                        teacher_rng: random.Random | None = None) -> Problem:
     """One problem such as ``Compute 47 + 38 - 19.``, evaluated left to right.
 
-    The worked solution slips on a carrying or borrowing step with
-    probability `cfg.teacher_slip`, drawn from `teacher_rng` so that the problems
-    themselves do not depend on the slip rate.
+    The worked solution slips on a carrying or borrowing step with probability
+    `cfg.teacher_slip`, drawn from `teacher_rng` (default: one seeded by `pid`), never from
+    `rng`, so that the problems themselves do not depend on the slip rate.
     """
     n = rng.randint(cfg.min_operands, cfg.max_operands)
     numbers = [_draw_number(rng, cfg)]
@@ -174,11 +174,12 @@ def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str,
         total = total + x if op == "+" else total - x
     expr = str(numbers[0]) + "".join(f" {op} {x}" for op, x in zip(ops, numbers[1:]))
     answer = str(total)
+    teacher_rng = teacher_rng or random.Random(f"teacher-{pid}")
     # The teacher's worked solution: right, except where it slips (its own running total).
     steps, shown = [], numbers[0]
     for op, x in zip(ops, numbers[1:]):
         new = shown + x if op == "+" else shown - x
-        if cfg.teacher_slip and carries(shown, op, x) and (teacher_rng or rng).random() < cfg.teacher_slip:
+        if cfg.teacher_slip and carries(shown, op, x) and teacher_rng.random() < cfg.teacher_slip:
             new -= 1
         steps.append(f"{shown} {op} {x} = {new}.")
         shown = new
