@@ -155,7 +155,6 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     summary = report.summary(logger.history, evals, cfg.algo.mode, time.perf_counter() - start)
     report.write(run_dir, summary)
     report.plot(run_dir, logger.history, evals, examples)
-    log.info("summary\n%s", report.table(summary))
     return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path, summary=summary)
 
 

@@ -24,15 +24,12 @@ def main(dict_cfg: DictConfig) -> None:
     cfg = to_train_config(dict_cfg)
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
     result = train(cfg, run_dir)
-    if result.evals:
-        first, last = result.evals[0], result.evals[-1]
-        logging.getLogger("oreal").info("held-out pass@1: %.3f -> %.3f", first["eval/pass1"], last["eval/pass1"])
     import ray
 
-    ray.shutdown()  # before the last line, so no actor's late log lands after it
+    ray.shutdown()  # before the summary and the last line, so no actor's late log lands after them
     from launch.report import table
 
-    print(table(result.summary), flush=True)
+    logging.getLogger("oreal").info("summary\n%s", table(result.summary))
     print(f"run folder: {run_dir}", flush=True)
 
 
