@@ -54,6 +54,10 @@ class AlgoConfig:
     # A token's RM score: "prefix_mean" of the shifted logits (released configs) or "token",
     # its own logit w(s_<=t) (paper prose).
     rm_score: str = "prefix_mean"
+    # Passes of the token RM over each step's kept samples (one optimiser step each). 1 is the
+    # paper's; more let an RM that sees few pairs per step learn faster (like a critic's
+    # epochs). The token weights always come from the RM before the first pass.
+    rm_epochs: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,6 +68,8 @@ class AlgoConfig:
                              ("rm_score", ("prefix_mean", "token"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"algo.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.rm_epochs < 1:
+            raise ValueError(f"algo.rm_epochs must be >= 1, got {self.rm_epochs}")
         if self.reward_correct <= self.reward_incorrect:
             raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
 

@@ -80,13 +80,16 @@ class LearnerWorker:
         if self.algo.uses_rm:
             self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.rm_optim))
             rm = TokenRewardModel.from_pretrained(self.model_path, dtype=dtype)
-            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps)
+            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_epochs)
         return self.rank
 
     def set_algo(self, algo: AlgoConfig) -> None:
         """Switch the ablation mode / coefficients between steps (the models stay)."""
         if algo.uses_rm and self.rm is None:
             raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
+        if algo.uses_rm and algo.rm_epochs != self.algo.rm_epochs:
+            raise ValueError(f"algo.rm_epochs={algo.rm_epochs} differs from the {self.algo.rm_epochs} this "
+                             "learner's RM schedule was built for")
         if algo.uses_ref and self.ref is None:
             raise ValueError("algo.beta > 0 with kl_target=initial needs the reference model, "
                              "but this learner was built without it")
@@ -105,14 +108,16 @@ class LearnerWorker:
         sums: dict[str, float] = {}
         rm_scores: list[torch.Tensor | None] = [None] * len(batches)
         if self.algo.uses_rm:
-            for i, b in enumerate(batches):
-                self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
-                scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
-                rm_scores[i] = scores.detach()
-                loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
-                self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
-                _add(sums, {"reward_model/loss": loss, "reward_model/correct": m["accuracy"] * _rows(b)})
-            self.rm.step()
+            for epoch in range(self.algo.rm_epochs):
+                for i, b in enumerate(batches):
+                    self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                    scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
+                    loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
+                    self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
+                    if epoch == 0:  # weights and metrics: the RM as it was before this step
+                        rm_scores[i] = scores.detach()
+                        _add(sums, {"reward_model/loss": loss, "reward_model/correct": m["accuracy"] * _rows(b)})
+                self.rm.step()
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
             sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
 

@@ -1,0 +1,85 @@
+"""algo.rm_epochs: more RM passes per step, in one in-process learner rank (gloo, ZeRO-3,
+no Ray). The token weights and logged RM metrics stay those of the RM before the step; the
+RM's LR schedule stretches so that a run ends at the same point of the cosine."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STEPS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _samples():
+    """One prompt, 4 correct responses from one block of tokens and 4 wrong ones from another."""
+    import random
+
+    from learner.batch import GlobalCounts, TrainSample, shard
+
+    rng = random.Random(0)
+    prompt = tuple(rng.randrange(10, 500) for _ in range(8))
+    samples = [TrainSample(prompt, tuple(rng.randrange(100, 140) if i < 4 else rng.randrange(300, 340)
+                                         for _ in range(12)) + (2,), 1.0 if i < 4 else -1.0, 1.0 if i < 4 else -1.0)
+               for i in range(8)]
+    return shard(samples, 1, 4)[0], GlobalCounts.of(samples)
+
+
+@pytest.fixture(scope="module")
+def learners():
+    import torch
+
+    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from learner.config import AlgoConfig, LearnerConfig, OptimConfig
+    from learner.worker import LearnerWorker
+
+    saved = dict(os.environ)
+    path = ensure_tiny_model(TinyModelConfig())
+    cfg = LearnerConfig(world_size=1, backend="gloo", micro_batch_size=4,
+                        rm_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0))
+    port = _free_port()
+    out = {}
+    for epochs in (1, 3):
+        w = LearnerWorker(0, cfg, AlgoConfig(mode="oreal", actor_freeze_steps=STEPS, rm_epochs=epochs), path,
+                          seed=0, total_steps=STEPS)
+        w.setup("127.0.0.1", port)  # the second finds the process group already up
+        out[epochs] = w
+    yield out
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_more_rm_epochs_lower_the_next_steps_rm_loss_on_the_same_schedule(learners):
+    mbs, counts = _samples()
+    first = {e: w.train_step(mbs, counts, 0) for e, w in learners.items()}
+    # Step 0 reports the RM before any update: a zero head, loss ln 2, whatever the epochs.
+    assert first[1]["reward_model/loss"] == pytest.approx(first[3]["reward_model/loss"]) == pytest.approx(0.6931, abs=1e-3)
+    # 3 optimiser steps of a 3x longer cosine sit where 1 step of the plain one does.
+    assert first[3]["reward_model/lr"] == pytest.approx(first[1]["reward_model/lr"])
+    second = {e: w.train_step(mbs, counts, 1) for e, w in learners.items()}
+    assert second[3]["reward_model/loss"] < second[1]["reward_model/loss"] < first[1]["reward_model/loss"]
+
+
+def test_switching_rm_epochs_on_a_built_learner_is_refused(learners):
+    from learner.config import AlgoConfig
+
+    with pytest.raises(ValueError, match="rm_epochs"):
+        learners[1].set_algo(AlgoConfig(mode="oreal", rm_epochs=2))
+    learners[1].set_algo(AlgoConfig(mode="shaped", rm_epochs=2))  # no RM in use: nothing to refuse
+
+
+def test_rm_epochs_below_one_is_a_config_error():
+    from learner.config import AlgoConfig
+
+    with pytest.raises(ValueError, match="algo.rm_epochs"):
+        AlgoConfig(rm_epochs=0)
