@@ -98,7 +98,7 @@ class LearnerWorker:
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
                    step: int) -> dict[str, float]:
-        """One optimiser step of the RM (mode oreal) and of the policy (unless frozen).
+        """`algo.rm_epochs` optimiser steps of the RM (mode oreal) and one of the policy (unless frozen).
 
         The token weights come from the RM's forward in this same call, before its update
         (oreal.md step 5). Losses are per-rank shares of the global loss (normalised by the
