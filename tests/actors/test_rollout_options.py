@@ -31,3 +31,16 @@ def test_rollout_logprobs_are_optional_but_never_misaligned():
     assert len(_rollout((-0.1, -0.2, -0.3)).logprobs) == 3
     with pytest.raises(ValueError, match="2 logprobs for 3 tokens"):
         _rollout((-0.1, -0.2))
+
+
+def test_engine_environment_is_set_for_the_start_only(monkeypatch):
+    from actors.engine import _environ
+
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    monkeypatch.delenv("OREAL_TEST_UNSET", raising=False)
+    with _environ({"VLLM_CPU_OMP_THREADS_BIND": "0,1", "OREAL_TEST_UNSET": "x"}):
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and os.environ["OREAL_TEST_UNSET"] == "x"
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0" and "OREAL_TEST_UNSET" not in os.environ
+    with pytest.raises(RuntimeError), _environ({"OREAL_TEST_UNSET": "y"}):
+        raise RuntimeError("engine failed to start")
+    assert "OREAL_TEST_UNSET" not in os.environ
