@@ -54,6 +54,27 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose(config_name="train", overrides=list(overrides or []))
 
 
+def separable_group(vocab: int = 512, response_len: int = 24):
+    """K=8 responses to one prompt for in-process learner tests: 4 correct ones built from
+    one block of tokens, 4 wrong ones from another (RLOO advantages, p = 1/2), so the token
+    RM and the policy have something to separate. Returns (samples, GlobalCounts)."""
+    import random
+
+    from learner.batch import GlobalCounts, TrainSample
+
+    rng = random.Random(0)
+    prompt = tuple(rng.randrange(10, vocab) for _ in range(12))
+    good, bad = list(range(100, 140)), list(range(300, 340))
+    samples = []
+    for i in range(8):
+        pool = good if i < 4 else bad
+        response = tuple(rng.choice(pool) for _ in range(response_len)) + (2,)
+        # A+ = 2K(1-p)/(K-1) = 8/7, A- = -2Kp/(K-1) = -8/7.
+        r = 1.0 if i < 4 else -1.0
+        samples.append(TrainSample(prompt, response, reward=r, advantage=r * 8 / 7))
+    return samples, GlobalCounts.of(samples)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for the whole test session."""

@@ -4,41 +4,16 @@ where only torch, transformers and deepspeed are installed. On a GPU machine:
 `pytest -m gpu tests/gpu/test_gpu_learner.py -s` (prints the step times)."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
+
+from conftest import separable_group
 
 pytestmark = [pytest.mark.gpu]
 
 STEPS = 6
 FREEZE = 1  # RM-only steps first, as in the recipe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _batch(vocab: int):
-    """K=8 responses to one prompt: 4 correct ones built from one set of tokens, 4 wrong ones
-    from another, so the token RM and the policy have something to separate."""
-    import random
-
-    from learner.batch import GlobalCounts, TrainSample
-
-    rng = random.Random(0)
-    prompt = tuple(rng.randrange(10, vocab) for _ in range(12))
-    good, bad = list(range(100, 140)), list(range(300, 340))
-    samples = []
-    for i in range(8):
-        pool = good if i < 4 else bad
-        response = tuple(rng.choice(pool) for _ in range(24)) + (2,)
-        # RLOO with p = 1/2, K = 8: A+ = 2K(1-p)/(K-1), A- = -2Kp/(K-1).
-        r = 1.0 if i < 4 else -1.0
-        samples.append(TrainSample(prompt, response, reward=r, advantage=r * 8 / 7))
-    return samples, GlobalCounts.of(samples)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +30,7 @@ def learner(tmp_path_factory):
                         policy_optim=optim, rm_optim=optim, sync_tolerance=0.05)
     worker = LearnerWorker(0, cfg, AlgoConfig(mode="oreal", actor_freeze_steps=FREEZE), path, seed=0,
                            total_steps=STEPS)
-    worker.setup("127.0.0.1", _free_port())
+    worker.setup(*worker.master_address())
     yield worker
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -77,7 +52,7 @@ def test_oreal_steps_train_the_rm_then_separate_the_policy(learner):
 
     from learner.batch import shard
 
-    samples, counts = _batch(learner.policy.module.config.vocab_size)
+    samples, counts = separable_group(learner.policy.module.config.vocab_size)
     mbs = shard(samples, 1, learner.cfg.micro_batch_size)[0]
 
     def margin() -> float:
@@ -116,7 +91,7 @@ def test_published_weights_round_trip(learner):
     import torch
     from safetensors.torch import load, save
 
-    samples, _ = _batch(learner.policy.module.config.vocab_size)
+    samples, _ = separable_group(learner.policy.module.config.vocab_size)
     probe = samples[0].prompt_ids + samples[0].response_ids
     before = learner.probe_logprobs(probe)
     blob = learner.publish_weights()

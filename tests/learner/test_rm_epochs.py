@@ -4,33 +4,14 @@ RM's LR schedule stretches so that a run ends at the same point of the cosine.""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+
+from conftest import separable_group
 
 pytestmark = pytest.mark.slow
 
 STEPS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _samples():
-    """One prompt, 4 correct responses from one block of tokens and 4 wrong ones from another."""
-    import random
-
-    from learner.batch import GlobalCounts, TrainSample, shard
-
-    rng = random.Random(0)
-    prompt = tuple(rng.randrange(10, 500) for _ in range(8))
-    samples = [TrainSample(prompt, tuple(rng.randrange(100, 140) if i < 4 else rng.randrange(300, 340)
-                                         for _ in range(12)) + (2,), 1.0 if i < 4 else -1.0, 1.0 if i < 4 else -1.0)
-               for i in range(8)]
-    return shard(samples, 1, 4)[0], GlobalCounts.of(samples)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +26,11 @@ def learners():
     path = ensure_tiny_model(TinyModelConfig())
     cfg = LearnerConfig(world_size=1, backend="gloo", micro_batch_size=4,
                         rm_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0))
-    port = _free_port()
     out = {}
     for epochs in (1, 3):
         w = LearnerWorker(0, cfg, AlgoConfig(mode="oreal", actor_freeze_steps=STEPS, rm_epochs=epochs), path,
                           seed=0, total_steps=STEPS)
-        w.setup("127.0.0.1", port)  # the second finds the process group already up
+        w.setup(*w.master_address())  # the second finds the process group already up
         out[epochs] = w
     yield out
     if torch.distributed.is_initialized():
@@ -60,7 +40,10 @@ def learners():
 
 
 def test_more_rm_epochs_lower_the_next_steps_rm_loss_on_the_same_schedule(learners):
-    mbs, counts = _samples()
+    from learner.batch import shard
+
+    samples, counts = separable_group()
+    mbs = shard(samples, 1, 4)[0]
     first = {e: w.train_step(mbs, counts, 0) for e, w in learners.items()}
     # Step 0 reports the RM before any update: a zero head, loss ln 2, whatever the epochs.
     assert first[1]["reward_model/loss"] == pytest.approx(first[3]["reward_model/loss"]) == pytest.approx(0.6931, abs=1e-3)
