@@ -122,8 +122,6 @@ def measure_train(cfg, model_path: str, prompts: Sequence[str], new_tokens: int,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from learner.loss import gather_logprobs
-
     tok = AutoTokenizer.from_pretrained(model_path)
     policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).train()
     ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
@@ -144,7 +142,8 @@ def measure_train(cfg, model_path: str, prompts: Sequence[str], new_tokens: int,
             x, m = ids[i:i + mb], mask[i:i + mb]
             with torch.no_grad():
                 ref(input_ids=x, attention_mask=m, use_cache=False)
-            logp = gather_logprobs(policy(input_ids=x, attention_mask=m, use_cache=False).logits, x)
+            logits = policy(input_ids=x, attention_mask=m, use_cache=False).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, x[:, 1:, None]).squeeze(-1)
             (-(logp * m[:, 1:]).sum() / m.sum()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
