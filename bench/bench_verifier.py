@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("OREAL_BENCHMARKS", ROOT.parent / "shared" / "data" / "benchmarks"))
 OUT = ROOT / "results" / "bench_verifier.json"
 N_PROBLEMS = 200  # timed set: problems [0, 200) -> 400 pairs
 WARMUP = (300, 400)  # warm-up set: other problems
@@ -26,7 +25,9 @@ def realistic_pairs(start: int = 0, stop: int = N_PROBLEMS) -> list[tuple[str, s
     from verifier.extract import boxed_spans
     from verifier.self_check import corrupt
 
-    rows = [json.loads(line) for line in (DATA / "math500.jsonl").open()][start:stop]
+    from launch.benchmarks import resolve_benchmark_path
+
+    rows = [json.loads(line) for line in resolve_benchmark_path("math500").open()][start:stop]
     pairs = []
     for k, r in enumerate(rows):
         sol, gold = r["solution"], r["answer"]

@@ -8,9 +8,9 @@ Two sources, chosen by `TaskConfig.name`:
   warm-up. The number of operands and digits set the difficulty; `teacher_slip` makes the
   worked solutions slip on carries, so that the warmed-up policy inherits a systematic error
   that the RL loop, which sees only final answers, has room to correct.
-- ``"jsonl"``: a benchmark-style JSONL file, e.g. the read-only copies in
-  ``../shared/data/benchmarks`` (see its README), with the gold answer taken from the
-  field each file keeps it in (`ANSWER_SPECS`).
+- ``"jsonl"``: a JSONL file, or a benchmark preset by name (``math500``, ``gsm8k_test``,
+  ...), found and read by `launch.benchmarks` with the gold answer taken from the field
+  each preset keeps it in.
 
 The prompt (`build_prompt`) is the policy's own chat template, a system prompt asking for
 step-by-step reasoning and a final ``\\boxed{}`` answer, and the raw question as the user
@@ -18,38 +18,16 @@ turn (oreal.md, "Prompt").
 """
 from __future__ import annotations
 
-import json
 import random
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
-# Default benchmark folder: `../shared/data/benchmarks` next to the repository root.
-DEFAULT_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+from launch.benchmarks import load_problems
+from launch.problem import Problem
 
 DEFAULT_SYSTEM_PROMPT = (
     "Please reason step by step, and put your final answer within \\boxed{}."
 )
-
-# Where each shared benchmark file keeps its gold answer (../shared/data/README.md).
-# Spec grammar: "<field>" (the value itself; integral floats such as 27.0 become "27"),
-# "boxed:<field>" (contents of the last brace-matched \boxed{} in the field),
-# "after_hashes:<field>" (text after the last "####", commas removed),
-# "join:<field>" (a list of strings joined with ", ", math-mode "$" removed; "\\$" kept).
-ANSWER_SPECS: dict[str, str] = {
-    "math500": "answer",
-    "math_test_full": "boxed:solution",
-    "minerva_math": "boxed:solution",
-    "gsm8k_test": "after_hashes:answer",
-    "olympiadbench": "join:final_answer",
-    "aime24": "answer",
-    "aime25": "answer",
-    "amc23": "answer",
-}
-_DOLLAR = re.compile(r"(?<!\\)\$")
-# Question fields tried in order when `question_field` is "auto".
-QUESTION_FIELDS = ("problem", "question")
 
 
 @dataclass
@@ -58,9 +36,11 @@ class TaskConfig:
 
     # "arith": synthetic multi-step arithmetic (embedded default); "jsonl": a JSONL file.
     name: str = "arith"
-    # jsonl only: a file path, or a bare benchmark name ("math500") looked up in benchmarks_dir.
+    # jsonl only: a file path, or a bare benchmark name ("math500") looked up in benchmarks_dir
+    # (fetched from its public hub source when not there and the hub is reachable).
     path: str | None = None
-    # Folder for bare benchmark names; None = ../shared/data/benchmarks beside the repo root.
+    # Folder for bare benchmark names; null = $OREAL_BENCHMARKS if set, else
+    # ../shared/data/benchmarks beside the repository (launch.benchmarks).
     benchmarks_dir: str | None = None
     # jsonl only: where the gold answer is, "auto" = per-file rule from the data README
     # (else a spec: "answer", "boxed:solution", "after_hashes:answer", "join:final_answer").
@@ -114,27 +94,6 @@ class TaskConfig:
             raise ValueError(f"task.teacher_slip must be in [0, 1], got {self.teacher_slip}")
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("task.num_train and task.num_heldout must be >= 0")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One query `d`: the question, its gold answer, and optionally a worked solution.
-
-    >>> Problem("arith-train-0", "Compute 47 + 38 - 19.", "66",
-    ...         "47 + 38 = 85. 85 - 19 = 66. The answer is \\boxed{66}.").answer
-    '66'
-    """
-
-    id: str
-    question: str
-    # Gold answer as plain text (what the verifier compares against).
-    answer: str
-    # Worked solution ending in \boxed{answer}, for the supervised warm-up; None if unknown.
-    solution: str | None = None
-
-    def __post_init__(self) -> None:
-        if not (self.question.strip() and self.answer.strip()):
-            raise ValueError(f"problem {self.id!r} has an empty question or answer")
 
 
 class TaskSplits(NamedTuple):
@@ -242,131 +201,20 @@ def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# JSONL benchmark files
+# JSONL files and benchmark presets (launch.benchmarks)
 # ---------------------------------------------------------------------------------------
-
-def resolve_benchmark_path(path: str, benchmarks_dir: str | Path | None = None) -> Path:
-    """A file path as given, or a bare name ("math500", "math500.jsonl") in `benchmarks_dir`."""
-    p = Path(path).expanduser()
-    if p.suffix != ".jsonl" and "/" not in path:
-        p = p.with_name(p.name + ".jsonl")
-    if not p.is_absolute() and "/" not in path:
-        p = Path(benchmarks_dir or DEFAULT_BENCHMARKS_DIR) / p
-    if not p.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {p} (from {path!r})")
-    return p
-
-
-def load_benchmark(name: str, benchmarks_dir: str | Path | None = None) -> list[Problem]:
-    """All rows of a shared benchmark, e.g. ``load_benchmark("math500")``."""
-    return load_jsonl_problems(resolve_benchmark_path(name, benchmarks_dir))
-
-
-def load_jsonl_problems(
-    path: str | Path, answer_field: str = "auto", question_field: str = "auto"
-) -> list[Problem]:
-    """Problems from a JSONL file; ids are ``<file stem>-<line number>``.
-
-    Raises ValueError naming the file and line when a row is not JSON, lacks the question
-    or answer field, or has an empty answer.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {path}")
-    spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
-    problems = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e})") from None
-            question = _question(row, question_field, where)
-            answer = extract_answer(row, spec, where)
-            problems.append(Problem(f"{path.stem}-{line_no}", question, answer, None))
-    return problems
-
-
-def _question(row: dict[str, Any], field: str, where: str) -> str:
-    names = QUESTION_FIELDS if field == "auto" else (field,)
-    for name in names:
-        if isinstance(row.get(name), str) and row[name].strip():
-            return row[name]
-    raise ValueError(f"{where}: row has no question field {' or '.join(map(repr, names))}")
-
-
-def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
-    """The gold answer of one row according to `spec` (see `ANSWER_SPECS`)."""
-    kind, _, field = spec.rpartition(":")
-    if field not in row or row[field] is None:
-        raise ValueError(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
-    value = row[field]
-    if kind == "":
-        answer = _plain(value)
-    elif kind == "boxed":
-        answer = last_boxed(str(value)) or ""
-    elif kind == "after_hashes":
-        text = str(value)
-        answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
-    elif kind == "join":
-        items = value if isinstance(value, list) else [value]
-        # OlympiadBench packs several answers into one string too ("$69$,$84$").
-        answer = ", ".join(_DOLLAR.sub("", str(v)).strip() for v in items)
-    else:
-        raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
-    if not answer.strip():
-        raise ValueError(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
-    return answer.strip()
-
-
-def _plain(value: Any) -> str:
-    # AMC answers are stored as floats (27.0): integral floats are written as integers.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` in `text`, braces matched; None if there is none.
-
-    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
-    '\\\\frac{1}{2}'
-    """
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        depth, i = 0, start + len("\\boxed")
-        j = i
-        while j < len(text):
-            c = text[j]
-            if c == "\\":
-                j += 2  # an escaped character such as \{ or \} does not group
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j]
-            j += 1
-        start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
-    return None
-
 
 def _split_jsonl(cfg: TaskConfig) -> TaskSplits:
     assert cfg.path is not None
-    path = resolve_benchmark_path(cfg.path, cfg.benchmarks_dir)
-    problems = load_jsonl_problems(path, cfg.answer_field, cfg.question_field)
+    problems = load_problems(cfg.path, cfg.benchmarks_dir, cfg.answer_field, cfg.question_field)
     if cfg.exclude_path:
-        excluded = load_jsonl_problems(resolve_benchmark_path(cfg.exclude_path, cfg.benchmarks_dir))
+        excluded = load_problems(cfg.exclude_path, cfg.benchmarks_dir)
         drop = {_norm(p.question) for p in excluded}
         problems = [p for p in problems if _norm(p.question) not in drop]
     random.Random(cfg.seed).shuffle(problems)
     if cfg.num_heldout > len(problems):
         raise ValueError(
-            f"task.num_heldout={cfg.num_heldout} but {path} has only {len(problems)} problems"
+            f"task.num_heldout={cfg.num_heldout} but {cfg.path} has only {len(problems)} problems"
         )
     heldout, rest = problems[: cfg.num_heldout], problems[cfg.num_heldout :]
     train = rest[: cfg.num_train] if cfg.num_train else rest

@@ -4,16 +4,17 @@ import re
 
 import pytest
 
-from launch.tasks import (
-    DEFAULT_BENCHMARKS_DIR,
-    TaskConfig,
-    build_prompt,
+from conftest import FIXTURE_BENCHMARKS
+from launch import benchmarks
+from launch.benchmarks import (
+    BENCHMARKS_ENV,
+    PRESETS,
+    SHARED_BENCHMARKS_DIR,
     last_boxed,
     load_benchmark,
     load_jsonl_problems,
-    load_task,
-    make_arith_problems,
 )
+from launch.tasks import TaskConfig, build_prompt, load_task, make_arith_problems
 
 STEP = re.compile(r"(-?\d+) ([+-]) (\d+) = (-?\d+)\.")
 
@@ -102,6 +103,110 @@ def test_config_errors_name_the_key(bad, key):
         TaskConfig(**bad)
 
 
+# ---- presets on the hand-written fixtures (tests/fixtures/benchmarks): any clone -------
+FIXTURE_GOLDS = {
+    "math500": ["\\frac{3}{4}", "\\left( 2, \\frac{\\pi}{2} \\right)", "\\{1, 2\\}"],
+    "math_test_full": ["2", "\\frac{3}{4}", "3", "1{,}024"],  # the LAST box of the solution
+    "minerva_math": ["1.6", "1 \\times 10^{3}"],
+    "gsm8k_test": ["9", "150000"],  # after "####", commas removed
+    "olympiadbench": ["2", "69,84", "x=1, y=\\$2"],  # "$" of math mode removed, "\\$" kept
+    "aime24": ["024", "9"],
+    "aime25": ["70", "588"],
+    "amc23": ["27", "0.5"],  # stored as floats: 27.0 is written 27
+}
+
+
+def test_fixtures_cover_every_preset():
+    assert set(FIXTURE_GOLDS) == set(PRESETS)
+
+
+@pytest.mark.parametrize("name, golds", FIXTURE_GOLDS.items())
+def test_every_preset_answer_rule(name, golds):
+    problems = load_benchmark(name, FIXTURE_BENCHMARKS)
+    assert [p.answer for p in problems] == golds
+    assert all(p.question.strip() for p in problems)
+    assert [p.id for p in problems] == [f"{name}-{i}" for i in range(1, len(golds) + 1)]
+
+
+def test_math500_answer_field_agrees_with_its_last_box():
+    boxed = load_jsonl_problems(FIXTURE_BENCHMARKS / "math500.jsonl", answer_field="boxed:solution")
+    assert [p.answer for p in boxed] == FIXTURE_GOLDS["math500"]
+
+
+def test_training_set_excludes_a_benchmark_by_question():
+    splits = load_task(TaskConfig(name="jsonl", path="math_test_full", exclude_path="math500",
+                                  benchmarks_dir=str(FIXTURE_BENCHMARKS), num_train=0, num_heldout=1))
+    kept = {p.question for p in splits.train + splits.heldout}
+    assert len(kept) == 3 and "Write $\\frac{6}{8}$ in lowest terms." not in kept
+
+
+def test_benchmarks_dir_order(monkeypatch, tmp_path):
+    """task.benchmarks_dir, else $OREAL_BENCHMARKS, else ../shared/data/benchmarks."""
+    monkeypatch.delenv(BENCHMARKS_ENV, raising=False)
+    assert benchmarks.benchmarks_dir() == SHARED_BENCHMARKS_DIR
+    assert SHARED_BENCHMARKS_DIR.parts[-3:] == ("shared", "data", "benchmarks")
+    monkeypatch.setenv(BENCHMARKS_ENV, str(FIXTURE_BENCHMARKS))
+    assert benchmarks.benchmarks_dir() == FIXTURE_BENCHMARKS
+    assert [p.answer for p in load_benchmark("aime25")] == FIXTURE_GOLDS["aime25"]
+    assert benchmarks.benchmarks_dir(tmp_path) == tmp_path
+
+
+def test_missing_preset_offline_names_folder_key_and_source(monkeypatch, tmp_path):
+    monkeypatch.setattr(benchmarks, "hub_offline", lambda: True)
+    with pytest.raises(FileNotFoundError) as e:
+        load_task(TaskConfig(name="jsonl", path="math500", benchmarks_dir=str(tmp_path)))
+    msg = str(e.value)
+    for part in (str(tmp_path / "math500.jsonl"), "task.benchmarks_dir", BENCHMARKS_ENV,
+                 "HF_HUB_OFFLINE", "HuggingFaceH4/MATH-500"):
+        assert part in msg
+
+
+class _FakeHub:
+    """Stands in for `datasets.load_dataset` (no hub here): records what was asked."""
+
+    def __init__(self, rows=None, error=None):
+        self.calls, self.rows, self.error = [], rows, error
+
+    def __call__(self, repo, config=None, split=None):
+        self.calls.append((repo, config, split))
+        if self.error:
+            raise self.error
+        return self.rows[config]
+
+
+def test_missing_preset_is_fetched_from_its_hub_source(monkeypatch, tmp_path):
+    import datasets
+
+    rows = {c: [{"problem": f"{c} problem?", "solution": f"so \\boxed{{{i}}}"}]
+            for i, c in enumerate(PRESETS["math_test_full"].hub_configs)}
+    hub = _FakeHub(rows)
+    monkeypatch.setattr(benchmarks, "hub_offline", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    problems = load_benchmark("math_test_full", tmp_path)
+    assert [c[0] for c in hub.calls] == ["EleutherAI/hendrycks_math"] * 7
+    assert {c[2] for c in hub.calls} == {"test"}
+    assert [p.answer for p in problems] == [str(i) for i in range(7)]
+    hub.rows = {"main": [{"question": "Q?", "answer": "work\n#### 1,234"}]}
+    assert load_benchmark("gsm8k_test", tmp_path)[0].answer == "1234"
+    assert hub.calls[-1] == ("openai/gsm8k", "main", "test")
+
+
+def test_failed_hub_fetch_names_folder_and_key(monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setattr(benchmarks, "hub_offline", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", _FakeHub(error=ConnectionError("no route")))
+    monkeypatch.setenv(BENCHMARKS_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"aime24.*HuggingFaceH4/aime_2024.*no route.*task.benchmarks_dir"):
+        load_benchmark("aime24")
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(ValueError, match="math500"):
+        load_benchmark("not_a_benchmark")
+
+
+# ---- the full files (../shared/data/benchmarks or $OREAL_BENCHMARKS): skip when absent ---
 # Row counts from ../shared/data/README.md.
 BENCHMARK_ROWS = {
     "math500": 500, "math_test_full": 5000, "aime24": 30, "aime25": 30, "amc23": 40,
@@ -110,8 +215,8 @@ BENCHMARK_ROWS = {
 
 
 @pytest.mark.parametrize("name, rows", BENCHMARK_ROWS.items())
-def test_every_benchmark_loads(name, rows):
-    problems = load_benchmark(name)
+def test_every_benchmark_loads(full_benchmarks, name, rows):
+    problems = load_benchmark(name, full_benchmarks)
     assert len(problems) == rows
     assert all(p.question.strip() and p.answer.strip() for p in problems)
     if name == "olympiadbench":
@@ -119,8 +224,8 @@ def test_every_benchmark_loads(name, rows):
     assert len({p.id for p in problems}) == rows
 
 
-def test_benchmark_answer_rules():
-    first = {name: load_benchmark(name)[0].answer for name in BENCHMARK_ROWS}
+def test_benchmark_answer_rules(full_benchmarks):
+    first = {name: load_benchmark(name, full_benchmarks)[0].answer for name in BENCHMARK_ROWS}
     assert first["gsm8k_test"] == "18"
     assert first["amc23"] == "27"  # stored as 27.0
     assert first["math_test_full"] == "2"
@@ -128,17 +233,17 @@ def test_benchmark_answer_rules():
     assert first["minerva_math"] == "1.6"
     assert first["math500"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
     assert first["aime24"] == "204"
-    assert all("," not in p.answer for p in load_benchmark("gsm8k_test"))
-    olympiad = {p.answer for p in load_benchmark("olympiadbench")}
+    assert all("," not in p.answer for p in load_benchmark("gsm8k_test", full_benchmarks))
+    olympiad = {p.answer for p in load_benchmark("olympiadbench", full_benchmarks)}
     assert "69,84" in olympiad  # stored as ["$69$,$84$"]
     # Brace matching agrees with MATH-500's own answer field on every one of its rows.
-    math500 = load_jsonl_problems(DEFAULT_BENCHMARKS_DIR / "math500.jsonl", answer_field="boxed:solution")
-    assert [p.answer for p in math500] == [p.answer for p in load_benchmark("math500")]
+    math500 = load_jsonl_problems(full_benchmarks / "math500.jsonl", answer_field="boxed:solution")
+    assert [p.answer for p in math500] == [p.answer for p in load_benchmark("math500", full_benchmarks)]
 
 
-def test_math_train_set_excludes_math500():
-    splits = load_task(TaskConfig(
-        name="jsonl", path="math_test_full", exclude_path="math500", num_train=0, num_heldout=100))
+def test_math_train_set_excludes_math500(full_benchmarks):
+    splits = load_task(TaskConfig(name="jsonl", path="math_test_full", exclude_path="math500",
+                                  benchmarks_dir=str(full_benchmarks), num_train=0, num_heldout=100))
     assert len(splits.train) + len(splits.heldout) == 4500
 
 
@@ -153,8 +258,6 @@ def test_last_boxed_matches_braces():
 def test_missing_file_error_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         load_jsonl_problems(tmp_path / "nope.jsonl")
-    with pytest.raises(FileNotFoundError, match="not_a_benchmark"):
-        load_benchmark("not_a_benchmark")
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         load_task(TaskConfig(name="jsonl", path="x.jsonl", benchmarks_dir=str(tmp_path)))
 
@@ -183,10 +286,6 @@ def test_jsonl_task_split(tmp_path):
     assert splits == load_task(TaskConfig(name="jsonl", path=str(f), num_train=0, num_heldout=3))
     with pytest.raises(ValueError, match="num_heldout"):
         load_task(TaskConfig(name="jsonl", path=str(f), num_heldout=11))
-
-
-def test_default_benchmark_dir_is_shared_data():
-    assert DEFAULT_BENCHMARKS_DIR.parts[-3:] == ("shared", "data", "benchmarks")
 
 
 class _StubTokenizer:

@@ -1,32 +1,38 @@
-"""Every gold answer of the shared benchmarks grades correct against itself (and not
-against a corrupted copy): the startup self-check, run on real data in-process."""
+"""Every gold answer of the benchmarks grades correct against itself (and not against a
+corrupted copy): the startup self-check, run in-process on the full files where they are
+(`full_benchmarks`: skips saying where it looked when absent) and on the hand-written
+fixtures in any clone."""
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURE_BENCHMARKS
 from verifier import self_check
 from verifier.extract import gold_from_record
 from verifier.normalize import container, normalize, parse_literal
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
+
+@pytest.fixture
+def _golds(full_benchmarks):
+    def read(name: str) -> list[str]:
+        with (full_benchmarks / name).open() as f:
+            return [gold_from_record(json.loads(line)) for line in f]
+    return read
 
 
-def _golds(name: str) -> list[str]:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with path.open() as f:
-        return [gold_from_record(json.loads(line)) for line in f]
+@pytest.mark.parametrize("path", sorted(FIXTURE_BENCHMARKS.glob("*.jsonl")), ids=lambda p: p.stem)
+def test_fixture_golds_self_check(path):
+    golds = [gold_from_record(json.loads(line)) for line in path.open()]
+    assert golds and self_check(golds, max_fail_frac=0.0) == []
 
 
-def test_math500_golds_grade_correct_against_themselves():
+def test_math500_golds_grade_correct_against_themselves(_golds):
     golds = _golds("math500.jsonl")
     assert len(golds) == 500
     assert self_check(golds, max_fail_frac=0.0) == []
 
 
-def test_math500_golds_parse_and_equal_themselves_symbolically():
+def test_math500_golds_parse_and_equal_themselves_symbolically(_golds):
     """Beyond the text shortcut: each non-literal single gold parses and equals itself."""
     from verifier import symbolic
 
@@ -37,11 +43,11 @@ def test_math500_golds_parse_and_equal_themselves_symbolically():
 
 @pytest.mark.parametrize("name", ["aime24.jsonl", "aime25.jsonl", "amc23.jsonl",
                                   "gsm8k_test.jsonl"])
-def test_small_benchmarks_self_check(name):
+def test_small_benchmarks_self_check(_golds, name):
     assert self_check(_golds(name), max_fail_frac=0.0) == []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["olympiadbench.jsonl", "math_test_full.jsonl"])
-def test_large_benchmarks_self_check(name):
+def test_large_benchmarks_self_check(_golds, name):
     assert self_check(_golds(name), max_fail_frac=0.01) is not None

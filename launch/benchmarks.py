@@ -1,0 +1,246 @@
+"""Benchmark problems: the presets (MATH-500, AIME, AMC, GSM8K, OlympiadBench, Minerva) and
+the one loader behind them.
+
+A bare preset name (``"math500"``) is looked for as ``<folder>/math500.jsonl``, the folder
+being, first found of:
+
+1. ``task.benchmarks_dir`` (config key),
+2. ``$OREAL_BENCHMARKS`` (environment variable),
+3. ``../shared/data/benchmarks`` beside the repository (our machines and CI have it; a
+   user's clone does not).
+
+When the file is not there and the hub is reachable (``HF_HUB_OFFLINE`` unset), the preset's
+public source is fetched by name with ``datasets`` (cached under ``HF_HOME``); otherwise the
+error names the folder searched and the key and variable that set it. Anything with a ``/``
+or a ``.jsonl`` suffix is a path to a JSONL file of the user's own.
+
+Each preset knows where its gold answer is (``answer_spec`` grammar: ``"<field>"``, the
+value itself with integral floats such as 27.0 written ``27``; ``"boxed:<field>"``, the last
+brace-matched ``\\boxed{}`` in the field; ``"after_hashes:<field>"``, the text after the
+last ``####`` with commas removed; ``"join:<field>"``, a list joined with ``", "`` and
+math-mode ``$`` removed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from launch.problem import Problem
+
+# Environment variable that points every loader and test at a folder of benchmark files.
+BENCHMARKS_ENV = "OREAL_BENCHMARKS"
+# Where our machines and CI keep the read-only copies (`../shared/data/README.md`).
+SHARED_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+# Question fields tried in order when `question_field` is "auto".
+QUESTION_FIELDS = ("problem", "question")
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named benchmark: how its local JSONL keeps the gold answer, and its public source."""
+
+    # Gold answer spec of the local copy (`../shared/data/README.md`).
+    answer_spec: str
+    # Hub dataset, its configs (concatenated in order; () = the default) and split.
+    hub_repo: str
+    hub_split: str
+    hub_configs: tuple[str, ...] = ()
+    # Gold answer spec of the hub rows (they may keep it elsewhere than the local copy).
+    hub_answer_spec: str = "answer"
+
+
+_MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                  "number_theory", "prealgebra", "precalculus")
+PRESETS: dict[str, Preset] = {
+    "math500": Preset("answer", "HuggingFaceH4/MATH-500", "test"),
+    "math_test_full": Preset("boxed:solution", "EleutherAI/hendrycks_math", "test", _MATH_SUBJECTS,
+                             hub_answer_spec="boxed:solution"),
+    "minerva_math": Preset("boxed:solution", "math-ai/minervamath", "test"),
+    "gsm8k_test": Preset("after_hashes:answer", "openai/gsm8k", "test", ("main",),
+                         hub_answer_spec="after_hashes:answer"),
+    "olympiadbench": Preset("join:final_answer", "Hothan/OlympiadBench", "train", ("OE_TO_maths_en_COMP",),
+                            hub_answer_spec="join:final_answer"),
+    "aime24": Preset("answer", "HuggingFaceH4/aime_2024", "train"),
+    "aime25": Preset("answer", "math-ai/aime25", "test"),
+    "amc23": Preset("answer", "math-ai/amc23", "test"),
+}
+# The gold answer spec of each preset's local file, by file stem.
+ANSWER_SPECS: dict[str, str] = {name: p.answer_spec for name, p in PRESETS.items()}
+
+
+def benchmarks_dir(configured: str | Path | None = None) -> Path:
+    """The folder bare benchmark names are looked up in (see the module docstring)."""
+    return Path(configured or os.environ.get(BENCHMARKS_ENV) or SHARED_BENCHMARKS_DIR).expanduser()
+
+
+def _is_bare_name(path: str) -> bool:
+    return "/" not in path
+
+
+def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) -> Path:
+    """A file path as given, or a bare name ("math500") in `benchmarks_dir(configured_dir)`."""
+    if not _is_bare_name(path):
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"benchmark file not found: {p}")
+        return p
+    folder = benchmarks_dir(configured_dir)
+    p = folder / (path if path.endswith(".jsonl") else f"{path}.jsonl")
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"benchmark file not found: {p} (from {path!r}); point task.benchmarks_dir, or the "
+            f"{BENCHMARKS_ENV} environment variable, at the folder that holds {p.name}")
+    return p
+
+
+def load_problems(path: str, configured_dir: str | Path | None = None, answer_field: str = "auto",
+                  question_field: str = "auto") -> list[Problem]:
+    """Problems of a preset name or a JSONL path: a local file first; a preset that is not on
+    disk is fetched from the hub where one is reachable."""
+    try:
+        return load_jsonl_problems(resolve_benchmark_path(path, configured_dir), answer_field, question_field)
+    except FileNotFoundError as missing:
+        name = path.removesuffix(".jsonl")
+        if not _is_bare_name(path) or name not in PRESETS:
+            raise
+        if hub_offline():
+            raise FileNotFoundError(
+                f"{missing}; the hub is off (HF_HUB_OFFLINE is set), so {name!r} cannot be fetched "
+                f"from {PRESETS[name].hub_repo} either") from None
+        return load_hub_problems(name, answer_field, question_field)
+
+
+def load_benchmark(name: str, configured_dir: str | Path | None = None) -> list[Problem]:
+    """All rows of a preset, e.g. ``load_benchmark("math500")`` (local copy, else the hub)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown benchmark {name!r}; presets: {', '.join(PRESETS)}")
+    return load_problems(name, configured_dir)
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def load_hub_problems(name: str, answer_field: str = "auto", question_field: str = "auto") -> list[Problem]:
+    """A preset's rows from its public source on the hub (`datasets.load_dataset`)."""
+    from datasets import load_dataset
+
+    preset = PRESETS[name]
+    spec = preset.hub_answer_spec if answer_field == "auto" else answer_field
+    rows: list[dict[str, Any]] = []
+    for config in preset.hub_configs or (None,):
+        try:
+            rows += list(load_dataset(preset.hub_repo, config, split=preset.hub_split))
+        except Exception as e:  # network, auth, a moved dataset: say what was tried
+            where = f"{preset.hub_repo}" + (f" ({config})" if config else "") + f" split {preset.hub_split!r}"
+            raise FileNotFoundError(
+                f"benchmark {name!r} is not in {benchmarks_dir()} and fetching {where} from the hub "
+                f"failed ({type(e).__name__}: {e}); point task.benchmarks_dir or {BENCHMARKS_ENV} "
+                f"at a folder with {name}.jsonl") from e
+    return problems_from_rows(rows, name, spec, question_field, source=preset.hub_repo)
+
+
+def load_jsonl_problems(path: str | Path, answer_field: str = "auto",
+                        question_field: str = "auto") -> list[Problem]:
+    """Problems from a JSONL file; ids are ``<file stem>-<line number>``.
+
+    Raises ValueError naming the file and line when a row is not JSON, lacks the question
+    or answer field, or has an empty answer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {path}")
+    spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((line_no, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+    return [_problem(row, f"{path.stem}-{n}", spec, question_field, f"{path}:{n}") for n, row in rows]
+
+
+def problems_from_rows(rows: Iterable[dict[str, Any]], stem: str, answer_spec: str,
+                       question_field: str = "auto", source: str = "rows") -> list[Problem]:
+    """Problems from dict rows (hub datasets); ids are ``<stem>-<row number from 1>``."""
+    return [_problem(row, f"{stem}-{i}", answer_spec, question_field, f"{source} row {i}")
+            for i, row in enumerate(rows, start=1)]
+
+
+def _problem(row: dict[str, Any], pid: str, spec: str, question_field: str, where: str) -> Problem:
+    return Problem(pid, _question(row, question_field, where), extract_answer(row, spec, where), None)
+
+
+def _question(row: dict[str, Any], field: str, where: str) -> str:
+    names = QUESTION_FIELDS if field == "auto" else (field,)
+    for name in names:
+        if isinstance(row.get(name), str) and row[name].strip():
+            return row[name]
+    raise ValueError(f"{where}: row has no question field {' or '.join(map(repr, names))}")
+
+
+def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
+    """The gold answer of one row according to `spec` (module docstring)."""
+    kind, _, field = spec.rpartition(":")
+    if field not in row or row[field] is None:
+        raise ValueError(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
+    value = row[field]
+    if kind == "":
+        answer = _plain(value)
+    elif kind == "boxed":
+        answer = last_boxed(str(value)) or ""
+    elif kind == "after_hashes":
+        text = str(value)
+        answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
+    elif kind == "join":
+        items = value if isinstance(value, list) else [value]
+        # OlympiadBench packs several answers into one string too ("$69$,$84$").
+        answer = ", ".join(_DOLLAR.sub("", str(v)).strip() for v in items)
+    else:
+        raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
+    if not answer.strip():
+        raise ValueError(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
+    return answer.strip()
+
+
+def _plain(value: Any) -> str:
+    # AMC answers are stored as floats (27.0): integral floats are written as integers.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def last_boxed(text: str) -> str | None:
+    """Contents of the last ``\\boxed{...}`` in `text`, braces matched; None if there is none.
+
+    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
+    '\\\\frac{1}{2}'
+    """
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 0, start + len("\\boxed")
+        j = i
+        while j < len(text):
+            c = text[j]
+            if c == "\\":
+                j += 2  # an escaped character such as \{ or \} does not group
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i + 1 : j]
+            j += 1
+        start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
+    return None
