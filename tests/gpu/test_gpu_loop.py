@@ -15,8 +15,9 @@ def test_two_steps_on_one_gpu(tmp_path):
 
     cfg = to_train_config(compose([
         "rollout=gpu", "learner=gpu_zero3",
-        # one GPU shared by the engine and a 1-rank learner (Ray fractional GPUs)
-        "rollout.num_actors=1", "rollout.num_gpus_per_actor=0.4", "rollout.gpu_memory_utilization=0.3",
+        # one GPU shared by the engine and a 1-rank learner (colocated, Ray fractional GPUs)
+        "learner.colocate=true",
+        "rollout.num_engines=1", "rollout.num_gpus_per_actor=0.4", "rollout.gpu_memory_utilization=0.3",
         "rollout.max_new_tokens=48", "rollout.max_model_len=256", "rollout.n_samples=8",
         "learner.world_size=1", "learner.num_gpus_per_rank=0.4", "learner.micro_batch_size=16",
         "learner.gradient_checkpointing=false",
