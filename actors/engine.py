@@ -31,6 +31,8 @@ class RolloutEngine:
             # vLLM's log-probs must be the model's raw ones, comparable with the learner's.
             logprobs_mode="raw_logprobs",
         )
+        if cfg.executor_backend:  # explicit: inside a placement group vLLM would pick "ray" for TP
+            kwargs["distributed_executor_backend"] = cfg.executor_backend
         if cfg.kv_cache_gib:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         kwargs.update(cfg.engine_kwargs)
@@ -77,8 +79,21 @@ class RolloutEngine:
             groups.append(group)
         return groups
 
+    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> list[int]:
+        """Every worker of this engine joins the weight-sync group (ranks from `rank_offset`)."""
+        return self.llm.collective_rpc("join_weight_sync", args=(host, port, rank_offset, world_size, backend))
+
+    def receive_weights(self, plan_bytes: bytes, version: int, skip_buckets: tuple[int, ...] = ()) -> list[dict]:
+        """Receive the learner's broadcast of `version` into every worker, in place; one
+        report per worker (buckets and bytes that arrived, buckets skipped)."""
+        reports = self.llm.collective_rpc("receive_weights", args=(plan_bytes, tuple(skip_buckets)))
+        self.llm.reset_prefix_cache()
+        self.policy_version = version
+        return reports
+
     def load_weights(self, blob: bytes, version: int) -> int:
-        """Load a full safetensors state dict into the running engine; returns tensors loaded."""
+        """The object-store baseline (`bench.bench_sync`): a whole safetensors state dict as one
+        RPC argument (fails above 4 GiB). Returns tensors loaded."""
         counts = self.llm.collective_rpc("load_weights_from_bytes", args=(blob,))
         self.llm.reset_prefix_cache()
         self.policy_version = version

@@ -1,17 +1,64 @@
 """vLLM worker extension: load new policy weights into the running engine, in place.
 
-vLLM does not rebuild raw tensors passed through `collective_rpc`, so weights travel as
-safetensors bytes and are decoded inside the worker, then handed to vLLM's own in-place
-`reload_weights` (which runs each model's `load_weights`: fused qkv / gate_up packing and
-tied embeddings are handled by vLLM, not by us).
+Each vLLM worker (every tensor-parallel rank of every engine) joins the weight-sync group
+(`learner.weight_sync.group`) once, then for every sync receives the buckets that learner
+rank 0 broadcasts, straight into vLLM's own in-place `reload_weights` (which runs each
+model's `load_weights`: fused qkv / gate_up packing, tensor-parallel sharding and tied
+embeddings are handled by vLLM, not by us). Only the bucket plan, pickled metadata of a few
+hundred KB at most, passes through `collective_rpc`; msgpack there refuses bytes over 4 GiB.
 """
 from __future__ import annotations
+
+import pickle
 
 
 class WeightReceiver:
     """Mixed into vLLM's worker class through `LLM(worker_extension_cls=...)`."""
 
+    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int:
+        """Join the weight-sync group as rank `rank_offset + this worker's rank in its engine`."""
+        from learner.weight_sync.group import init_group
+
+        rank = rank_offset + self.rank
+        self._weight_sync_group = init_group(host, port, rank, world_size, backend)
+        return rank
+
+    def receive_weights(self, plan_bytes: bytes, skip_buckets: tuple[int, ...] = ()) -> dict[str, int]:
+        """Receive every bucket of the plan and load it in place as it arrives. `skip_buckets`
+        (a test hook) receives those buckets without loading them. Returns what arrived."""
+        from learner.weight_sync.group import SyncStats, receive_buckets
+
+        plan = pickle.loads(plan_bytes)
+        stats = SyncStats()
+        weights = receive_buckets(self._weight_sync_group, plan, self.model_runner.device,
+                                  skip=set(skip_buckets), stats=stats)
+        self.reload_weights(weights_iterator=weights)
+        for _ in weights:  # a loader that stopped early must not leave broadcasts pending
+            pass
+        self._reprocess_tied_lm_head()
+        return {"rank": self.rank, "buckets": stats.broadcasts, "bytes": stats.bytes,
+                "skipped": stats.skipped, "version": plan.version}
+
+    # ---- diagnostics for bench.bench_sync (the transport's own limit, memory) ----------
+    def time_raw_broadcast(self, nbytes: int) -> float:
+        """One broadcast of a flat `nbytes` buffer on the sync group (every member calls it)."""
+        from learner.weight_sync.group import raw_broadcast
+
+        return raw_broadcast(self._weight_sync_group, nbytes, self.model_runner.device)
+
+    def reset_peak_memory(self) -> int:
+        from learner.weight_sync.memory import reset_peak
+
+        return reset_peak()
+
+    def peak_memory(self) -> int:
+        from learner.weight_sync.memory import peak
+
+        return peak()
+
     def load_weights_from_bytes(self, blob: bytes) -> int:
+        """The object-store path (one safetensors blob as an RPC argument, under 4 GiB): kept
+        only as the benchmark's baseline (`bench.bench_sync`)."""
         from safetensors.torch import load
 
         tensors = load(blob)

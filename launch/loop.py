@@ -78,25 +78,33 @@ class Roles:
 
     def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
         from actors.group import RolloutGroup
+        from launch.placement import build_placement
         from learner.group import LearnerGroup
+        from learner.weight_sync import connect
         from verifier import VerifierPool
 
         self.model_path = model_path
+        # First: a cluster that cannot hold the learner and engines fails before anything starts.
+        self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
         self.verifier = VerifierPool(cfg.verifier)
         self.verifier.self_check(train_golds)
-        self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed)
-        self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps)
-        self.initial_weights = self.learner.async_publish_weights()
+        self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed, placement=self.placement)
+        self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps, placement=self.placement)
+        connect(self.learner, self.rollout)  # the weight-sync group: learner rank 0 + every vLLM worker
 
     def reset_policy(self) -> None:
-        """Policy back to the initial weights, in the learner and every engine (shared roles
-        across runs, e.g. tests; optimiser and RM state are kept)."""
-        self.learner.load_policy(self.initial_weights)
-        self.rollout.load_weights(self.initial_weights, version=0)
+        """Policy back to the initial weights, read again from the model path (nothing kept
+        pinned for it), in the learner and every engine (shared roles across runs, e.g. tests;
+        optimiser and RM state are kept)."""
+        from learner.weight_sync import broadcast
+
+        self.learner.load_policy_from(self.model_path)
+        broadcast(self.learner, self.rollout, version=0)
 
     def shutdown(self) -> None:
         for role in (self.rollout, self.learner, self.verifier):
             role.shutdown()
+        self.placement.remove()
 
 
 def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunResult:
@@ -185,6 +193,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
         with timed(timings, "sync"):
             synced = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
         metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
+        metrics["sync/bytes"], metrics["sync/buckets"] = float(synced.bytes), float(synced.buckets)
     metrics["learner/skipped"] = float(not selection.samples)
     metrics.update(timings)
     gen_tokens = sum(len(r.response_ids) for g in groups for r in g)

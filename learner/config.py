@@ -104,13 +104,18 @@ class LearnerConfig:
     policy_optim: OptimConfig = field(default_factory=OptimConfig)
     # Token RM optimiser (oreal.md: 2e-6 cosine to 4e-7).
     rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
-    # Ray resources per rank.
+    # Ray resources per rank (the ranks are packed on as few nodes as possible).
     num_cpus_per_rank: float = 0.5
     num_gpus_per_rank: float = 0.0
+    # Engine i and rank i share placement bundle i (one GPU each pair, both taking a fraction
+    # of it: rollout.num_gpus_per_actor + num_gpus_per_rank <= 1); needs
+    # rollout.num_engines == world_size and rollout.tensor_parallel_size 1.
+    colocate: bool = False
     # Largest |log pi_vllm - log pi_learner| on the probe sequence after a weight sync.
     sync_tolerance: float = 1e-3
-    # Parameter bytes gathered at once when publishing ZeRO-3 weights.
-    sync_bucket_mb: int = 256
+    # Weight sync: MiB of parameters gathered, packed and broadcast at once (one bucket); at
+    # most two buckets are alive on the sender and on each receiver during a sync.
+    sync_bucket_mb: float = 256.0
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -121,5 +126,7 @@ class LearnerConfig:
             raise ValueError(f"learner.zero_stage must be 0..3, got {self.zero_stage}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"learner.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if not self.sync_bucket_mb > 0:
+            raise ValueError(f"learner.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
         if self.micro_batch_size < 1:
             raise ValueError("learner.micro_batch_size must be >= 1")

@@ -5,7 +5,7 @@ ranks (the ranks' methods are collective).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import ray
 
@@ -13,20 +13,26 @@ from learner.batch import GlobalCounts, TrainSample, shard
 from learner.config import AlgoConfig, LearnerConfig
 from learner.worker import LearnerWorker
 
+if TYPE_CHECKING:
+    from launch.placement import Placement
+
 # Metrics whose per-rank values are already shares of a global mean (or pre-divided).
 _SUMMED = "sum"
 
 
 class LearnerGroup:
     def __init__(self, cfg: LearnerConfig, algo: AlgoConfig, model_path: str, seed: int, total_steps: int,
-                 env_vars: dict[str, str] | None = None):
+                 env_vars: dict[str, str] | None = None, placement: Placement | None = None):
+        """`placement` puts rank r in its bundle (launch/placement.py); without it Ray
+        schedules the ranks wherever they fit."""
         self.cfg = cfg
         actor = ray.remote(LearnerWorker)
         opts = dict(num_cpus=cfg.num_cpus_per_rank, num_gpus=cfg.num_gpus_per_rank)
         if env_vars:
             opts["runtime_env"] = {"env_vars": env_vars}
         self.workers = [
-            actor.options(**opts).remote(rank, cfg, algo, model_path, seed, total_steps)
+            actor.options(**{**opts, **(placement.learner_options(rank) if placement else {})})
+            .remote(rank, cfg, algo, model_path, seed, total_steps)
             for rank in range(cfg.world_size)
         ]
         addr, port = ray.get(self.workers[0].master_address.remote())
@@ -54,14 +60,34 @@ class LearnerGroup:
         ref = ray.put(list(samples))
         return ray.get([w.token_weights.remote(ref) for w in self.workers])[0]
 
+    # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync group
+    def weight_plan(self):
+        """The policy's bucket plan (metadata), computed once by rank 0."""
+        if getattr(self, "_plan", None) is None:
+            self._plan = ray.get(self.workers[0].weight_plan.remote())
+        return self._plan
+
+    def sync_endpoint(self) -> tuple[str, int, str]:
+        """Where the weight-sync group meets (rank 0's node IP, a free port) and its backend."""
+        host, port = ray.get(self.workers[0].master_address.remote())
+        return host, port, ray.get(self.workers[0].sync_backend.remote())
+
+    def async_join_weight_sync(self, host: str, port: int, world_size: int) -> ray.ObjectRef:
+        return self.workers[0].join_weight_sync.remote(host, port, world_size)
+
+    def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
+        """Every rank gathers bucket by bucket, rank 0 broadcasts; returns rank 0's stats."""
+        return ray.get([w.broadcast_weights.remote(version, plan) for w in self.workers])[0]
+
+    def load_policy_from(self, model_path: str) -> None:
+        """Reset the policy from a model folder (the initial policy: tests, resets)."""
+        ray.get([w.load_policy_from.remote(model_path) for w in self.workers])
+
     def async_publish_weights(self) -> ray.ObjectRef:
-        """Gather the policy on every rank; the ref resolves to rank 0's safetensors blob."""
+        """The whole policy as one safetensors blob (rank 0's ref): inspection in tests and the
+        benchmark's object-store baseline, never the run's sync."""
         refs = [w.publish_weights.remote() for w in self.workers]
         return refs[0]
-
-    def load_policy(self, blob_ref: ray.ObjectRef) -> None:
-        """Reset the policy to a published blob (e.g. an earlier `async_publish_weights`)."""
-        ray.get([w.load_policy_weights.remote(blob_ref if i == 0 else None) for i, w in enumerate(self.workers)])
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         return ray.get([w.probe_logprobs.remote(list(token_ids)) for w in self.workers])[0]

@@ -30,8 +30,11 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------ set-up
     def master_address(self) -> tuple[str, int]:
-        """Rank 0's address and a free port for the torch.distributed rendezvous."""
-        host = "127.0.0.1" if self.cfg.num_gpus_per_rank == 0 else socket.gethostbyname(socket.gethostname())
+        """Rank 0's address and a free port for the torch.distributed rendezvous: its Ray
+        node's IP (the hostname may resolve to 127.0.1.1), 127.0.0.1 outside Ray."""
+        import ray
+
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         with socket.socket() as s:
             s.bind((host, 0))
             return host, s.getsockname()[1]
@@ -176,38 +179,64 @@ class LearnerWorker:
         return loss + 0.0 * per_token.sum() if b.dummy else loss
 
     # ------------------------------------------------------------------ weights
+    # The weight sync (learner.weight_sync): only metadata crosses Ray, the bytes go over the
+    # weight-sync group (learner rank 0 + every vLLM worker), one bucket per broadcast.
+    def weight_plan(self):
+        """The bucket plan of the policy (names, shapes, dtypes, offsets: metadata only)."""
+        from learner.weight_sync.zero3 import bucket_bytes, policy_plan
+
+        if getattr(self, "_plan", None) is None:
+            self._plan = policy_plan(self.policy.module, bucket_bytes(self.cfg.sync_bucket_mb))
+        return self._plan
+
+    def sync_backend(self) -> str:
+        """The weight-sync group's backend: the learner's own (nccl on GPUs, gloo on CPU)."""
+        return "nccl" if self.device.type == "cuda" else "gloo"
+
+    def join_weight_sync(self, host: str, port: int, world_size: int) -> int:
+        """Rank 0 joins the weight-sync group as its rank 0 and serves its store on (host,
+        port); blocks until every engine worker has joined. Other ranks have no part in it."""
+        from learner.weight_sync.group import init_group
+
+        if self.rank == 0:
+            self._sync_group = init_group(host, port, 0, world_size, self.sync_backend())
+        return self.rank
+
+    def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
+        """Collective over the learner's ranks: every rank joins each bucket's ZeRO-3 gather,
+        rank 0 packs it and broadcasts it to the engines while the next one is gathered.
+        `plan` overrides the policy's own bucket plan (the benchmark's per-tensor scheme)."""
+        from dataclasses import asdict
+
+        from learner.weight_sync.group import send_buckets
+        from learner.weight_sync.zero3 import bucket_gatherer
+
+        plan = (plan or self.weight_plan()).with_version(version)
+        group = self._sync_group if self.rank == 0 else None
+        stats = send_buckets(group, plan, bucket_gatherer(self.policy.module), device=self.device)
+        return asdict(stats)
+
+    def load_policy_from(self, model_path: str) -> int:
+        """Reset the policy's parameters from a model folder (e.g. the initial policy), read
+        by rank 0 and scattered into the ZeRO-3 partitions. Optimiser state is kept."""
+        from learner.weight_sync.zero3 import load_from_path
+
+        return load_from_path(self.policy.module, model_path, self.rank)
+
     def publish_weights(self) -> bytes | None:
-        """Gather the ZeRO-3 policy parameters bucket by bucket; rank 0 returns them as one
-        safetensors blob (HF names) for the rollout engines, the other ranks None."""
-        from deepspeed import zero
+        """The whole policy as one safetensors blob on rank 0 (others None): for
+        `save_pretrained` and the benchmark's object-store baseline, never for the sync."""
         from safetensors.torch import save
 
+        from learner.weight_sync.zero3 import bucket_gatherer
+
         state: dict[str, torch.Tensor] = {}
-        bucket: list[tuple[str, torch.nn.Parameter]] = []
-        limit, size = self.cfg.sync_bucket_mb << 20, 0
-        params = list(self.policy.module.named_parameters())
-        for k, (name, p) in enumerate(params):
-            bucket.append((name, p))
-            size += getattr(p, "ds_numel", p.numel()) * p.element_size()
-            if size >= limit or k == len(params) - 1:
-                with zero.GatheredParameters([q for _, q in bucket], modifier_rank=None):
-                    if self.rank == 0:
-                        for n, q in bucket:
-                            state[n] = q.detach().to("cpu", copy=True).contiguous()
-                bucket, size = [], 0
-        return save(state) if self.rank == 0 else None
-
-    def load_policy_weights(self, blob: bytes | None) -> None:
-        """Overwrite the policy's parameters from a `publish_weights` blob (rank 0's copy is
-        broadcast into the ZeRO-3 partitions). Optimiser state is kept."""
-        from deepspeed import zero
-        from safetensors.torch import load
-
-        state = load(blob) if self.rank == 0 else {}
-        for name, p in self.policy.module.named_parameters():
-            with zero.GatheredParameters([p], modifier_rank=0):
+        gather = bucket_gatherer(self.policy.module)
+        for bucket in self.weight_plan().buckets:
+            with gather(bucket) as tensors:
                 if self.rank == 0:
-                    p.data.copy_(state[name].to(p.device, p.dtype))
+                    state.update({n: t.detach().to("cpu", copy=True).contiguous() for n, t in tensors.items()})
+        return save(state) if self.rank == 0 else None
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
         """log pi_theta(x_t | x_<t), t >= 1, of a fixed sequence (the weight-sync check)."""

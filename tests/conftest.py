@@ -39,6 +39,10 @@ E2E_OVERRIDES = [
     "algo.actor_freeze_steps=0",
     # a shorter warm-up than the demo's (enough for mixed queries; ~40 s on a fresh clone)
     "model.warmup.steps=400",
+    # two engines, both updated by every broadcast; 64 KiB buckets: the tiny policy (~0.5 MB)
+    # crosses in several buckets, as a real model does
+    "rollout.num_engines=2",
+    "learner.sync_bucket_mb=0.0625",
     f"ray.temp_dir={CACHE / 'ray'}",
 ]
 
@@ -120,8 +124,8 @@ def e2e_cfg():
 
 @pytest.fixture(scope="session")
 def e2e_roles(ray_cluster, e2e_cfg):
-    """Verifier pool, vLLM rollout actor and 2-rank ZeRO-3 learner (policy, reference and
-    token RM), started once and shared by every e2e test."""
+    """Verifier pool, two vLLM rollout engines and a 2-rank ZeRO-3 learner (policy, reference
+    and token RM) joined by the weight-sync group, started once and shared by every e2e test."""
     from launch.loop import Roles, prepare_policy
     from launch.tasks import load_task
 

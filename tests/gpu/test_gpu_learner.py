@@ -83,22 +83,26 @@ def test_oreal_steps_train_the_rm_then_separate_the_policy(learner):
     assert after > before + 0.1
 
 
-def test_published_weights_round_trip(learner):
+def test_published_weights_round_trip(learner, tmp_path):
     """publish -> load through the ZeRO-3 partitions on the GPU: zeroed weights give the
     uniform distribution, and the published ones bring the policy back."""
     import math
 
     import torch
-    from safetensors.torch import load, save
+    from safetensors.torch import load, save_file
 
     samples, _ = separable_group(learner.policy.module.config.vocab_size)
     probe = samples[0].prompt_ids + samples[0].response_ids
     before = learner.probe_logprobs(probe)
     blob = learner.publish_weights()
     assert isinstance(blob, bytes) and len(blob) > 1000
-    learner.load_policy_weights(save({k: torch.zeros_like(v) for k, v in load(blob).items()}))
+    zeros, trained = tmp_path / "zeros", tmp_path / "trained"
+    for folder, state in ((zeros, {k: torch.zeros_like(v) for k, v in load(blob).items()}), (trained, load(blob))):
+        folder.mkdir()
+        save_file(state, str(folder / "model.safetensors"))
+    learner.load_policy_from(str(zeros))
     uniform = -math.log(learner.policy.module.config.vocab_size)
     assert all(abs(x - uniform) < 1e-2 for x in learner.probe_logprobs(probe))
-    learner.load_policy_weights(blob)
+    learner.load_policy_from(str(trained))
     after = learner.probe_logprobs(probe)
     assert max(abs(a - b) for a, b in zip(before, after)) <= learner.cfg.sync_tolerance

@@ -56,11 +56,17 @@ def test_one_step_of_each_mode(mode, fresh_policy, e2e_cfg, tmp_path):
 
 
 def test_load_policy_resets_learner_and_engine_in_sync(fresh_policy, e2e_cfg):
+    """The reset reads the initial policy back from its folder (nothing kept pinned in the
+    object store) and broadcasts it to both engines."""
+    from safetensors.torch import load_file
+
     from learner.weight_sync import check_in_sync
 
     probe = list(range(3, 30))
-    initial = load(ray.get(fresh_policy.initial_weights))
+    initial = load_file(f"{fresh_policy.model_path}/model.safetensors")
     now = load(ray.get(fresh_policy.learner.async_publish_weights()))
-    assert all(bool((initial[n] == now[n]).all()) for n in initial)
-    check_in_sync(fresh_policy.learner, fresh_policy.rollout, probe, e2e_cfg.learner.sync_tolerance, version=0)
+    assert now and all(bool((initial[n] == now[n]).all()) for n in now)
+    report = check_in_sync(fresh_policy.learner, fresh_policy.rollout, probe, e2e_cfg.learner.sync_tolerance,
+                           version=0)
+    assert len(fresh_policy.rollout.actors) == 2 and report.max_abs_diff <= e2e_cfg.learner.sync_tolerance
 
