@@ -15,7 +15,8 @@ def test_load_is_balanced_by_prompt_tokens():
     lengths = [1000] + [10] * 50  # one long prompt: the other engine takes all the short ones
     shares = assign_least_loaded(lengths, 2)
     assert shares[0] == [0] and len(shares[1]) == 50
-    loads = [sum(lengths[i] for i in s) for s in assign_least_loaded([7, 3, 5, 5, 2, 8, 4, 6], 2)]
+    lengths = [7, 3, 5, 5, 2, 8, 4, 6]
+    loads = [sum(lengths[i] for i in s) for s in assign_least_loaded(lengths, 2)]
     assert abs(loads[0] - loads[1]) <= 2
 
 
