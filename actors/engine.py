@@ -79,9 +79,13 @@ class RolloutEngine:
             groups.append(group)
         return groups
 
-    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> list[int]:
-        """Every worker of this engine joins the weight-sync group (ranks from `rank_offset`)."""
-        return self.llm.collective_rpc("join_weight_sync", args=(host, port, rank_offset, world_size, backend))
+    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+                         source_rank: int | None = None) -> list[int]:
+        """Every worker of this engine joins the weight-sync group (ranks from `rank_offset`);
+        `source_rank`: the colocated learner rank it takes CUDA-IPC buckets from (None:
+        learner rank 0's broadcast)."""
+        return self.llm.collective_rpc("join_weight_sync", args=(host, port, rank_offset, world_size, backend,
+                                                                 source_rank))
 
     def receive_weights(self, plan_bytes: bytes, version: int, skip_buckets: tuple[int, ...] = ()) -> list[dict]:
         """Receive the learner's broadcast of `version` into every worker, in place; one

@@ -47,10 +47,13 @@ class RolloutGroup:
         return out  # type: ignore[return-value]
 
     # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync group
-    def async_join_weight_sync(self, host: str, port: int, world_size: int, backend: str) -> list[ray.ObjectRef]:
-        """Every worker of engine e joins as ranks 1 + e * tensor_parallel_size + (its TP rank)."""
+    def async_join_weight_sync(self, host: str, port: int, world_size: int, backend: str,
+                               first_rank: int = 1, colocated: bool = False) -> list[ray.ObjectRef]:
+        """Every worker of engine e joins as rank first_rank + e * tensor_parallel_size + (its TP
+        rank); colocated, engine e takes its weights from learner rank e (same GPU)."""
         tp = self.cfg.tensor_parallel_size
-        return [a.join_weight_sync.remote(host, port, 1 + e * tp, world_size, backend)
+        return [a.join_weight_sync.remote(host, port, first_rank + e * tp, world_size, backend,
+                                          e if colocated else None)
                 for e, a in enumerate(self.actors)]
 
     def async_receive_weights(self, plan_bytes: bytes, version: int,

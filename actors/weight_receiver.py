@@ -15,26 +15,35 @@ import pickle
 class WeightReceiver:
     """Mixed into vLLM's worker class through `LLM(worker_extension_cls=...)`."""
 
-    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str) -> int:
-        """Join the weight-sync group as rank `rank_offset + this worker's rank in its engine`."""
+    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+                         source_rank: int | None = None) -> int:
+        """Join the weight-sync group as rank `rank_offset + this worker's rank in its engine`;
+        `source_rank` set: colocated, buckets come by CUDA IPC from that learner rank."""
         from learner.weight_sync.group import init_group
 
         rank = rank_offset + self.rank
         self._weight_sync_group = init_group(host, port, rank, world_size, backend)
+        self._weight_source = source_rank
         return rank
 
     def receive_weights(self, plan_bytes: bytes, skip_buckets: tuple[int, ...] = ()) -> dict[str, int]:
         """Receive every bucket of the plan and load it in place as it arrives. `skip_buckets`
         (a test hook) receives those buckets without loading them. Returns what arrived."""
+        from learner.weight_sync.cuda_ipc import receive_colocated
         from learner.weight_sync.group import SyncStats, receive_buckets
 
         plan = pickle.loads(plan_bytes)
-        stats = SyncStats()
-        weights = receive_buckets(self._weight_sync_group, plan, self.model_runner.device,
-                                  skip=set(skip_buckets), stats=stats)
-        self.reload_weights(weights_iterator=weights)
-        for _ in weights:  # a loader that stopped early must not leave broadcasts pending
-            pass
+        stats, device, skip = SyncStats(), self.model_runner.device, set(skip_buckets)
+        if self._weight_source is None:
+            weights = receive_buckets(self._weight_sync_group, plan, device, skip=skip, stats=stats)
+        else:
+            weights = receive_colocated(self._weight_sync_group, plan, source_rank=self._weight_source,
+                                        device=device, skip=skip, stats=stats)
+        try:
+            self.reload_weights(weights_iterator=weights)  # one call per sync (layerwise reload)
+        finally:
+            for _ in weights:  # a loader that stopped early must not leave the senders waiting
+                pass
         self._reprocess_tied_lm_head()
         return {"rank": self.rank, "buckets": stats.broadcasts, "bytes": stats.bytes,
                 "skipped": stats.skipped, "version": plan.version}

@@ -72,8 +72,13 @@ class LearnerGroup:
         host, port = ray.get(self.workers[0].master_address.remote())
         return host, port, ray.get(self.workers[0].sync_backend.remote())
 
-    def async_join_weight_sync(self, host: str, port: int, world_size: int) -> ray.ObjectRef:
-        return self.workers[0].join_weight_sync.remote(host, port, world_size)
+    @property
+    def sync_senders(self) -> int:
+        """Learner members of the sync group: rank 0, or every rank when colocated."""
+        return self.cfg.world_size if self.cfg.colocate else 1
+
+    def async_join_weight_sync(self, host: str, port: int, world_size: int) -> list[ray.ObjectRef]:
+        return [w.join_weight_sync.remote(host, port, world_size) for w in self.workers]
 
     def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
         """Every rank gathers bucket by bucket, rank 0 broadcasts; returns rank 0's stats."""

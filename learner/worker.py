@@ -190,16 +190,18 @@ class LearnerWorker:
         return self._plan
 
     def sync_backend(self) -> str:
-        """The weight-sync group's backend: the learner's own (nccl on GPUs, gloo on CPU)."""
-        return "nccl" if self.device.type == "cuda" else "gloo"
+        """The weight-sync group's backend: the learner's own (nccl on GPUs, gloo on CPU);
+        gloo when colocated, where only CUDA-IPC handles and acks travel on it."""
+        return "nccl" if self.device.type == "cuda" and not self.cfg.colocate else "gloo"
 
     def join_weight_sync(self, host: str, port: int, world_size: int) -> int:
-        """Rank 0 joins the weight-sync group as its rank 0 and serves its store on (host,
-        port); blocks until every engine worker has joined. Other ranks have no part in it."""
+        """Join the weight-sync group; rank 0 serves its store on (host, port). Broadcast: only
+        rank 0 is a member. Colocated: every rank r is, as group rank r, the source of engine
+        r on its own GPU. Blocks until every engine worker has joined."""
         from learner.weight_sync.group import init_group
 
-        if self.rank == 0:
-            self._sync_group = init_group(host, port, 0, world_size, self.sync_backend())
+        if self.rank == 0 or self.cfg.colocate:
+            self._sync_group = init_group(host, port, self.rank, world_size, self.sync_backend())
         return self.rank
 
     def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
@@ -208,13 +210,16 @@ class LearnerWorker:
         `plan` overrides the policy's own bucket plan (the benchmark's per-tensor scheme)."""
         from dataclasses import asdict
 
+        from learner.weight_sync.cuda_ipc import send_colocated
         from learner.weight_sync.group import send_buckets
         from learner.weight_sync.zero3 import bucket_gatherer
 
         plan = (plan or self.weight_plan()).with_version(version)
+        gather = bucket_gatherer(self.policy.module)
+        if self.cfg.colocate:  # every rank hands its gathered buckets to its own engine
+            return asdict(send_colocated(self._sync_group, plan, gather, device=self.device))
         group = self._sync_group if self.rank == 0 else None
-        stats = send_buckets(group, plan, bucket_gatherer(self.policy.module), device=self.device)
-        return asdict(stats)
+        return asdict(send_buckets(group, plan, gather, device=self.device))
 
     def load_policy_from(self, model_path: str) -> int:
         """Reset the policy's parameters from a model folder (e.g. the initial policy), read

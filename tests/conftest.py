@@ -109,7 +109,8 @@ def ray_cluster():
     from launch.loop import worker_env
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(CACHE / "ray"),
+        # logical CPUs: the shared e2e roles and a second topology (colocated test) fit at once
+        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=str(CACHE / "ray"),
                  runtime_env={"env_vars": worker_env()})
     yield ray
     ray.shutdown()

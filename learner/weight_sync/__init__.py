@@ -66,11 +66,15 @@ def check_in_sync(learner, rollout, probe_ids: Sequence[int], tolerance: float, 
 
 
 def connect(learner, rollout) -> int:
-    """Form the weight-sync group (once, at start-up); returns its size."""
+    """Form the weight-sync group (once, at start-up); returns its size. Broadcast: learner
+    rank 0 + every worker. Colocated (`learner.colocate`): every learner rank r, then engine
+    r's worker, which takes its buckets from rank r by CUDA IPC (`cuda_ipc`)."""
     host, port, backend = learner.sync_endpoint()
-    world_size = 1 + rollout.num_workers
-    joining = rollout.async_join_weight_sync(host, port, world_size, backend)
-    rollout.wait([learner.async_join_weight_sync(host, port, world_size), *joining])
+    senders = learner.sync_senders
+    world_size = senders + rollout.num_workers
+    joining = rollout.async_join_weight_sync(host, port, world_size, backend, first_rank=senders,
+                                             colocated=learner.cfg.colocate)
+    rollout.wait([*learner.async_join_weight_sync(host, port, world_size), *joining])
     return world_size
 
 
