@@ -92,15 +92,66 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
     )
 
 
-def shard(samples: Sequence[TrainSample], world_size: int, micro_batch_size: int) -> list[list[list[TrainSample]]]:
+def shard(samples: Sequence[TrainSample], world_size: int, micro_batch_size: int,
+          max_tokens_per_micro_batch: int | None = None) -> list[list[list[TrainSample]]]:
     """Split samples over ranks, balancing tokens (longest first, to the lightest rank), then
-    into micro-batches. Every rank gets the same number of micro-batches (some may be
-    empty): ZeRO-3 gathers parameters collectively in every forward."""
+    into micro-batches: `micro_batch_size` sequences each, or, with a token budget, packed by
+    `pack`. Every rank gets the same number of micro-batches (the short ones padded with empty
+    micro-batches, which `collate` turns into dummies): ZeRO-3 gathers parameters collectively
+    in every forward."""
     ranks: list[list[TrainSample]] = [[] for _ in range(world_size)]
     load = [0] * world_size
-    for s in sorted(samples, key=lambda s: -(len(s.prompt_ids) + len(s.response_ids))):
+    for s in sorted(samples, key=lambda s: -_n_tokens(s)):
         r = min(range(world_size), key=lambda i: (load[i], len(ranks[i])))
         ranks[r].append(s)
-        load[r] += len(s.prompt_ids) + len(s.response_ids)
-    n_mb = max(1, max(-(-len(r) // micro_batch_size) for r in ranks))
-    return [[r[i * micro_batch_size : (i + 1) * micro_batch_size] for i in range(n_mb)] for r in ranks]
+        load[r] += _n_tokens(s)
+    if max_tokens_per_micro_batch is None:
+        per_rank = [[r[i : i + micro_batch_size] for i in range(0, len(r), micro_batch_size)] for r in ranks]
+    else:
+        per_rank = [pack(r, max_tokens_per_micro_batch, micro_batch_size) for r in ranks]
+    n_mb = max(1, max(len(mbs) for mbs in per_rank))
+    return [mbs + [[] for _ in range(n_mb - len(mbs))] for mbs in per_rank]
+
+
+def pack(samples: Sequence[TrainSample], max_tokens: int, max_rows: int) -> list[list[TrainSample]]:
+    """Micro-batches of one rank whose PADDED size, rows x longest row (prompt + response,
+    as `collate` pads them), is at most `max_tokens`, with at most `max_rows` rows.
+
+    Padded tokens are what a right-padded forward costs (activations and the [rows, L, V]
+    logits), so they are what the budget bounds. A sample longer than `max_tokens` cannot be
+    split: it gets a micro-batch of its own (the only place the budget is exceeded; size the
+    budget to the longest possible sample, prompt + `rollout.max_new_tokens`, for a hard bound).
+
+    First-fit decreasing: samples sorted longest first, each placed in the first micro-batch
+    it fits. Under this cost a micro-batch's capacity in rows, max_tokens // its first (and
+    longest) sample, never changes once it is opened, so a full micro-batch stays full and
+    first-fit fills them one after the other; this also gives the fewest micro-batches (the
+    longest sample left must lead one, and the next-longest are the best company for it).
+
+    Padding-free rows (samples concatenated, position ids restarting at 0 per sample) are a
+    GPU follow-up, not built: transformers 5.19 keeps packed samples apart only with
+    `attention_mask=None` AND `use_cache=False` (a cache silently turns its packed-sequence
+    detection off, and samples then attend to each other), and on sdpa/eager it builds a
+    T x T mask, so only flash-attention's varlen path saves memory.
+
+    >>> samples = [TrainSample((1,), (2,) * (n - 1), 1.0, 0.0) for n in (9, 2, 5, 3, 4)]
+    >>> [[len(s.prompt_ids) + len(s.response_ids) for s in mb] for mb in pack(samples, 12, 4)]
+    [[9], [5, 4], [3, 2]]
+    """
+    out: list[list[TrainSample]] = []
+    rows = 0
+    for s in sorted(samples, key=lambda s: -_n_tokens(s)):
+        if not out or len(out[-1]) >= rows:
+            out.append([])
+            rows = max(1, min(max_rows, max_tokens // _n_tokens(s)))
+        out[-1].append(s)
+    return out
+
+
+def padded_tokens(micro_batch: Sequence[TrainSample]) -> int:
+    """Rows x longest row: the size of the micro-batch once `collate` pads it."""
+    return len(micro_batch) * max((_n_tokens(s) for s in micro_batch), default=0)
+
+
+def _n_tokens(s: TrainSample) -> int:
+    return len(s.prompt_ids) + len(s.response_ids)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("reinforce", "shaped", "bc", "oreal")
+# The learner's models, as named by learner.offload_params / learner.offload_optimizer.
+OFFLOAD_MODELS = ("policy", "rm", "reference")
 
 
 @dataclass
@@ -95,11 +97,19 @@ class LearnerConfig:
     # ZeRO stage of all three models (policy, reference, token RM).
     zero_stage: int = 3
     # Sequences per forward/backward on one rank; gradients accumulate over micro-batches.
+    # With max_tokens_per_micro_batch set it only caps the rows of a micro-batch.
     micro_batch_size: int = 8
+    # Token budget of one micro-batch, counted in PADDED tokens (rows x longest row, prompt +
+    # response): samples are packed by length (learner.batch.pack), every rank still runs
+    # equally many micro-batches. null: micro_batch_size sequences each (no budget). One
+    # sample longer than the budget gets a micro-batch of its own.
+    max_tokens_per_micro_batch: int | None = None
     # Compute dtype: float32 | bfloat16 (GPU).
     dtype: str = "float32"
     # Gradient checkpointing of the policy (long responses on GPU).
     gradient_checkpointing: bool = False
+    # Gradient checkpointing of the token RM's backbone; null: as gradient_checkpointing.
+    rm_gradient_checkpointing: bool | None = None
     # Policy optimiser (oreal.md: 5e-7 cosine to 1e-7, 10 warm-up steps).
     policy_optim: OptimConfig = field(default_factory=OptimConfig)
     # Token RM optimiser (oreal.md: 2e-6 cosine to 4e-7).
@@ -116,6 +126,11 @@ class LearnerConfig:
     # Weight sync: MiB of parameters gathered, packed and broadcast at once (one bucket); at
     # most two buckets are alive on the sender and on each receiver during a sync.
     sync_bucket_mb: float = 256.0
+    # ZeRO-3 parameter offload to CPU memory, per model: any of "policy", "rm", "reference".
+    offload_params: list[str] = field(default_factory=list)
+    # ZeRO-3 optimizer-state offload to CPU (Adam steps on the CPU), per model: "policy", "rm"
+    # (the reference has no optimizer).
+    offload_optimizer: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -130,3 +145,19 @@ class LearnerConfig:
             raise ValueError(f"learner.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
         if self.micro_batch_size < 1:
             raise ValueError("learner.micro_batch_size must be >= 1")
+        if self.max_tokens_per_micro_batch is not None and self.max_tokens_per_micro_batch < 1:
+            raise ValueError(f"learner.max_tokens_per_micro_batch must be >= 1 or null, "
+                             f"got {self.max_tokens_per_micro_batch}")
+        for key, allowed in (("offload_params", OFFLOAD_MODELS), ("offload_optimizer", ("policy", "rm"))):
+            names = list(getattr(self, key))
+            bad = [n for n in names if n not in allowed]
+            if bad:
+                hint = " (the reference has no optimizer)" if "reference" in bad and key == "offload_optimizer" else ""
+                raise ValueError(f"learner.{key} items must be among {allowed}, got {bad}{hint}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"learner.{key} lists a model twice: {names}")
+        # DeepSpeed offloads parameters under ZeRO-3 only, optimizer state under ZeRO 1-3.
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"learner.offload_params needs learner.zero_stage 3, got {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("learner.offload_optimizer needs learner.zero_stage 1, 2 or 3, got 0")

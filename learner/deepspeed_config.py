@@ -5,18 +5,24 @@ import math
 
 import torch
 
-from learner.config import LearnerConfig, OptimConfig
+from learner.config import OFFLOAD_MODELS, LearnerConfig, OptimConfig
 
 
-def ds_config(cfg: LearnerConfig, optim: OptimConfig | None) -> dict:
-    """ZeRO config; `optim=None` gives a frozen, inference-only engine (the reference)."""
+def ds_config(cfg: LearnerConfig, optim: OptimConfig | None, model: str | None = None) -> dict:
+    """ZeRO config; `optim=None` gives a frozen, inference-only engine (the reference).
+
+    `model` ("policy", "rm" or "reference") picks that model's offload switches
+    (`learner.offload_params`, `learner.offload_optimizer`); it may be left out only while
+    no offload is configured, so that no model silently gets another's placement.
+    """
+    offload = _offload(cfg, optim, model)
     config: dict = {
         # We feed whole micro-batches ourselves; DeepSpeed's batch arithmetic only needs
         # to be consistent (train = micro x accumulation x world).
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "train_batch_size": cfg.world_size,
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": {"stage": cfg.zero_stage, **offload},
         "bf16": {"enabled": cfg.dtype == "bfloat16"},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -35,6 +41,26 @@ def ds_config(cfg: LearnerConfig, optim: OptimConfig | None) -> dict:
             },
         }
     return config
+
+
+def _offload(cfg: LearnerConfig, optim: OptimConfig | None, model: str | None) -> dict:
+    """ZeRO `offload_param` / `offload_optimizer` entries of one model: CPU memory, pinned
+    only where there is a GPU to copy to (pinning needs CUDA). The optimizer step of an
+    offloaded model runs on the CPU with torch's AdamW (`torch_adam`, no op to compile)."""
+    if model is None:
+        if cfg.offload_params or cfg.offload_optimizer:
+            raise ValueError("ds_config needs `model` (policy, rm or reference) when learner.offload_params "
+                             "or learner.offload_optimizer is set")
+        return {}
+    if model not in OFFLOAD_MODELS:
+        raise ValueError(f"ds_config: model must be one of {OFFLOAD_MODELS}, got {model!r}")
+    target = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    out = {}
+    if model in cfg.offload_params:
+        out["offload_param"] = dict(target)
+    if model in cfg.offload_optimizer and optim is not None:
+        out["offload_optimizer"] = dict(target)
+    return out
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):

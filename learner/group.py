@@ -42,7 +42,7 @@ class LearnerGroup:
         """Shard the kept samples over ranks (balanced tokens, equal micro-batch counts),
         run one step everywhere, and reduce the per-rank metric sums."""
         counts = GlobalCounts.of(samples)
-        shards = shard(samples, self.cfg.world_size, self.cfg.micro_batch_size)
+        shards = shard(samples, self.cfg.world_size, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
         # Slice before shipping: each rank receives only its own shard.
         refs = [w.train_step.remote(ray.put(s), counts, step) for w, s in zip(self.workers, shards)]
         per_rank = ray.get(refs)

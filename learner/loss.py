@@ -14,6 +14,7 @@ of every per-token tensor the loss sees belongs to token ``input_ids[:, j + 1]``
 from the model output at position ``j``, i.e. from the prefix that predicts that token:
 
 * policy / reference: ``logprobs = gather_logprobs(logits, input_ids)``   -> ``[S, L-1]``
+  (``token_logprobs(..., with_entropy=True)`` adds the entropy of the same distributions)
 * reward model:       ``rm_scores = rm.response_scores(input_ids, attention_mask, mask)``
   (= ``rm(input_ids, attention_mask)[:, :-1]``)                          -> ``[S, L-1]``
 * ``mask = response_mask(prompt_lens, total_lens, L)`` is 1 exactly on response tokens.
@@ -41,7 +42,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from reward_model.loss import token_weights  # the RM role's public weight rule (torch only)
 
@@ -49,32 +49,81 @@ Metrics = dict[str, Tensor]
 
 
 # --------------------------------------------------------------------------- alignment
-def _token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
-    logits = logits.float()
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+def _log_softmax_chunk(logits: Tensor) -> Tensor:
+    """float32 ``log_softmax`` of one chunk ``[c, V]``: the only float32 copy of the logits."""
+    return torch.log_softmax(logits.float(), -1)
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """``(log pi(target), H)`` per row of ``[N, V]`` logits, ``chunk`` rows at a time.
+
+    No float32 ``[chunk, V]`` tensor outlives its chunk: backward recomputes each chunk's
+    log-softmax and writes its gradient straight into one ``[N, V]`` buffer of the logits'
+    dtype (checkpointing each chunk would hold every chunk's gradient and their concatenation
+    at once). With ``lp = log_softmax(x)``, ``p = exp(lp)``:
+    ``d lp[y] / dx = onehot(y) - p`` and ``dH / dx = -p * (lp + H)``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, chunk: int, with_entropy: bool):
+        logp = logits.new_empty(logits.shape[0], dtype=torch.float32)
+        H = torch.empty_like(logp) if with_entropy else None
+        for t0 in range(0, logits.shape[0], chunk):
+            lp = _log_softmax_chunk(logits[t0:t0 + chunk])
+            logp[t0:t0 + chunk] = lp.gather(-1, targets[t0:t0 + chunk, None]).squeeze(-1)
+            if with_entropy:
+                H[t0:t0 + chunk] = -lp.exp().mul_(lp).sum(-1)
+        ctx.set_materialize_grads(False)
+        ctx.chunk = chunk
+        ctx.save_for_backward(logits, targets, H)
+        return logp, H
+
+    @staticmethod
+    def backward(ctx, g_logp: Tensor | None, g_H: Tensor | None):
+        logits, targets, H = ctx.saved_tensors
+        if g_logp is None and g_H is None:
+            return None, None, None, None
+        grad = torch.empty_like(logits)
+        for t0 in range(0, logits.shape[0], ctx.chunk):
+            t1 = t0 + ctx.chunk
+            lp = _log_softmax_chunk(logits[t0:t1])
+            p = lp.exp()
+            if g_H is None:
+                coef = g_logp[t0:t1, None]
+            else:
+                coef = lp.add_(H[t0:t1, None]).mul_(g_H[t0:t1, None])
+                if g_logp is not None:
+                    coef.add_(g_logp[t0:t1, None])
+            g = p.mul_(coef).neg_()
+            if g_logp is not None:
+                g.scatter_add_(-1, targets[t0:t1, None], g_logp[t0:t1, None])
+            grad[t0:t1] = g
+        return grad, None, None, None
+
+
+def token_logprobs(logits: Tensor, input_ids: Tensor, chunk_tokens: int = 1024,
+                   with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``log pi(input_ids[:, j+1] | input_ids[:, :j+1])`` and, optionally, the entropy ``H`` of
+    that same distribution, for ``j < L-1``: ``[S, L, V] -> ([S, L-1], [S, L-1] | None)``.
+
+    One float32 pass over at most ``chunk_tokens`` positions at a time, all rows together (the
+    ``[S, L]`` positions are flattened); values and gradients equal ``log_softmax`` in float32
+    and ``H = -sum p log p``, but float32 ``[tokens, V]`` tensors only ever exist for one chunk,
+    in forward and backward (for a whole 16k-token row at a 152k vocabulary: ~10 GB each).
+    """
+    S, L, V = logits.shape
+    # flat position s*L + j predicts input_ids[s, j+1]; the last position of a row predicts
+    # nothing (any valid id, dropped below)
+    targets = torch.cat([input_ids[:, 1:], input_ids[:, :1]], 1).reshape(-1)
+    logp, H = _ChunkedLogprobs.apply(logits.reshape(S * L, V), targets, chunk_tokens, with_entropy)
+    logp = logp.view(S, L)[:, :-1]
+    return logp, (H.view(S, L)[:, :-1] if with_entropy else None)
 
 
 def gather_logprobs(logits: Tensor, input_ids: Tensor, chunk_tokens: int = 1024) -> Tensor:
-    """``log pi(input_ids[:, j+1] | input_ids[:, :j+1])`` for ``j < L-1``: ``[S, L, V] -> [S, L-1]``.
-
-    Computed in float32 as ``logit[target] - logsumexp(logits)``, one chunk of at most
-    ``chunk_tokens`` positions at a time, so the float32 copy of the logits never exceeds one
-    chunk. When gradients are needed each chunk is checkpointed: its float32 copy is
-    recomputed in backward instead of being kept alive until then.
-    """
-    S, L, _ = logits.shape
-    targets = input_ids[:, 1:]
-    track = torch.is_grad_enabled() and logits.requires_grad
-    rows = []
-    for s in range(S):
-        chunks = []
-        for t0 in range(0, L - 1, chunk_tokens):
-            t1 = min(t0 + chunk_tokens, L - 1)
-            args = (logits[s, t0:t1], targets[s, t0:t1])
-            chunks.append(checkpoint(_token_logprobs, *args, use_reentrant=False)
-                          if track else _token_logprobs(*args))
-        rows.append(torch.cat(chunks))
-    return torch.stack(rows)
+    """``log pi(input_ids[:, j+1] | input_ids[:, :j+1])`` for ``j < L-1``: ``[S, L, V] -> [S, L-1]``
+    (float32, chunked: ``token_logprobs`` without the entropy)."""
+    return token_logprobs(logits, input_ids, chunk_tokens)[0]
 
 
 def response_mask(prompt_lens: Tensor, total_lens: Tensor, L: int) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from learner.batch import Batch, GlobalCounts, TrainSample, collate
 from learner.config import AlgoConfig, LearnerConfig
-from learner.loss import gather_logprobs, oreal_loss
+from learner.loss import gather_logprobs, oreal_loss, token_logprobs
 from reward_model.loss import token_rm_loss
 
 
@@ -58,8 +58,8 @@ class LearnerWorker:
         self.pad_id = AutoTokenizer.from_pretrained(self.model_path).pad_token_id or 0
         policy_steps = max(1, self.total_steps - (self.algo.actor_freeze_steps if self.algo.uses_rm else 0))
 
-        def engine(model, optim, steps):
-            conf = ds_config(self.cfg, optim)
+        def engine(model, optim, steps, name):
+            conf = ds_config(self.cfg, optim, name)
             kwargs = {}
             if optim is not None:
                 kwargs["lr_scheduler"] = lambda opt: warmup_cosine(opt, optim, steps)
@@ -68,22 +68,23 @@ class LearnerWorker:
 
         # HfDeepSpeedConfig must be alive during from_pretrained: ZeRO-3 then partitions
         # the weights as they load, so no rank ever holds a full copy.
-        self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.policy_optim))
-        policy = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
-        if self.cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable()
-        self.policy = engine(policy, self.cfg.policy_optim, policy_steps)
+        self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.policy_optim, "policy"))
+        policy = _for_training(AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype),
+                               self.cfg.gradient_checkpointing)
+        self.policy = engine(policy, self.cfg.policy_optim, policy_steps, "policy")
         self.ref = None
         if self.algo.uses_ref:
-            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, None))
+            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, None, "reference"))
             ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).eval()
             ref.requires_grad_(False)
-            self.ref = engine(ref, None, 1)
+            self.ref = engine(ref, None, 1, "reference")
         self.rm = None
         if self.algo.uses_rm:
-            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.rm_optim))
-            rm = TokenRewardModel.from_pretrained(self.model_path, dtype=dtype)
-            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_epochs)
+            self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.rm_optim, "rm"))
+            rm_checkpointing = self.cfg.rm_gradient_checkpointing
+            rm = _for_training(TokenRewardModel.from_pretrained(self.model_path, dtype=dtype),
+                               self.cfg.gradient_checkpointing if rm_checkpointing is None else rm_checkpointing)
+            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_epochs, "rm")
         return self.rank
 
     def set_algo(self, algo: AlgoConfig) -> None:
@@ -119,7 +120,7 @@ class LearnerWorker:
                     self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                     if epoch == 0:  # weights and metrics: the RM as it was before this step
                         rm_scores[i] = scores.detach()
-                        _add(sums, {"reward_model/loss": loss, "reward_model/correct": m["accuracy"] * _rows(b)})
+                        _add(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * _rows(b)})
                 self.rm.step()
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
             sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
@@ -129,7 +130,7 @@ class LearnerWorker:
             for i, b in enumerate(batches):
                 self.policy.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 logits = self.policy(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
-                logprobs = gather_logprobs(logits, b.input_ids)
+                logprobs, entropy = token_logprobs(logits, b.input_ids, with_entropy=True)
                 # kl_target "old": on-policy, pi_old is the current policy before this update.
                 ref_logprobs = self._ref_logprobs(b) if self.algo.uses_ref else logprobs.detach()
                 out = oreal_loss(
@@ -147,7 +148,7 @@ class LearnerWorker:
                     "learner/kl_k3_sum": out["kl_k3_mean"] * b.mask.sum(),
                     "learner/w_pos_sum": out["w_pos_mean"] * out["n_pos_tokens"],
                     "learner/w_neg_sum": out["w_neg_mean"] * out["n_neg_tokens"],
-                    "learner/entropy_sum": _entropy_sum(logits.detach(), b.mask),
+                    "learner/entropy_sum": _entropy_sum(entropy, b.mask),
                 })
             self.policy.step()
             sums["learner/grad_norm"] = _grad_norm(self.policy) / self.cfg.world_size
@@ -280,11 +281,21 @@ def _grad_norm(engine) -> float:
     return float(norm) if norm is not None else 0.0
 
 
-def _entropy_sum(logits: torch.Tensor, mask: torch.Tensor) -> float:
-    """Sum over response tokens of the policy's entropy H(pi(. | prefix)), row by row."""
-    total = 0.0
-    for row, m in zip(logits[:, :-1], mask):
-        if m.any():
-            logp = row[m.bool()].float().log_softmax(-1)
-            total += float(-(logp.exp() * logp).sum())
-    return total
+def _entropy_sum(entropy: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum over response tokens of the policy's entropy H(pi(. | prefix)) (from `token_logprobs`)."""
+    return float(torch.where(mask.bool(), entropy.detach(), 0.0).sum())
+
+
+def _for_training(model: torch.nn.Module, checkpointing: bool) -> torch.nn.Module:
+    """`model` in training mode: `from_pretrained` returns eval mode, DeepSpeed keeps it, and
+    HF only checkpoints layers in training mode. Non-reentrant checkpointing (recomputed under
+    ZeRO-3's gather hooks, no input that requires grad needed). Dropout off: the loss wants the
+    log-probs of the policy that sampled (rho = 1, k3 against the reference in eval mode)."""
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):  # HF attention's own rate
+            m.attention_dropout = 0.0
+    return model.train()

@@ -81,6 +81,12 @@ class TokenRewardModel(nn.Module):
             return rm
         return cls(AutoModelForCausalLM.from_pretrained(pretrained, **kwargs).base_model)
 
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        """Recompute the backbone's decoder layers in backward (HF checkpointing: ``kwargs`` go
+        to the backbone's ``gradient_checkpointing_enable``). Like any HF model it only
+        checkpoints in training mode: call ``.train()``."""
+        self.backbone.gradient_checkpointing_enable(**kwargs)
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Backbone in HF format plus ``score_head.pt`` (gather ZeRO-3 parameters first)."""
         self.backbone.save_pretrained(directory)

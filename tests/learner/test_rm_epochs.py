@@ -34,7 +34,9 @@ def learners():
         out[epochs] = w
     yield out
     if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()  # DeepSpeed's call: releases its group references too
     os.environ.clear()
     os.environ.update(saved)
 
