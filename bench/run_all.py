@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_verifier"]
+BENCHES = ["bench.bench_verifier", "bench.bench_sync"]
 
 
 def main(argv: list[str]) -> None:
