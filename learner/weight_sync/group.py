@@ -1,11 +1,13 @@
 """The weight-sync process group and the bucketed broadcast over it.
 
-Why a separate, *stateless* group: learner rank 0 and every vLLM worker of every engine must
+Why a separate, *stateless* group: a learner rank and every vLLM worker of every engine must
 share one collective, but each already lives in its own torch.distributed world (DeepSpeed's,
 vLLM's). A TCPStore + PrefixStore + ProcessGroupGloo/NCCL object, used only through its own
-methods (`pg.broadcast(t, root)`, group ranks), touches neither default world.
+methods (`pg.broadcast(t, root)`, group ranks), touches neither default world; a worker may
+belong to several (sync_mode shards: one per learner rank, see `shards`, whose learner side
+is `send_buckets` below run on each rank's partition layout).
 
-Protocol (group rank 0 = learner rank 0, ranks 1..W = vLLM workers)::
+Protocol of sync_mode gather (group rank 0 = learner rank 0, ranks 1..N = vLLM workers)::
 
     learner rank 0                                  each vLLM worker
     plan = plan_buckets(...)   --- Ray call: plan --->  reload_weights(weights_iterator=

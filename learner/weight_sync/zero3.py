@@ -1,9 +1,11 @@
-"""The learner's side of the sync: ZeRO-3 parameters as a bucket plan, gathered one bucket at
-a time, and the policy reset from the model's own files.
+"""The learner's side of the sync: ZeRO-3 parameters as a bucket plan, either read as each
+rank's own partitions (sync_mode shards) or gathered one bucket at a time (sync_mode gather,
+and the colocated path), and the policy reset from the model's own files.
 
-Under ZeRO-3 each rank holds 1/world of every parameter (`p.ds_shape` is the full shape).
-`GatheredParameters` over one bucket is a collective of the learner's world: every rank
-enters it for every bucket, and only rank 0 packs and sends (`group.send_buckets`).
+Under ZeRO-3 each rank holds 1/world of every parameter (`p.ds_shape` is the full shape,
+`p.ds_tensor` this rank's flat partition: layout in `shards`). `partition_reader` is local:
+no collective. `GatheredParameters` over one bucket is a collective of the learner's world:
+every rank enters it for every bucket, and only rank 0 packs and sends (`group.send_buckets`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterator
 import torch
 
 from learner.weight_sync.buckets import ALIGN, Bucket, BucketPlan, plan_buckets
+from learner.weight_sync.shards import split
 
 
 def bucket_bytes(mb: float) -> int:
@@ -41,6 +44,30 @@ def bucket_gatherer(module: torch.nn.Module):
             yield {spec.name: p.data for spec, p in zip(bucket.tensors, chosen)}
 
     return gather
+
+
+def partition_reader(module: torch.nn.Module, rank: int, world: int):
+    """partitions(part_bucket) for `shards.send_shards`: this rank's ZeRO-3 partition of each
+    parameter (`p.ds_tensor` itself, packed from there: no collective). A parameter that is not
+    partitioned (ZeRO stage < 3) is whole on every rank: its rank-th chunk is cut locally."""
+    params = dict(module.named_parameters())
+
+    def partitions(bucket: Bucket) -> dict[str, torch.Tensor]:
+        out = {}
+        for spec in bucket.tensors:
+            p = params[spec.name]
+            part = getattr(p, "ds_tensor", None)
+            if part is None:
+                out[spec.name] = split(p.data, world)[rank]
+                continue
+            if tuple(part.shape) != spec.shape:  # e.g. hpZ / MiCS partition over a subgroup
+                raise ValueError(
+                    f"{spec.name}: ZeRO-3 partition of {tuple(part.shape)} elements, the shards sync expects "
+                    f"{spec.shape} (ceil({p.ds_numel} / {world} ranks)); use learner.sync_mode=gather")
+            out[spec.name] = part
+        return out
+
+    return partitions
 
 
 def load_from_path(module: torch.nn.Module, model_path: str, rank: int) -> int:
