@@ -77,4 +77,4 @@ bench-peer: install $(BENCH_STAMP)
 
 # The paper's ablation (reinforce / shaped / bc / oreal) on the demo task; results/ablation.*
 ablation: install
-	$(BIN)/python -m launch.ablation --seeds 0 1 -- ray.temp_dir=$(CACHE)/ray
+	$(BIN)/python -m launch.ablation --seeds 0 1 -- ray.temp_dir=$(CACHE)/ray ckpt.enabled=false

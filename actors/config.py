@@ -46,6 +46,12 @@ class RolloutConfig:
     # OREAL loss recomputes log-probs in the learner and never reads them; on, they cost
     # Python objects per token (for off-policy diagnostics).
     behaviour_logprobs: bool = False
+    # Sample each query with its own seed, hashed from the run seed, the step, its position in
+    # the step and its id (`actors.engine.request_seeds`): a query's K samples then depend only
+    # on the weights and that seed, not on the engine's RNG history, the routing or a restart,
+    # so a resumed run samples what the uninterrupted one did. Costs one small RNG call per
+    # sequence and decode step (on GPUs it also bypasses FlashInfer's sampler).
+    seeded_sampling: bool = True
     # Extra keyword arguments for `vllm.LLM(...)`, for anything not named above.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +71,10 @@ class RolloutConfig:
                              f"got {self.distributed_executor_backend!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature < 0:
+            raise ValueError(f"rollout.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
     @property
     def executor_backend(self) -> str | None:

@@ -44,20 +44,24 @@ class RolloutEngine:
         self.policy_version = 0
 
     def generate(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
-                 greedy: bool = False) -> list[list[Rollout]]:
+                 greedy: bool = False, seeds: Sequence[int] | None = None) -> list[list[Rollout]]:
         """K samples (or `n`) for each prompt (a chat-formatted string), grouped by query, in
-        order. `greedy` decodes at temperature 0 (evaluation). No per-request seed: a fixed
-        one makes a random model's samples nearly identical across prompts; the engine's
-        own seed keeps runs reproducible."""
+        order. `greedy` decodes at temperature 0 (evaluation). `seeds`: one per prompt (vLLM
+        seeds its k-th sample with seed + k), else the engine's own RNG. Never one seed for
+        all prompts: a random model's samples would then be nearly identical across prompts."""
         from vllm import SamplingParams
 
-        params = SamplingParams(
+        options = dict(
             n=n or self.cfg.n_samples,
             temperature=0.0 if greedy else self.cfg.temperature,
             top_p=1.0 if greedy else self.cfg.top_p,
             max_tokens=self.cfg.max_new_tokens,
             logprobs=0 if self.cfg.behaviour_logprobs else None,
         )
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        params = (SamplingParams(**options) if seeds is None
+                  else [SamplingParams(**options, seed=s) for s in seeds])
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         groups = []
         for qid, out in zip(query_ids, outputs):
@@ -79,16 +83,16 @@ class RolloutEngine:
             groups.append(group)
         return groups
 
-    def join_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int, backend: str,
+    def join_weight_sync(self, endpoints: list[tuple[str, int]], rank_offset: int, world_size: int, backend: str,
                          source_rank: int | None = None) -> list[int]:
-        """Every worker of this engine joins the weight-sync group (ranks from `rank_offset`);
-        `source_rank`: the colocated learner rank it takes CUDA-IPC buckets from (None:
-        learner rank 0's broadcast)."""
-        return self.llm.collective_rpc("join_weight_sync", args=(host, port, rank_offset, world_size, backend,
-                                                                 source_rank))
+        """Every worker of this engine joins every weight-sync group, in order (`endpoints`: one
+        (host, port) per group; ranks from `rank_offset`); `source_rank`: the colocated learner
+        rank it takes CUDA-IPC buckets from (None: the learner's broadcasts)."""
+        return self.llm.collective_rpc("join_weight_sync", args=([list(e) for e in endpoints], rank_offset,
+                                                                 world_size, backend, source_rank))
 
     def receive_weights(self, plan_bytes: bytes, version: int, skip_buckets: tuple[int, ...] = ()) -> list[dict]:
-        """Receive the learner's broadcast of `version` into every worker, in place; one
+        """Receive the learner's broadcasts of `version` into every worker, in place; one
         report per worker (buckets and bytes that arrived, buckets skipped)."""
         reports = self.llm.collective_rpc("receive_weights", args=(plan_bytes, tuple(skip_buckets)))
         self.llm.reset_prefix_cache()
@@ -114,6 +118,21 @@ class RolloutEngine:
 
     def ready(self) -> int:
         return self.policy_version
+
+
+def request_seeds(key: Sequence[int], query_ids: Sequence[str]) -> list[int]:
+    """One sampling seed per query of a call: a hash of `key` (the driver's run seed and step),
+    the query's position in the call and its id. The same step of the same run draws the same
+    seeds wherever and whenever it runs; positions keep a query drawn twice in one step apart.
+
+    >>> request_seeds((0, 4), ["a", "b"]) == request_seeds((0, 4), ["a", "b"]) != request_seeds((0, 5), ["a", "b"])
+    True
+    """
+    import hashlib
+
+    words = ",".join(str(int(k)) for k in key)
+    return [int.from_bytes(hashlib.blake2b(f"{words}/{i}/{qid}".encode(), digest_size=8).digest(), "little") >> 2
+            for i, qid in enumerate(query_ids)]  # 62 bits: seed + k stays a valid int64
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 import ray
 
 from actors.config import RolloutConfig
-from actors.engine import RolloutEngine
+from actors.engine import RolloutEngine, request_seeds
 from actors.types import Rollout
 
 if TYPE_CHECKING:
@@ -33,12 +33,18 @@ class RolloutGroup:
         return len(self.actors) * self.cfg.tensor_parallel_size
 
     def generate(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
-                 greedy: bool = False) -> list[list[Rollout]]:
+                 greedy: bool = False, seed_key: Sequence[int] | None = None) -> list[list[Rollout]]:
         """K samples per prompt (or `n`; `greedy` for evaluation), each query sent to the
-        least-loaded engine; results in query order."""
+        least-loaded engine; results in query order. `seed_key` (the driver's run seed and
+        step): with `rollout.seeded_sampling`, query i samples with `request_seeds(seed_key)[i]`
+        on whichever engine it lands, so the samples do not depend on the routing or on
+        what the engines ran before (exact resume)."""
+        seeds = (request_seeds(seed_key, query_ids) if seed_key is not None and self.cfg.seeded_sampling
+                 and not greedy else None)
         shares = assign_least_loaded([len(p) for p in prompts], len(self.actors))
         refs = {e: self.actors[e].generate.remote([query_ids[i] for i in idx], [prompts[i] for i in idx],
-                                                  n=n, greedy=greedy)
+                                                  n=n, greedy=greedy,
+                                                  seeds=None if seeds is None else [seeds[i] for i in idx])
                 for e, idx in enumerate(shares) if idx}
         out: list[list[Rollout] | None] = [None] * len(query_ids)
         for e, part in zip(refs, ray.get(list(refs.values()))):
@@ -47,18 +53,19 @@ class RolloutGroup:
         return out  # type: ignore[return-value]
 
     # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync group
-    def async_join_weight_sync(self, host: str, port: int, world_size: int, backend: str,
+    def async_join_weight_sync(self, endpoints: list[tuple[str, int]], world_size: int, backend: str,
                                first_rank: int = 1, colocated: bool = False) -> list[ray.ObjectRef]:
-        """Every worker of engine e joins as rank first_rank + e * tensor_parallel_size + (its TP
-        rank); colocated, engine e takes its weights from learner rank e (same GPU)."""
+        """Every worker of engine e joins every group of `endpoints` (in order; one per learner
+        rank in sync_mode shards) as rank first_rank + e * tensor_parallel_size + (its TP rank);
+        colocated, engine e takes its weights from learner rank e (same GPU)."""
         tp = self.cfg.tensor_parallel_size
-        return [a.join_weight_sync.remote(host, port, first_rank + e * tp, world_size, backend,
+        return [a.join_weight_sync.remote(endpoints, first_rank + e * tp, world_size, backend,
                                           e if colocated else None)
                 for e, a in enumerate(self.actors)]
 
     def async_receive_weights(self, plan_bytes: bytes, version: int,
                               skip_buckets: dict[int, tuple[int, ...]] | None = None) -> list[ray.ObjectRef]:
-        """Every engine receives the coming broadcast into its workers; `skip_buckets` maps an
+        """Every engine receives the coming broadcasts into its workers; `skip_buckets` maps an
         engine to buckets it receives but does not load (a test hook)."""
         skip = skip_buckets or {}
         return [a.receive_weights.remote(plan_bytes, version, skip.get(e, ())) for e, a in enumerate(self.actors)]

@@ -144,7 +144,7 @@ def setting_overrides(name: str, steps: int | None, eval_every: int | None, eval
     algo_keys = [o for o in spec["overrides"] if o.startswith("algo.")]
     rest = [o for o in spec["overrides"] if not o.startswith("algo.")]
     return [f"algo={mode}", *rest, *algo_keys, *extra,
-            "wandb.mode=disabled", "save_policy=false", f"ray.temp_dir={ROOT / '.cache' / 'ray_peer'}",
+            "wandb.mode=disabled", "save_policy=false", "ckpt.enabled=false", f"ray.temp_dir={ROOT / '.cache' / 'ray_peer'}",
             f"output_dir={output_dir}"]
 
 

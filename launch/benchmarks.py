@@ -19,10 +19,16 @@ value itself with integral floats such as 27.0 written ``27``; ``"boxed:<field>"
 brace-matched ``\\boxed{}`` in the field; ``"after_hashes:<field>"``, the text after the
 last ``####`` with commas removed; ``"join:<field>"``, a list joined with ``", "`` and
 math-mode ``$`` removed).
+
+Bad rows never stop a run: a row that is not UTF-8, not JSON, not an object, has no question
+or no answer, or whose question is over ``task.max_question_chars`` is skipped, and the
+loader warns once, naming each skipped row's file and line (the first few, then a count).
+Only a file with no usable row at all is an error (naming the file).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -38,6 +44,17 @@ SHARED_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" 
 # Question fields tried in order when `question_field` is "auto".
 QUESTION_FIELDS = ("problem", "question")
 _DOLLAR = re.compile(r"(?<!\\)\$")
+# Default of task.max_question_chars: a question longer than this is a broken row (a dump,
+# a whole document), skipped like any other bad row.
+MAX_QUESTION_CHARS = 20_000
+# Skipped rows named one per line in the loader's warning before "... and N more".
+MAX_LISTED_ROWS = 10
+
+log = logging.getLogger("oreal")
+
+
+class BadRow(ValueError):
+    """One data row that cannot be a problem; its message starts with ``<file>:<line>:``."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +116,12 @@ def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) 
 
 
 def load_problems(path: str, configured_dir: str | Path | None = None, answer_field: str = "auto",
-                  question_field: str = "auto") -> list[Problem]:
+                  question_field: str = "auto", max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
     """Problems of a preset name or a JSONL path: a local file first; a preset that is not on
     disk is fetched from the hub where one is reachable."""
     try:
-        return load_jsonl_problems(resolve_benchmark_path(path, configured_dir), answer_field, question_field)
+        return load_jsonl_problems(resolve_benchmark_path(path, configured_dir), answer_field, question_field,
+                                   max_question_chars)
     except FileNotFoundError as missing:
         name = path.removesuffix(".jsonl")
         if not _is_bare_name(path) or name not in PRESETS:
@@ -112,7 +130,7 @@ def load_problems(path: str, configured_dir: str | Path | None = None, answer_fi
             raise FileNotFoundError(
                 f"{missing}; the hub is off (HF_HUB_OFFLINE is set), so {name!r} cannot be fetched "
                 f"from {PRESETS[name].hub_repo} either") from None
-        return load_hub_problems(name, answer_field, question_field)
+        return load_hub_problems(name, answer_field, question_field, max_question_chars)
 
 
 def load_benchmark(name: str, configured_dir: str | Path | None = None) -> list[Problem]:
@@ -128,7 +146,8 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def load_hub_problems(name: str, answer_field: str = "auto", question_field: str = "auto") -> list[Problem]:
+def load_hub_problems(name: str, answer_field: str = "auto", question_field: str = "auto",
+                      max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
     """A preset's rows from its public source on the hub (`datasets.load_dataset`)."""
     from datasets import load_dataset
 
@@ -144,37 +163,90 @@ def load_hub_problems(name: str, answer_field: str = "auto", question_field: str
                 f"benchmark {name!r} is not in {benchmarks_dir()} and fetching {where} from the hub "
                 f"failed ({type(e).__name__}: {e}); point task.benchmarks_dir or {BENCHMARKS_ENV} "
                 f"at a folder with {name}.jsonl") from e
-    return problems_from_rows(rows, name, spec, question_field, source=preset.hub_repo)
+    return problems_from_rows(rows, name, spec, question_field, source=preset.hub_repo,
+                              max_question_chars=max_question_chars)
 
 
-def load_jsonl_problems(path: str | Path, answer_field: str = "auto",
-                        question_field: str = "auto") -> list[Problem]:
+def load_jsonl_problems(path: str | Path, answer_field: str = "auto", question_field: str = "auto",
+                        max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
     """Problems from a JSONL file; ids are ``<file stem>-<line number>``.
 
-    Raises ValueError naming the file and line when a row is not JSON, lacks the question
-    or answer field, or has an empty answer.
+    Bad rows are skipped with one warning naming each one's file and line (module
+    docstring); blank lines are skipped silently. ValueError naming the file when no row
+    is usable.
     """
+    problems, skipped = read_jsonl_problems(path, answer_field, question_field, max_question_chars)
+    return _usable(problems, skipped, str(path))
+
+
+def read_jsonl_problems(path: str | Path, answer_field: str = "auto", question_field: str = "auto",
+                        max_question_chars: int = MAX_QUESTION_CHARS) -> tuple[list[Problem], list[str]]:
+    """The usable problems of a JSONL file, and one ``<file>:<line>: why`` per skipped row."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file not found: {path}")
     spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    problems, skipped = [], []
+    with path.open("rb") as f:  # bytes: a line that is not UTF-8 is one bad row, not a crash
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}:{line_no}"
             try:
-                rows.append((line_no, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-    return [_problem(row, f"{path.stem}-{n}", spec, question_field, f"{path}:{n}") for n, row in rows]
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                if not line.strip():
+                    continue
+                problems.append(_row_problem(_json_row(line, where), f"{path.stem}-{line_no}", spec,
+                                             question_field, where, max_question_chars))
+            except UnicodeDecodeError as e:
+                skipped.append(f"{where}: not UTF-8 ({e.reason} at byte {e.start})")
+            except BadRow as e:
+                skipped.append(str(e))
+    return problems, skipped
 
 
 def problems_from_rows(rows: Iterable[dict[str, Any]], stem: str, answer_spec: str,
-                       question_field: str = "auto", source: str = "rows") -> list[Problem]:
-    """Problems from dict rows (hub datasets); ids are ``<stem>-<row number from 1>``."""
-    return [_problem(row, f"{stem}-{i}", answer_spec, question_field, f"{source} row {i}")
-            for i, row in enumerate(rows, start=1)]
+                       question_field: str = "auto", source: str = "rows",
+                       max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
+    """Problems from dict rows (hub datasets); ids are ``<stem>-<row number from 1>``. Bad
+    rows are skipped and listed as in `load_jsonl_problems`."""
+    problems, skipped = [], []
+    for i, row in enumerate(rows, start=1):
+        try:
+            problems.append(_row_problem(row, f"{stem}-{i}", answer_spec, question_field, f"{source} row {i}",
+                                         max_question_chars))
+        except BadRow as e:
+            skipped.append(str(e))
+    return _usable(problems, skipped, source)
+
+
+def _json_row(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadRow(f"{where}: not valid JSON ({e})") from None
+
+
+def _row_problem(row: Any, pid: str, spec: str, question_field: str, where: str,
+                 max_question_chars: int) -> Problem:
+    if not isinstance(row, dict):
+        raise BadRow(f"{where}: row is not a JSON object (got {type(row).__name__})")
+    problem = _problem(row, pid, spec, question_field, where)
+    if len(problem.question) > max_question_chars:
+        raise BadRow(f"{where}: question is {len(problem.question):,} characters, over "
+                     f"task.max_question_chars={max_question_chars:,}")
+    return problem
+
+
+def _usable(problems: list[Problem], skipped: list[str], source: str) -> list[Problem]:
+    """Warn about skipped rows (the first MAX_LISTED_ROWS named); raise if none is usable."""
+    listed = skipped[:MAX_LISTED_ROWS] + ([f"... and {len(skipped) - MAX_LISTED_ROWS} more"]
+                                          if len(skipped) > MAX_LISTED_ROWS else [])
+    if not problems:
+        raise ValueError(f"{source}: no usable row ({len(skipped)} skipped"
+                         + (": " + "; ".join(listed) if listed else ", the file is empty") + ")")
+    if skipped:
+        log.warning("%s: skipped %d bad row(s) of %d, loaded %d:\n  %s", source, len(skipped),
+                    len(skipped) + len(problems), len(problems), "\n  ".join(listed))
+    return problems
 
 
 def _problem(row: dict[str, Any], pid: str, spec: str, question_field: str, where: str) -> Problem:
@@ -186,14 +258,17 @@ def _question(row: dict[str, Any], field: str, where: str) -> str:
     for name in names:
         if isinstance(row.get(name), str) and row[name].strip():
             return row[name]
-    raise ValueError(f"{where}: row has no question field {' or '.join(map(repr, names))}")
+    raise BadRow(f"{where}: row has no question field {' or '.join(map(repr, names))} (or it is empty)")
 
 
 def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
     """The gold answer of one row according to `spec` (module docstring)."""
     kind, _, field = spec.rpartition(":")
+    if kind not in ("", "boxed", "after_hashes", "join"):  # the config is wrong, not the row
+        raise ValueError(f"unknown answer spec {spec!r} (task.answer_field; want field, boxed:, "
+                         "after_hashes:, join:)")
     if field not in row or row[field] is None:
-        raise ValueError(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
+        raise BadRow(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
     value = row[field]
     if kind == "":
         answer = _plain(value)
@@ -209,7 +284,7 @@ def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
     else:
         raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
     if not answer.strip():
-        raise ValueError(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
+        raise BadRow(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
     return answer.strip()
 
 

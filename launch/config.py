@@ -7,13 +7,16 @@ lives in its component's dataclass; `conf/` holds only what a preset changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from actors.config import RolloutConfig
+from launch.checkpoint import CkptConfig
+from launch.memory_plan import PlanConfig
 from launch.placement import check_placement
 from launch.tasks import TaskConfig
-from launch.tiny_model import TinyModelConfig
+from launch.tiny_model import TinyModelConfig, is_local_path
 from launch.warmup import WarmupConfig
 from learner.config import AlgoConfig, LearnerConfig
 from verifier.config import VerifierConfig
@@ -27,6 +30,17 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     # Supervised warm-up on the task's worked solutions before RL (cached).
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+
+    def __post_init__(self) -> None:
+        # A local folder must exist now, before Ray starts. A hub id ("Qwen/...") cannot be
+        # checked offline: it fails, naming model.path, when its tokenizer is first loaded.
+        if self.path and self.path != "tiny" and is_local_path(self.path):
+            local = Path(self.path).expanduser()
+            if not local.is_dir():
+                raise FileNotFoundError(f"model.path={self.path!r}: no such folder (resolved to {local.resolve()})")
+            if not (local / "config.json").is_file():
+                raise FileNotFoundError(f"model.path={self.path!r}: {local / 'config.json'} not found; "
+                                        "expected a Hugging Face model folder")
 
 
 @dataclass
@@ -67,6 +81,10 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Checkpoints (every `ckpt.every` steps and after the last) and exact resume (`ckpt.resume`).
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    # Memory plan checked before anything starts (launch.memory_plan; `python -m launch.plan`).
+    plan: PlanConfig = field(default_factory=PlanConfig)
     # RL steps (oreal.md: 10 RM-only steps + 80 policy steps).
     steps: int = 90
     # B: queries per step (oreal.md: 64).
@@ -79,7 +97,8 @@ class TrainConfig:
     eval_size: int = 0
     # Where the run writes metrics, plots and the final policy (null: Hydra's run folder).
     output_dir: str | None = None
-    # Save the final policy in Hugging Face format under <output_dir>/policy.
+    # Save the final policy in Hugging Face format under <output_dir>/policy (every checkpoint
+    # also holds one, in <checkpoint>/policy).
     save_policy: bool = False
 
     def __post_init__(self) -> None:

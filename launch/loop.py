@@ -52,18 +52,18 @@ def init_ray(cfg: TrainConfig) -> None:
 
 
 def prepare_policy(cfg: TrainConfig, splits) -> str:
-    """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked."""
+    """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked.
+    Refuses, naming `model.path`, a tokenizer that cannot be loaded or has no stop token."""
+    from launch.tasks import load_policy_tokenizer
     from launch.tiny_model import resolve_model_path
 
     path = resolve_model_path(cfg.model.path, cfg.model.tiny)
+    tokenizer = load_policy_tokenizer(path)  # no stop token: responses would never end
     if not cfg.model.warmup.enabled:
         return path
-    from transformers import AutoTokenizer
-
     from launch.tasks import build_prompt
     from launch.warmup import ensure_warmup_model
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
     examples = [(build_prompt(tokenizer, p.question, cfg.task.system_prompt), p.solution)
                 for p in splits.train if p.solution]
     if not examples:
@@ -90,7 +90,7 @@ class Roles:
         self.verifier.self_check(train_golds)
         self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed, placement=self.placement)
         self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps, placement=self.placement)
-        connect(self.learner, self.rollout)  # the weight-sync group: learner rank 0 + every vLLM worker
+        connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
 
     def reset_policy(self) -> None:
         """Policy back to the initial weights, read again from the model path (nothing kept
@@ -111,49 +111,62 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from launch import report
+    from launch import checkpoint, report
     from launch.evaluate import evaluate
-    from launch.metrics import RunLogger
+    from launch.metrics import RunLogger, evals_of
     from launch.tasks import build_prompt, load_task
     from learner.weight_sync import check_in_sync
+    from verifier import VerifierAlarm
 
     start = time.perf_counter()
-    init_ray(cfg)
-    splits = load_task(cfg.task)
+    resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
+    splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
     model_path = roles.model_path if roles else prepare_policy(cfg, splits)
+    init_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     prompt = {p.id: build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in splits.train + splits.heldout}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None
     roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
     logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
-                       cfg.wandb.name, list(cfg.wandb.tags))
+                       cfg.wandb.name, list(cfg.wandb.tags), resume_step=resume.step if resume else None,
+                       run_id=resume.wandb_run_id if resume else None)
     # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.
     first = splits.train[0]
     probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]
-    check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
-
-    rng = random.Random(cfg.seed)
-    order: list = []
-    evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
-    if evals:
-        logger.log(0, evals[-1])
-    bar = tqdm(range(cfg.steps), desc="OREAL", unit="step", dynamic_ncols=True)
+    if resume:  # the learner's saved state, and its weights in the engines before they generate
+        state = checkpoint.restore(resume, roles, splits.train, probe_ids, cfg.learner.sync_tolerance)
+        evals = evals_of(logger.history)
+    else:
+        check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
+        state = checkpoint.DriverState.start(cfg.seed)  # step, data order, the driver's RNG
+        evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
+        if evals:
+            logger.log(0, evals[-1])
+    saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
+    bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
+               dynamic_ncols=True)
     for step in bar:
-        if len(order) < cfg.prompts_per_step:
-            order += rng.sample(splits.train, len(splits.train))
-        queries, order = order[: cfg.prompts_per_step], order[cfg.prompts_per_step:]
-        metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, rng)
-        if cfg.eval_every and heldout and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        before = state.copy()  # what a verifier alarm saves: nothing of this step has trained
+        queries = state.next_queries(splits.train, cfg.prompts_per_step)
+        try:
+            metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
+                                               run_dir=run_dir)
+        except VerifierAlarm:  # stop with a checkpoint that `ckpt.resume=auto` re-runs this step from
+            if cfg.ckpt.enabled:
+                saver.save(before, roles, asdict(cfg), logger.run_id, evals)
+            logger.finish()
+            raise
+        if heldout and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
             evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
             metrics.update(evals[-1])
         logger.log(step + 1, metrics)
+        state.step_done(synced="sync/bytes" in metrics)  # the engines hold version step + 1 after a sync
+        if saver.due(state.step):
+            saver.save(state, roles, asdict(cfg), logger.run_id, evals)
         bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:+.2f}", pass_=f"{metrics['rollout/pass_rate']:.2f}",
                         loss=_loss_text(metrics))
         log.info("step %d | %s", step + 1, _line(metrics))
-    if heldout and (not evals or evals[-1]["eval/step"] != cfg.steps):
-        evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=cfg.steps))
-        logger.log(cfg.steps, evals[-1])
     if cfg.save_policy:
         roles.learner.save_pretrained(str(run_dir / "policy"))
     examples = _weight_examples(roles, groups, correct, tokenizer) if cfg.algo.uses_rm and cfg.steps else []
@@ -167,25 +180,41 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
 
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
-            rng: random.Random):
-    """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync."""
+            rng: random.Random, run_dir: Path | None = None):
+    """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync.
+
+    Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
+    step + 1, as logged; `launch.records`; not written when `run_dir` is None). A step whose
+    grading broke (`verifier.stop_frac`) raises `VerifierAlarm` before the learner sees it."""
+    from launch import records
     from launch.evaluate import rollout_metrics
     from launch.metrics import timed
     from learner.selection import select
     from learner.weight_sync import sync_weights
+    from verifier import VerifierAlarm, check_verdicts
     from verifier import metrics as verdict_metrics
 
     timings: dict[str, float] = {}
     with timed(timings, "generate"):
-        groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries])
+        groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries],
+                                        seed_key=(cfg.seed, step))
     with timed(timings, "verify"):
         flat = [(r, q.answer) for q, g in zip(queries, groups) for r in g]
         verdicts = roles.verifier.grade([r.response_text for r, _ in flat], [a for _, a in flat],
                                         [r.finished for r, _ in flat])
+    alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac)  # timeout + error share
     K = len(groups[0])
     correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
     selection = select(groups, correct, cfg.algo, rng)  # rewards, advantages over all K, filter
-    metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts),
+    if run_dir is not None:  # the audit record: every sample, its verdict, r, A, kept or why not
+        with timed(timings, "records"):
+            records.write_step(run_dir, step + 1, records.step_records(
+                step + 1, queries, prompt, groups, verdicts, selection, trained=alarm.level != "stop"))
+    if alarm.level == "stop":  # a broken verifier never trains the policy; train() checkpoints and stops
+        raise VerifierAlarm(alarm, step + 1)
+    if alarm.level == "warn":
+        log.warning("%s", alarm.message(step + 1))
+    metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts), **alarm.metrics,
                "learner/kept_query_frac": selection.kept_query_frac}
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
         with timed(timings, "train"):

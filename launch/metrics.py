@@ -13,26 +13,47 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+# metrics.jsonl's marker row of a resume: {"step": s, "resume/from_step": s}. Rows above it
+# with a step after s were logged before the interruption and are superseded by what follows.
+RESUME_KEY = "resume/from_step"
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], mode: str = "offline",
                  project: str = "oreal", entity: str | None = None, name: str | None = None,
-                 tags: list[str] | None = None):
+                 tags: list[str] | None = None, resume_step: int | None = None, run_id: str | None = None):
+        """`resume_step`: a resumed run; `history` starts with metrics.jsonl's rows up to that
+        step, a marker row is appended, and W&B continues the run `run_id` (offline: a new
+        local folder with the same id; `wandb sync` them in order)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.history: list[dict[str, float]] = []
+        if resume_step is not None:
+            self.history = read_history(self.jsonl, upto=resume_step)
+            _end_cut_line(self.jsonl)
+            self._append({"step": resume_step, RESUME_KEY: float(resume_step)})
         self.wandb_run = None
         if mode != "disabled":
             import wandb
 
+            again = dict(id=run_id, resume="must") if resume_step is not None and run_id else {}
             self.wandb_run = wandb.init(project=project, entity=entity, name=name, tags=tags, mode=mode,
-                                        config=config, reinit="finish_previous")
+                                        config=config, reinit="finish_previous", **again)
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run's id (None when W&B is disabled)."""
+        return None if self.wandb_run is None else self.wandb_run.id
+
+    def _append(self, row: dict[str, Any]) -> None:
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
         self.history.append(row)
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._append(row)
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
 
@@ -44,6 +65,44 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
+    """metrics.jsonl's rows as the run stands: rows superseded by a later resume marker are
+    dropped, and so is the marker; `upto` keeps rows up to that step. A line cut short by a
+    kill is skipped."""
+    rows: list[dict[str, float]] = []
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if RESUME_KEY in row:
+            rows = [r for r in rows if r["step"] <= row["step"]]
+        else:
+            rows.append(row)
+    return [r for r in rows if upto is None or r["step"] <= upto]
+
+
+def evals_of(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The held-out evaluations (`launch.evaluate.evaluate`'s dicts) among logged rows."""
+    return [{k: v for k, v in row.items() if k.startswith("eval/") or k == "timing_s/eval"}
+            for row in history if "eval/pass1" in row]
+
+
+def logged_steps(path: Path) -> int:
+    """The last RL step metrics.jsonl has a row for (0: none)."""
+    return max((int(r["step"]) for r in read_history(path) if "rollout/samples" in r), default=0)
+
+
+def _end_cut_line(path: Path) -> None:
+    """End a last line cut short by a kill, so that the next row starts a line of its own."""
+    if not path.is_file() or not path.stat().st_size:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, 2)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
 
 
 @contextmanager

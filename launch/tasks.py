@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from launch.benchmarks import load_problems
+from launch.benchmarks import MAX_QUESTION_CHARS, load_problems
 from launch.problem import Problem
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -50,6 +50,9 @@ class TaskConfig:
     # jsonl only: drop problems whose question text also appears in this file (e.g. train on
     # math_test_full minus math500); a path or bare benchmark name, None = keep all.
     exclude_path: str | None = None
+    # jsonl only: a row whose question is longer than this is skipped as broken (listed in
+    # the loader's warning with the other bad rows: not UTF-8, not JSON, no question/answer).
+    max_question_chars: int = MAX_QUESTION_CHARS
     # Problems in the train split (jsonl: at most this many; 0 = all that are left).
     num_train: int = 2000
     # Problems in the held-out split (drawn first, so it does not change with num_train).
@@ -94,6 +97,8 @@ class TaskConfig:
             raise ValueError(f"task.teacher_slip must be in [0, 1], got {self.teacher_slip}")
         if self.num_train < 0 or self.num_heldout < 0:
             raise ValueError("task.num_train and task.num_heldout must be >= 0")
+        if self.max_question_chars < 1:
+            raise ValueError(f"task.max_question_chars must be >= 1, got {self.max_question_chars}")
 
 
 class TaskSplits(NamedTuple):
@@ -206,9 +211,10 @@ def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
 
 def _split_jsonl(cfg: TaskConfig) -> TaskSplits:
     assert cfg.path is not None
-    problems = load_problems(cfg.path, cfg.benchmarks_dir, cfg.answer_field, cfg.question_field)
+    problems = load_problems(cfg.path, cfg.benchmarks_dir, cfg.answer_field, cfg.question_field,
+                             cfg.max_question_chars)
     if cfg.exclude_path:
-        excluded = load_problems(cfg.exclude_path, cfg.benchmarks_dir)
+        excluded = load_problems(cfg.exclude_path, cfg.benchmarks_dir, max_question_chars=cfg.max_question_chars)
         drop = {_norm(p.question) for p in excluded}
         problems = [p for p in problems if _norm(p.question) not in drop]
     random.Random(cfg.seed).shuffle(problems)
@@ -228,6 +234,23 @@ def _norm(text: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Prompt
 # ---------------------------------------------------------------------------------------
+
+def load_policy_tokenizer(model_path: str) -> Any:
+    """The policy's tokenizer (`AutoTokenizer`, as vLLM loads it), refused with one line
+    naming `model.path` when it cannot be loaded or has no stop token (`eos_token_id`): the
+    stop token ends every response and is part of the trained response (oreal.md, "Prompt")."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"model.path={model_path!r}: cannot load its tokenizer ({first})") from e
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"model.path={model_path!r}: the tokenizer has no stop token (eos_token_id is None); "
+                         "set eos_token in its tokenizer_config.json")
+    return tokenizer
+
 
 def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
     """The text the policy continues: chat template with system + user turns, then the

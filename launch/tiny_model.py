@@ -230,10 +230,16 @@ def resolve_model_path(path: str | None, tiny_cfg: TinyModelConfig | None = None
     if local.is_dir():
         return str(local.resolve())
     if local.exists():
-        raise NotADirectoryError(f"model path {path!r} is a file; expected a model folder")
-    if "/" in path and path.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {path!r} does not exist (resolved to {local.resolve()})")
+        raise NotADirectoryError(f"model.path={path!r} is a file; expected a model folder")
+    if is_local_path(path):
+        raise FileNotFoundError(f"model.path={path!r} does not exist (resolved to {local.resolve()})")
     return path
+
+
+def is_local_path(path: str) -> bool:
+    """Whether `model.path` names a local folder rather than a hub id: it starts with "/",
+    "." or "~" (a hub id such as "Qwen/Qwen2.5-7B" cannot be checked offline)."""
+    return path.startswith((".", "/", "~"))
 
 
 if __name__ == "__main__":

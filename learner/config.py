@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 MODES = ("reinforce", "shaped", "bc", "oreal")
 # The learner's models, as named by learner.offload_params / learner.offload_optimizer.
 OFFLOAD_MODELS = ("policy", "rm", "reference")
+# learner.sync_mode: how the policy's weights reach the engines (learner.weight_sync).
+SYNC_MODES = ("shards", "gather")
 
 
 @dataclass
@@ -26,6 +28,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("optim (learner.policy_optim / learner.rm_optim): need weight_decay >= 0 and "
+                             f"grad_clip >= 0, got weight_decay={self.weight_decay} grad_clip={self.grad_clip}")
 
 
 @dataclass
@@ -72,6 +77,9 @@ class AlgoConfig:
                 raise ValueError(f"algo.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.rm_epochs < 1:
             raise ValueError(f"algo.rm_epochs must be >= 1, got {self.rm_epochs}")
+        for key in ("eta", "beta", "actor_freeze_steps"):  # coefficients: a negative one flips a term
+            if getattr(self, key) < 0:
+                raise ValueError(f"algo.{key} must be >= 0, got {getattr(self, key)}")
         if self.reward_correct <= self.reward_incorrect:
             raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
 
@@ -126,6 +134,11 @@ class LearnerConfig:
     # Weight sync: MiB of parameters gathered, packed and broadcast at once (one bucket); at
     # most two buckets are alive on the sender and on each receiver during a sync.
     sync_bucket_mb: float = 256.0
+    # Weight sync path (learner.weight_sync): "shards" = every rank broadcasts its own ZeRO-3
+    # partitions of each bucket on its own group (no gather; the engines reassemble), or
+    # "gather" = every rank joins each bucket's ZeRO-3 all-gather and rank 0 alone broadcasts
+    # it. Ignored when colocate is true (that path lends gathered buckets by CUDA IPC).
+    sync_mode: str = "shards"
     # ZeRO-3 parameter offload to CPU memory, per model: any of "policy", "rm", "reference".
     offload_params: list[str] = field(default_factory=list)
     # ZeRO-3 optimizer-state offload to CPU (Adam steps on the CPU), per model: "policy", "rm"
@@ -143,6 +156,8 @@ class LearnerConfig:
             raise ValueError(f"learner.dtype must be float32 or bfloat16, got {self.dtype!r}")
         if not self.sync_bucket_mb > 0:
             raise ValueError(f"learner.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
+        if self.sync_mode not in SYNC_MODES:
+            raise ValueError(f"learner.sync_mode must be one of {SYNC_MODES}, got {self.sync_mode!r}")
         if self.micro_batch_size < 1:
             raise ValueError("learner.micro_batch_size must be >= 1")
         if self.max_tokens_per_micro_batch is not None and self.max_tokens_per_micro_batch < 1:
@@ -161,3 +176,14 @@ class LearnerConfig:
             raise ValueError(f"learner.offload_params needs learner.zero_stage 3, got {self.zero_stage}")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("learner.offload_optimizer needs learner.zero_stage 1, 2 or 3, got 0")
+
+    @property
+    def sync_shards(self) -> bool:
+        """Every rank broadcasts its own partitions (sync_mode shards; colocated never does)."""
+        return self.sync_mode == "shards" and not self.colocate
+
+    @property
+    def sync_groups(self) -> int:
+        """Weight-sync groups: one per rank in sync_mode shards, else one (rank 0's broadcast,
+        or the colocated group of every rank)."""
+        return self.world_size if self.sync_shards else 1

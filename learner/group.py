@@ -60,29 +60,39 @@ class LearnerGroup:
         ref = ray.put(list(samples))
         return ray.get([w.token_weights.remote(ref) for w in self.workers])[0]
 
-    # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync group
+    # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync groups
     def weight_plan(self):
         """The policy's bucket plan (metadata), computed once by rank 0."""
         if getattr(self, "_plan", None) is None:
             self._plan = ray.get(self.workers[0].weight_plan.remote())
         return self._plan
 
-    def sync_endpoint(self) -> tuple[str, int, str]:
-        """Where the weight-sync group meets (rank 0's node IP, a free port) and its backend."""
-        host, port = ray.get(self.workers[0].master_address.remote())
-        return host, port, ray.get(self.workers[0].sync_backend.remote())
+    def sync_endpoints(self) -> tuple[list[tuple[str, int]], str]:
+        """Where the weight-sync groups meet, in group order, and their backend: group r at
+        learner rank r's node IP and a port it holds open (sync_mode shards: one group per
+        rank), else rank 0's only."""
+        roots = self.workers[:self.cfg.sync_groups]
+        endpoints = [tuple(e) for e in ray.get([w.open_sync_endpoint.remote() for w in roots])]
+        return endpoints, ray.get(self.workers[0].sync_backend.remote())
 
     @property
     def sync_senders(self) -> int:
-        """Learner members of the sync group: rank 0, or every rank when colocated."""
+        """Learner members of each sync group: every rank when colocated, else one (rank r of
+        group r in sync_mode shards; rank 0 in gather)."""
         return self.cfg.world_size if self.cfg.colocate else 1
 
-    def async_join_weight_sync(self, host: str, port: int, world_size: int) -> list[ray.ObjectRef]:
-        return [w.join_weight_sync.remote(host, port, world_size) for w in self.workers]
+    def async_join_weight_sync(self, endpoints: list[tuple[str, int]], world_size: int) -> list[ray.ObjectRef]:
+        return [w.join_weight_sync.remote(endpoints, world_size) for w in self.workers]
 
     def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
-        """Every rank gathers bucket by bucket, rank 0 broadcasts; returns rank 0's stats."""
-        return ray.get([w.broadcast_weights.remote(version, plan) for w in self.workers])[0]
+        """One sync's send, every rank taking part. Returns rank 0's stats (broadcasts = buckets
+        of the plan), with `bytes` summed over ranks in sync_mode shards (the partitions sent,
+        padding included) and `seconds` the slowest rank's."""
+        per_rank = ray.get([w.broadcast_weights.remote(version, plan) for w in self.workers])
+        if not self.cfg.sync_shards:
+            return per_rank[0]
+        return {**per_rank[0], "bytes": sum(r["bytes"] for r in per_rank),
+                "seconds": max(r["seconds"] for r in per_rank)}
 
     def load_policy_from(self, model_path: str) -> None:
         """Reset the policy from a model folder (the initial policy: tests, resets)."""
@@ -99,6 +109,18 @@ class LearnerGroup:
 
     def save_pretrained(self, out_dir: str) -> None:
         ray.get([w.save_pretrained.remote(out_dir) for w in self.workers])
+
+    def save_checkpoint(self, folder: str, step: int) -> None:
+        """DeepSpeed checkpoints of the policy and the token RM (optimisers and LR schedules
+        included), each rank writing its own shards under `folder`, plus every rank's RNG."""
+        ray.get([w.save_checkpoint.remote(folder, step) for w in self.workers])
+
+    def load_checkpoint(self, folder: str) -> int:
+        """Every rank back to what `save_checkpoint` wrote; returns the step it was saved at."""
+        steps = ray.get([w.load_checkpoint.remote(folder) for w in self.workers])
+        if len(set(steps)) != 1:
+            raise ValueError(f"learner ranks loaded checkpoints of different steps from {folder}: {steps}")
+        return steps[0]
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -6,7 +6,7 @@ the advantage of its full group (A+ = 2K(1-p)/(K-1), A- = -2Kp/(K-1) for +-1 rew
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -24,6 +24,17 @@ class Selection:
     kept_query_frac: float
     # p: pass rate of each query among its K samples, [B].
     pass_rates: list[float]
+    # r and A of every sample (all K, kept or not), [B][K].
+    rewards: list[list[float]] = field(default_factory=list)
+    advantages: list[list[float]] = field(default_factory=list)
+    # Why each sample was kept or dropped, [B][K]: one of WHY (the audit record's "why").
+    why: list[list[str]] = field(default_factory=list)
+
+
+# "kept": trained on; "all_correct" / "all_wrong": its query had no signal under filtering;
+# "not_picked": a mixed query's other samples (filtering keeps one correct + one incorrect);
+# "empty_response": no response tokens, nothing to train on.
+WHY = ("kept", "all_correct", "all_wrong", "not_picked", "empty_response")
 
 
 def rewards_of(correct: Sequence[Sequence[bool]], algo: AlgoConfig) -> torch.Tensor:
@@ -42,14 +53,19 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
         advantages = torch.where(negative, (1 - p) * rewards, advantages)
     samples: list[TrainSample] = []
     kept = 0
+    why: list[list[str]] = []
     for group, r, a, c in zip(groups, rewards.tolist(), advantages.tolist(), correct):
         idx = range(len(group))
         if algo.filters:
             pos = [i for i in idx if c[i]]
             neg = [i for i in idx if not c[i]]
             if not pos or not neg:
+                why.append(["all_wrong" if not pos else "all_correct"] * len(group))
                 continue  # all correct or all wrong: no signal under RLOO
             idx = [rng.choice(pos), rng.choice(neg)]
+        why.append(["not_picked"] * len(group))
+        for i in idx:
+            why[-1][i] = "kept" if group[i].response_ids else "empty_response"
         if not any(group[i].response_ids for i in idx):
             continue
         kept += 1
@@ -58,4 +74,5 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
             for i in idx if group[i].response_ids
         ]
     pass_rates = [sum(c) / len(c) for c in correct]
-    return Selection(samples=samples, kept_query_frac=kept / max(1, len(groups)), pass_rates=pass_rates)
+    return Selection(samples=samples, kept_query_frac=kept / max(1, len(groups)), pass_rates=pass_rates,
+                     rewards=rewards.tolist(), advantages=advantages.tolist(), why=why)

@@ -20,6 +20,9 @@ from learner.config import AlgoConfig, LearnerConfig
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
 from reward_model.loss import token_rm_loss
 
+# DeepSpeed's checkpoint tag: one checkpoint per folder (the driver names the folders by step).
+CKPT_TAG = "state"
+
 
 class LearnerWorker:
     def __init__(self, rank: int, cfg: LearnerConfig, algo: AlgoConfig, model_path: str,
@@ -181,7 +184,8 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------ weights
     # The weight sync (learner.weight_sync): only metadata crosses Ray, the bytes go over the
-    # weight-sync group (learner rank 0 + every vLLM worker), one bucket per broadcast.
+    # weight-sync groups (sync_mode shards: rank r + every vLLM worker, one group per rank;
+    # gather: learner rank 0 + every vLLM worker), one bucket (or part) per broadcast.
     def weight_plan(self):
         """The bucket plan of the policy (names, shapes, dtypes, offsets: metadata only)."""
         from learner.weight_sync.zero3 import bucket_bytes, policy_plan
@@ -195,27 +199,54 @@ class LearnerWorker:
         gloo when colocated, where only CUDA-IPC handles and acks travel on it."""
         return "nccl" if self.device.type == "cuda" and not self.cfg.colocate else "gloo"
 
-    def join_weight_sync(self, host: str, port: int, world_size: int) -> int:
-        """Join the weight-sync group; rank 0 serves its store on (host, port). Broadcast: only
-        rank 0 is a member. Colocated: every rank r is, as group rank r, the source of engine
-        r on its own GPU. Blocks until every engine worker has joined."""
+    def open_sync_endpoint(self) -> tuple[str, int]:
+        """Bind (and keep) the socket on which this rank will serve a sync group's store: its
+        Ray node's IP and a free port, held until `join_weight_sync` (no port race)."""
+        host = self.master_address()[0]
+        self._sync_listen = socket.create_server((host, 0))
+        return host, self._sync_listen.getsockname()[1]
+
+    def join_weight_sync(self, endpoints: Sequence[tuple[str, int]], world_size: int) -> int:
+        """Join this rank's weight-sync group (`endpoints`: one (host, port) per group, in
+        group order; a rank serves the store of the group it roots from the socket of
+        `open_sync_endpoint`). sync_mode shards: rank r is group rank 0 of group r. gather:
+        only rank 0 is a member, of the one group. Colocated: every rank r is group rank r of
+        the one group, the source of engine r on its own GPU. Blocks until every engine
+        worker has joined."""
         from learner.weight_sync.group import init_group
 
-        if self.rank == 0 or self.cfg.colocate:
-            self._sync_group = init_group(host, port, self.rank, world_size, self.sync_backend())
+        if self.cfg.colocate:
+            group, rank = 0, self.rank
+        elif self.cfg.sync_shards:
+            group, rank = self.rank, 0
+        elif self.rank == 0:
+            group, rank = 0, 0
+        else:
+            return self.rank
+        host, port = endpoints[group]
+        listen = getattr(self, "_sync_listen", None) if rank == 0 else None
+        self._sync_group = init_group(host, port, rank, world_size, self.sync_backend(), listen_socket=listen)
+        self._sync_listen = None  # the store owns it now
         return self.rank
 
     def broadcast_weights(self, version: int, plan=None) -> dict[str, float]:
-        """Collective over the learner's ranks: every rank joins each bucket's ZeRO-3 gather,
-        rank 0 packs it and broadcasts it to the engines while the next one is gathered.
-        `plan` overrides the policy's own bucket plan (the benchmark's per-tensor scheme)."""
+        """Every rank calls it. sync_mode shards: each rank broadcasts its own ZeRO-3
+        partitions of each bucket on its own group (no collective among the ranks). gather:
+        every rank joins each bucket's ZeRO-3 gather, rank 0 packs it and broadcasts it while
+        the next one is gathered. `plan` overrides the policy's own bucket plan (the
+        benchmark's per-tensor scheme)."""
         from dataclasses import asdict
 
         from learner.weight_sync.cuda_ipc import send_colocated
         from learner.weight_sync.group import send_buckets
-        from learner.weight_sync.zero3 import bucket_gatherer
+        from learner.weight_sync.shards import send_shards
+        from learner.weight_sync.zero3 import bucket_gatherer, partition_reader
 
         plan = (plan or self.weight_plan()).with_version(version)
+        if self.cfg.sync_shards:
+            world = self.cfg.world_size
+            return asdict(send_shards(self._sync_group, plan, partition_reader(self.policy.module, self.rank, world),
+                                      world, device=self.device))
         gather = bucket_gatherer(self.policy.module)
         if self.cfg.colocate:  # every rank hands its gathered buckets to its own engine
             return asdict(send_colocated(self._sync_group, plan, gather, device=self.device))
@@ -250,6 +281,38 @@ class LearnerWorker:
         with torch.no_grad():
             logits = self.policy(input_ids=ids, use_cache=False).logits
             return gather_logprobs(logits, ids)[0].tolist()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, folder: str, step: int) -> int:
+        """DeepSpeed's own checkpoint of each trained model (the policy; the token RM in mode
+        oreal): module, optimiser and LR schedule, ZeRO partitions one file per rank, under
+        `folder/<model>/`; plus this rank's torch RNG (`folder/rng_rank<r>.pt`; nothing in
+        training draws from it today, dropout being off, but a resumed rank starts from the
+        state it had). The reference is frozen and comes from the model path. Collective:
+        every rank writes its own files, so `folder` must be one that all ranks see."""
+        for name, engine in self._trained_models():
+            engine.save_checkpoint(os.path.join(folder, name), tag=CKPT_TAG, client_state={"step": step},
+                                   save_latest=False)
+        torch.save(torch.get_rng_state(), os.path.join(folder, f"rng_rank{self.rank}.pt"))
+        return self.rank
+
+    def load_checkpoint(self, folder: str) -> int:
+        """Back to what `save_checkpoint` wrote (weights, optimiser, LR schedule, RNG); returns
+        the step it was saved at. Collective."""
+        steps = {}
+        for name, engine in self._trained_models():
+            path, client = engine.load_checkpoint(os.path.join(folder, name), tag=CKPT_TAG,
+                                                  load_optimizer_states=True, load_lr_scheduler_states=True)
+            if path is None:
+                raise FileNotFoundError(f"learner rank {self.rank}: no {name} checkpoint in {os.path.join(folder, name)}")
+            steps[name] = int(client["step"])
+        if len(set(steps.values())) != 1:
+            raise ValueError(f"learner checkpoint in {folder} mixes steps {steps}")
+        torch.set_rng_state(torch.load(os.path.join(folder, f"rng_rank{self.rank}.pt")))
+        return next(iter(steps.values()))
+
+    def _trained_models(self):
+        return [(name, engine) for name, engine in (("policy", self.policy), ("rm", self.rm)) if engine is not None]
 
     def save_pretrained(self, out_dir: str) -> None:
         """Full policy in Hugging Face format (rank 0 writes)."""

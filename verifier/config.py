@@ -27,6 +27,12 @@ class VerifierConfig:
     chunk_size: int = 16
     # Startup self-check: refuse to train when more than this fraction of gold answers fail.
     self_check_max_fail_frac: float = 0.02
+    # Alarm: when more than this share of a step's verdicts are `timeout` or `error`, the
+    # run warns (a log line, metric verifier/alarm = 1) and still trains on the step.
+    warn_frac: float = 0.2
+    # Past this share the run stops with a checkpoint (VerifierAlarm) before training on the
+    # step: a broken verifier must never train the policy on all-wrong rewards. 1 = never.
+    stop_frac: float = 0.5
     # Optional LLM judge (OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1); None = off.
     judge_url: str | None = None
     # Model name sent to the judge endpoint.
@@ -50,5 +56,8 @@ class VerifierConfig:
         if not 0.0 <= self.self_check_max_fail_frac <= 1.0:
             raise ValueError("verifier.self_check_max_fail_frac must be in [0, 1], "
                              f"got {self.self_check_max_fail_frac}")
+        if not 0.0 <= self.warn_frac <= self.stop_frac <= 1.0:
+            raise ValueError("need 0 <= verifier.warn_frac <= verifier.stop_frac <= 1, "
+                             f"got warn_frac={self.warn_frac}, stop_frac={self.stop_frac}")
         if self.judge_url is not None and not self.judge_model:
             raise ValueError("verifier.judge_model must be set when verifier.judge_url is set")

@@ -262,13 +262,17 @@ def test_missing_file_error_names_it(tmp_path):
         load_task(TaskConfig(name="jsonl", path="x.jsonl", benchmarks_dir=str(tmp_path)))
 
 
-def test_row_errors_name_file_and_line(tmp_path):
+def test_row_errors_name_file_and_line(tmp_path, caplog):
+    """A bad row is skipped and named (file:line, why) in a warning; only a file with no
+    usable row raises, naming the file and its rows' reasons."""
     f = tmp_path / "mine.jsonl"
     f.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n"
                  + json.dumps({"problem": "2+2?", "solution": "four"}) + "\n")
-    with pytest.raises(ValueError, match=r"mine\.jsonl:2.*'answer'"):
-        load_jsonl_problems(f)
-    with pytest.raises(ValueError, match=r"mine\.jsonl:1.*empty answer"):
+    with caplog.at_level("WARNING", logger="oreal"):
+        problems = load_jsonl_problems(f)
+    assert [p.id for p in problems] == ["mine-1"]
+    assert re.search(r"mine\.jsonl:2: .*'answer'", caplog.text) and "skipped 1 bad row(s) of 2" in caplog.text
+    with pytest.raises(ValueError, match=r"mine\.jsonl: no usable row .*mine\.jsonl:1.*empty answer"):
         load_jsonl_problems(f, answer_field="boxed:answer")
     with pytest.raises(ValueError, match=r"mine\.jsonl:1.*question"):
         load_jsonl_problems(f, question_field="prompt")

@@ -65,6 +65,18 @@ def test_two_rl_steps_through_the_real_system(e2e_roles, e2e_cfg, tmp_path):
     for png in ("reward.png", "losses.png", "kept.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
     assert list((tmp_path.parent).glob("**/wandb")) or result.summary  # W&B offline files live in WANDB_DIR
+    # The audit record: every sample of both steps, exactly once (`python -m launch.records`),
+    # its outcomes and kept samples the same as the step's metrics.
+    from launch.records import check_run
+
+    rows, problems = check_run(tmp_path)
+    assert problems == [] and [r["step"] for r in rows] == [1, 2]
+    for rec, row in zip(rows, steps):
+        assert rec["samples"] == B * K and rec["queries"] == B
+        assert all(rec[o] == row[f"verifier/outcome/{o}"] for o in ("correct", "incorrect", "no_answer",
+                                                                     "truncated", "timeout", "error"))
+        assert rec["kept"] == row["learner/kept_seqs"]
+    assert steps[-1]["verifier/alarm"] == 0.0
     e2e_roles.learner.set_algo(AlgoConfig(**{**dataclasses.asdict(e2e_cfg.algo)}))
 
 
