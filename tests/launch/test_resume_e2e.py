@@ -31,10 +31,13 @@ POLICY_TOLERANCE = 0.0
 
 def _launch(out: Path, ray_dir: str, *extra: str) -> subprocess.Popen:
     log = (out.parent / f"{out.name}.log").open("a")
+    # Each run starts its own W&B service: one inherited from this test process (an earlier
+    # test's wandb.init sets WANDB_SERVICE) would outlive the killed run and still hold its id.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
     return subprocess.Popen(
         [sys.executable, "-m", "launch.train", *RUN, f"output_dir={out}", f"ray.temp_dir={ray_dir}",
          f"hydra.run.dir={out.parent / (out.name + '_hydra')}", *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, out: Path, timeout: float = 600) -> None:
