@@ -61,6 +61,38 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose(config_name="train", overrides=list(overrides or []))
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (a rendezvous for spawned test processes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_spawned(target, args_list, timeout: float) -> dict:
+    """Run `target(*args, queue)` in one spawned process per tuple of `args_list`; each puts
+    `(key, status, result)` on the queue, status "ok" or the traceback. Returns {key: result}
+    after asserting that every process reported "ok"; every process is joined (killed if stuck)."""
+    import torch.multiprocessing as tmp
+
+    ctx = tmp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, out)) for args in args_list]
+    for p in procs:
+        p.start()
+    try:
+        results = {key: (status, res) for key, status, res in (out.get(timeout=timeout) for _ in procs)}
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    for key, (status, res) in results.items():
+        assert status == "ok", f"{key}:\n{res}"
+    return {key: res for key, (_, res) in results.items()}
+
+
 def separable_group(vocab: int = 512, response_len: int = 24):
     """K=8 responses to one prompt for in-process learner tests: 4 correct ones built from
     one block of tokens, 4 wrong ones from another (RLOO advantages, p = 1/2), so the token

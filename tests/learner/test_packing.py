@@ -11,11 +11,12 @@ import itertools
 import math
 import os
 import random
-import socket
 import time
 import traceback
 
 import pytest
+
+from conftest import free_port, run_spawned
 
 from learner.batch import TrainSample, collate, pack, padded_tokens, shard
 from learner.config import LearnerConfig, OptimConfig
@@ -244,7 +245,7 @@ def test_offloaded_models_initialise_step_and_match_on_cpu():
 
     ctx = tmp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_offload_main, args=(_free_port(), str(ensure_tiny_model(TinyModelConfig())), q))
+    proc = ctx.Process(target=_offload_main, args=(free_port(), str(ensure_tiny_model(TinyModelConfig())), q))
     proc.start()
     try:
         _, status, res = q.get(timeout=170)
@@ -265,12 +266,6 @@ def test_offloaded_models_initialise_step_and_match_on_cpu():
 
 BUDGET = 96  # padded tokens; the lengths below are 14-63 tokens
 LENGTHS = [63, 14, 40, 22, 51, 17, 30, 45, 19, 60, 26, 35]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _full(engine, what: str) -> dict:
@@ -338,26 +333,11 @@ def _rank_main(rank: int, port: int, model_path: str, out) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks():
-    import torch.multiprocessing as tmp
-
     from launch.tiny_model import TinyModelConfig, ensure_tiny_model
 
     path = str(ensure_tiny_model(TinyModelConfig()))
-    ctx, port = tmp.get_context("spawn"), _free_port()
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(r, port, path, q)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        results = dict((r, (status, res)) for r, status, res in (q.get(timeout=170) for _ in procs))
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    for r, (status, res) in results.items():
-        assert status == "ok", f"rank {r}:\n{res}"
-    return {r: res for r, (_, res) in results.items()}
+    port = free_port()
+    return run_spawned(_rank_main, [(r, port, path) for r in range(2)], timeout=170)
 
 
 @pytest.mark.slow

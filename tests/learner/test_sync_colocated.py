@@ -16,13 +16,15 @@ from __future__ import annotations
 import glob
 import os
 import pickle
-import socket
 import time
 import traceback
 from datetime import timedelta
 
 import pytest
+
 import torch
+
+from conftest import free_port, run_spawned
 
 from learner.weight_sync.buckets import plan_buckets
 from learner.weight_sync.cuda_ipc import HANDLE_BYTES, SharedMemory, receive_colocated, send_colocated
@@ -156,32 +158,11 @@ def _main(rank: int, world: int, port: int, plan, out) -> None:
         out.put((rank, "error", traceback.format_exc()))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def four_processes():
-    import torch.multiprocessing as tmp
-
     plan = pickle.loads(pickle.dumps(plan_buckets(specs(), BUCKET, version=3)))  # as through Ray
-    ctx, port, world = tmp.get_context("spawn"), _free_port(), 2 * LEARNERS
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_main, args=(r, world, port, plan, out)) for r in range(world)]
-    for p in procs:
-        p.start()
-    try:
-        results = dict((r, (status, res)) for r, status, res in (out.get(timeout=240) for _ in procs))
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    for r, (status, res) in results.items():
-        assert status == "ok", f"rank {r}:\n{res}"
-    return plan, {r: res for r, (_, res) in results.items()}
+    port, world = free_port(), 2 * LEARNERS
+    return plan, run_spawned(_main, [(r, world, port, plan) for r in range(world)], timeout=240)
 
 
 @pytest.mark.slow

@@ -10,14 +10,16 @@ import contextlib
 import functools
 import math
 import pickle
-import socket
 import time
 import traceback
 import weakref
 from datetime import timedelta
 
 import pytest
+
 import torch
+
+from conftest import free_port, run_spawned
 
 from learner.weight_sync.buckets import ALIGN, BucketPlan, pack, plan_buckets, specs_of, unpack
 from learner.weight_sync.group import (SyncStats, init_group, raw_broadcast, receive_buckets, receive_per_tensor,
@@ -233,12 +235,6 @@ def test_per_tensor_round_trip_in_process():
 
 # -- real processes over gloo --------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, world: int, port: int, plan: BucketPlan, sd, skip_bucket: int, out) -> None:
     """One process of the group. Phases: buckets (cm gather), buckets with receiver 1 skipping
     `skip_bucket`, per tensor, raw broadcast. Reports stats and the names that failed."""
@@ -281,26 +277,12 @@ class _Gathered:
 
 @pytest.fixture(scope="module")
 def three_processes():
-    import torch.multiprocessing as tmp
-
     sd = {n: t.share_memory_() for n, t in synthetic_state_dict().items()}
     plan = plan_buckets(specs_of(sd.items()), BUCKET, version=1)
     plan = pickle.loads(pickle.dumps(plan))  # it would travel through a Ray call
-    ctx, port, skip_bucket = tmp.get_context("spawn"), _free_port(), 3
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_rank_main, args=(r, 3, port, plan, sd, skip_bucket, out)) for r in range(3)]
-    for p in procs:
-        p.start()
-    try:
-        results = dict((r, (status, res)) for r, status, res in (out.get(timeout=120) for _ in procs))
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    for r, (status, res) in results.items():
-        assert status == "ok", f"rank {r}:\n{res}"
-    return sd, plan, skip_bucket, {r: res for r, (_, res) in results.items()}
+    port, skip_bucket = free_port(), 3
+    results = run_spawned(_rank_main, [(r, 3, port, plan, sd, skip_bucket) for r in range(3)], timeout=120)
+    return sd, plan, skip_bucket, results
 
 
 @pytest.mark.slow

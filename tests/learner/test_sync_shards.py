@@ -15,13 +15,15 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import socket
 import traceback
 import weakref
 from datetime import timedelta
 
 import pytest
+
 import torch
+
+from conftest import free_port, run_spawned
 
 from learner.weight_sync.buckets import ALIGN, pack, plan_buckets, specs_of, unpack
 from learner.weight_sync.group import SyncStats, init_group
@@ -171,12 +173,6 @@ def test_sync_mode_config():
 
 # -- against DeepSpeed's own partitions --------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Odd(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -226,26 +222,13 @@ def _deepspeed_rank(rank: int, port: int, out) -> None:
 
 @pytest.mark.slow
 def test_split_and_partition_reader_match_deepspeeds_real_partitions():
-    import torch.multiprocessing as tmp
-
-    ctx, port = tmp.get_context("spawn"), _free_port()
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_deepspeed_rank, args=(r, port, out)) for r in range(W)]
-    for p in procs:
-        p.start()
-    try:
-        results = {r: (status, res) for r, status, res in (out.get(timeout=240) for _ in procs)}
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    for r, (status, res) in results.items():
-        assert status == "ok", f"rank {r}:\n{res}"
+    port = free_port()
+    results = run_spawned(_deepspeed_rank, [(r, port) for r in range(W)], timeout=240)
+    for res in results.values():
         layout = res[0]
         assert sorted(n for n, *_ in layout) == ["a.bias", "a.weight", "b.weight", "emb.weight", "scale"]
         assert all(same_shape and same_values for _, same_shape, same_values in layout), layout
-    _, reassembled, names = results[0][1]
+    _, reassembled, names = results[0]
     assert reassembled == names  # real partitions -> parts -> every parameter bit for bit
 
 
@@ -302,26 +285,12 @@ def _shards_main(role: str, index: int, ports: list[int], plan, sd, skip_bucket:
 
 @pytest.fixture(scope="module")
 def shards_sync():
-    import torch.multiprocessing as tmp
-
     sd = {n: t.share_memory_() for n, t in synthetic_state_dict().items()}
     plan = pickle.loads(pickle.dumps(plan_buckets(specs_of(sd.items()), BUCKET, version=1)))
-    ctx, ports, skip_bucket = tmp.get_context("spawn"), [_free_port() for _ in range(W)], 3
-    out = ctx.Queue()
+    ports, skip_bucket = [free_port() for _ in range(W)], 3
     roles = [("learner", r) for r in range(W)] + [("worker", i) for i in range(2)]
-    procs = [ctx.Process(target=_shards_main, args=(role, i, ports, plan, sd, skip_bucket, out)) for role, i in roles]
-    for p in procs:
-        p.start()
-    try:
-        results = {who: (status, res) for who, status, res in (out.get(timeout=240) for _ in procs)}
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    for who, (status, res) in results.items():
-        assert status == "ok", f"{who}:\n{res}"
-    return sd, plan, skip_bucket, {who: res for who, (_, res) in results.items()}
+    results = run_spawned(_shards_main, [(role, i, ports, plan, sd, skip_bucket) for role, i in roles], timeout=240)
+    return sd, plan, skip_bucket, results
 
 
 @pytest.mark.slow
