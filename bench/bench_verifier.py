@@ -97,11 +97,13 @@ def bench_integers(n: int = 2000) -> dict:
 def main() -> dict:
     import ray
 
+    from launch.loop import ray_temp_dir
+
     pairs, warmup = realistic_pairs(), realistic_pairs(*WARMUP)
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 _temp_dir=str(ROOT / ".cache" / "ray_bv"))
+                 _temp_dir=ray_temp_dir(str(ROOT / ".cache" / "ray_bv")))
     try:
         pool1 = bench_pool(pairs, warmup, 1)
         pool2 = bench_pool(pairs, warmup, 2)

@@ -37,6 +37,28 @@ def worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
 
 
+# What Ray appends to its temp dir for its longest socket path
+# (session_YYYY-MM-DD_HH-MM-SS_ffffff_PID/sockets/plasma_store), and the AF_UNIX limit.
+_RAY_SOCKET_SUFFIX = 72
+_AF_UNIX_MAX = 107
+
+
+def ray_temp_dir(path: str | None) -> str | None:
+    """`path`, or a short stand-in under /tmp when Ray's sockets beneath it would pass the
+    107-byte AF_UNIX limit (a clone in a deep folder); Ray refuses such a path at start."""
+    if path is None or len(os.fsencode(os.path.abspath(path))) + _RAY_SOCKET_SUFFIX <= _AF_UNIX_MAX:
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:10]
+    short = os.path.join(tempfile.gettempdir(), f"oreal-ray-{digest}")
+    if len(os.fsencode(short)) + _RAY_SOCKET_SUFFIX > _AF_UNIX_MAX:
+        short = f"/tmp/oreal-ray-{digest}"
+    print(f"ray.temp_dir {path} is too deep for Ray's sockets; using {short}", flush=True)
+    return short
+
+
 def init_ray(cfg: TrainConfig) -> None:
     import ray
 
@@ -47,7 +69,7 @@ def init_ray(cfg: TrainConfig) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=cfg.ray.temp_dir,
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(cfg.ray.temp_dir),
                  runtime_env=runtime_env, log_to_driver=True)
 
 

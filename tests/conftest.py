@@ -138,11 +138,11 @@ def ray_cluster():
     """One local Ray cluster for the whole test session."""
     import ray
 
-    from launch.loop import worker_env
+    from launch.loop import ray_temp_dir, worker_env
 
     if not ray.is_initialized():
         # logical CPUs: the shared e2e roles and a second topology (colocated test) fit at once
-        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=str(CACHE / "ray"),
+        ray.init(num_cpus=4, include_dashboard=False, _temp_dir=ray_temp_dir(str(CACHE / "ray")),
                  runtime_env={"env_vars": worker_env()})
     yield ray
     ray.shutdown()

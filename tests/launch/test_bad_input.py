@@ -182,3 +182,18 @@ def test_negative_coefficients_name_their_key(override, key):
 def test_zero_is_allowed_where_it_means_off():
     cfg = to_train_config(compose(["algo.beta=0", "rollout.temperature=0", "learner.policy_optim.grad_clip=0"]))
     assert (cfg.algo.beta, cfg.rollout.temperature, cfg.learner.policy_optim.grad_clip) == (0.0, 0.0, 0.0)
+
+
+def test_ray_temp_dir_too_deep_for_sockets_moves_under_tmp(tmp_path):
+    """A clone in a deep folder: Ray refuses socket paths past 107 bytes, so the temp dir
+    moves to a short, stable folder; a short one is kept as given."""
+    from launch.loop import ray_temp_dir
+
+    assert ray_temp_dir(None) is None
+    assert ray_temp_dir("/work/main/.cache/ray") == "/work/main/.cache/ray"
+    deep = "/check/work/main/.cache/clone/oreal/.cache/ray"
+    short = ray_temp_dir(deep)
+    assert short != deep and "oreal-ray-" in short
+    socket = f"{short}/session_2026-12-02_03-54-56_280459_3007600/sockets/plasma_store"
+    assert len(socket.encode()) <= 107
+    assert ray_temp_dir(deep) == short  # stable: the same folder each time
