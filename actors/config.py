@@ -52,6 +52,9 @@ class RolloutConfig:
     # so a resumed run samples what the uninterrupted one did. Costs one small RNG call per
     # sequence and decode step (on GPUs it also bypasses FlashInfer's sampler).
     seeded_sampling: bool = True
+    # Dead engines restarted in one run (each: a new engine, the current weights, the probe
+    # check, its queries sent again; faults/rollout_engine_restarts) before the run stops.
+    max_engine_restarts: int = 3
     # Extra keyword arguments for `vllm.LLM(...)`, for anything not named above.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +63,8 @@ class RolloutConfig:
             raise ValueError(f"rollout.n_samples must be >= 2 (advantages compare samples), got {self.n_samples}")
         if self.num_engines < 1:
             raise ValueError(f"rollout.num_engines must be >= 1, got {self.num_engines}")
+        if self.max_engine_restarts < 0:
+            raise ValueError(f"rollout.max_engine_restarts must be >= 0, got {self.max_engine_restarts}")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"rollout.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         gpus, tp = self.num_gpus_per_actor, self.tensor_parallel_size

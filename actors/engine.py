@@ -119,6 +119,38 @@ class RolloutEngine:
     def ready(self) -> int:
         return self.policy_version
 
+    @staticmethod
+    def pid() -> int:
+        return os.getpid()
+
+    @staticmethod
+    def processes() -> tuple[str, list[tuple[int, float]]]:
+        """This engine's Ray node id and its child processes (vLLM's engine core), as (pid,
+        start time): a SIGKILLed actor leaves them orphaned, holding memory (GPU memory on a
+        cluster), so a restart reaps them first (`reap_processes`)."""
+        import psutil
+        import ray
+
+        kids = psutil.Process().children(recursive=True)
+        return ray.get_runtime_context().get_node_id(), [(c.pid, c.create_time()) for c in kids]
+
+
+def reap_processes(procs: Sequence[tuple[int, float]]) -> int:
+    """SIGKILL those of `procs` (pid, start time) still alive and the same process (the start
+    time guards against a reused pid). Returns how many were killed."""
+    import psutil
+
+    killed = 0
+    for pid, started in procs:
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - started) < 1e-3:
+                p.kill()
+                killed += 1
+        except psutil.Error:
+            pass
+    return killed
+
 
 def request_seeds(key: Sequence[int], query_ids: Sequence[str]) -> list[int]:
     """One sampling seed per query of a call: a hash of `key` (the driver's run seed and step),

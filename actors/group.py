@@ -1,16 +1,31 @@
-"""RolloutGroup: the driver's handle on the vLLM rollout actors."""
+"""RolloutGroup: the driver's handle on the vLLM rollout actors.
+
+An engine that dies while generating is restarted in its place (`rollout.max_engine_restarts`
+per run): the new engine starts from the model path, `on_restart` (set by the driver's roles)
+re-forms the weight-sync groups and sends it the current weights with the probe check, and
+the dead engine's queries are sent again, with their own sampling seeds, so the step's
+samples are those an unbroken step would have drawn (`rollout.seeded_sampling`).
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import ray
 
 from actors.config import RolloutConfig
-from actors.engine import RolloutEngine, request_seeds
+from actors.engine import RolloutEngine, reap_processes, request_seeds
 from actors.types import Rollout
 
 if TYPE_CHECKING:
     from launch.placement import Placement
+
+log = logging.getLogger("oreal")
+
+
+class EngineFailure(RuntimeError):
+    """Rollout engines keep dying: more restarts than `rollout.max_engine_restarts`."""
 
 
 class RolloutGroup:
@@ -18,14 +33,24 @@ class RolloutGroup:
                  placement: Placement | None = None):
         """`placement` puts engine i in its placement group (launch/placement.py); without it
         Ray schedules the engines wherever they fit."""
-        self.cfg = cfg
-        actor = ray.remote(RolloutEngine)
-        opts = dict(num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus_per_actor)
+        self.cfg, self.model_path, self.seed, self.placement = cfg, model_path, seed, placement
+        self._actor_cls = ray.remote(RolloutEngine)
+        self._opts = dict(num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus_per_actor)
         if env_vars:
-            opts["runtime_env"] = {"env_vars": env_vars}
-        self.actors = [actor.options(**{**opts, **(placement.engine_options(i) if placement else {})})
-                       .remote(cfg, model_path, seed + i) for i in range(cfg.num_engines)]
+            self._opts["runtime_env"] = {"env_vars": env_vars}
+        self.actors = [self._start(i) for i in range(cfg.num_engines)]
         ray.get([a.ready.remote() for a in self.actors])
+        self._procs = ray.get([a.processes.remote() for a in self.actors])  # reaped on a restart
+        self.version = 0  # the policy version the engines hold (the last one sent)
+        # Called after an engine was restarted: re-form the sync groups, send the current
+        # weights, check the probe (launch.loop.Roles). None: the engine keeps the model path.
+        self.on_restart: Callable[[], None] | None = None
+        self.restarts = 0  # this run
+        self._faults: Counter[str] = Counter()  # since the last take_faults()
+
+    def _start(self, i: int):
+        opts = {**self._opts, **(self.placement.engine_options(i) if self.placement else {})}
+        return self._actor_cls.options(**opts).remote(self.cfg, self.model_path, self.seed + i)
 
     @property
     def num_workers(self) -> int:
@@ -42,15 +67,68 @@ class RolloutGroup:
         seeds = (request_seeds(seed_key, query_ids) if seed_key is not None and self.cfg.seeded_sampling
                  and not greedy else None)
         shares = assign_least_loaded([len(p) for p in prompts], len(self.actors))
-        refs = {e: self.actors[e].generate.remote([query_ids[i] for i in idx], [prompts[i] for i in idx],
-                                                  n=n, greedy=greedy,
-                                                  seeds=None if seeds is None else [seeds[i] for i in idx])
-                for e, idx in enumerate(shares) if idx}
+        pending = {e: idx for e, idx in enumerate(shares) if idx}
         out: list[list[Rollout] | None] = [None] * len(query_ids)
-        for e, part in zip(refs, ray.get(list(refs.values()))):
-            for i, group in zip(shares[e], part):
-                out[i] = group
+        while pending:  # more than one round only when an engine died
+            refs = {e: self.actors[e].generate.remote([query_ids[i] for i in idx], [prompts[i] for i in idx],
+                                                      n=n, greedy=greedy,
+                                                      seeds=None if seeds is None else [seeds[i] for i in idx])
+                    for e, idx in pending.items()}
+            dead: dict[int, BaseException] = {}
+            for e, ref in refs.items():
+                try:
+                    part = ray.get(ref)
+                except ray.exceptions.RayActorError as err:
+                    dead[e] = err
+                    continue
+                except ray.exceptions.RayTaskError as err:  # vLLM's engine process died under the actor
+                    if "EngineDead" not in str(err):
+                        raise
+                    dead[e] = err
+                    continue
+                for i, group in zip(pending.pop(e), part):
+                    out[i] = group
+            for e, err in dead.items():
+                self._faults["reissued_queries"] += len(pending[e])
+                self.restart(e, err)
+            if dead and self.on_restart is not None:
+                self.on_restart()
         return out  # type: ignore[return-value]
+
+    def restart(self, e: int, err: BaseException | None = None) -> None:
+        """Engine e in its place: a new actor from the model path (the caller then sends it the
+        current weights). Past `rollout.max_engine_restarts` this run, `EngineFailure`."""
+        self.restarts += 1
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}" if err else "asked"
+        if self.restarts > self.cfg.max_engine_restarts:
+            raise EngineFailure(f"rollout engine {e} died ({reason}); {self.restarts} engine deaths in this run, "
+                                f"more than rollout.max_engine_restarts={self.cfg.max_engine_restarts}")
+        log.warning("rollout engine %d died (%s); restarting it (%d of rollout.max_engine_restarts=%d)",
+                    e, reason, self.restarts, self.cfg.max_engine_restarts)
+        try:
+            ray.kill(self.actors[e])
+        except Exception:
+            pass
+        node, procs = self._procs[e]  # its orphaned engine core would keep the memory
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        reaper = ray.remote(reap_processes).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+        ray.get(reaper.remote(procs))
+        self.actors[e] = self._start(e)
+        ray.get(self.actors[e].ready.remote())
+        self._procs[e] = ray.get(self.actors[e].processes.remote())
+        self._faults["rollout_engine_restarts"] += 1
+
+    def take_faults(self) -> dict[str, float]:
+        """Faults since the last call, as metrics (every key present, zeros included)."""
+        out = {f"faults/{k}": float(self._faults[k]) for k in ("rollout_engine_restarts", "reissued_queries")}
+        self._faults.clear()
+        return out
+
+    def pids(self) -> list[int]:
+        """Each engine actor's process id (tests kill them)."""
+        return ray.get([a.pid.remote() for a in self.actors])
 
     # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync group
     def async_join_weight_sync(self, endpoints: list[tuple[str, int]], world_size: int, backend: str,
@@ -68,6 +146,7 @@ class RolloutGroup:
         """Every engine receives the coming broadcasts into its workers; `skip_buckets` maps an
         engine to buckets it receives but does not load (a test hook)."""
         skip = skip_buckets or {}
+        self.version = version
         return [a.receive_weights.remote(plan_bytes, version, skip.get(e, ())) for e, a in enumerate(self.actors)]
 
     @staticmethod

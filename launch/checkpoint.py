@@ -355,6 +355,11 @@ class Checkpointer:
         self.prune()
         return final
 
+    def last_saved_step(self) -> int | None:
+        """The newest complete checkpoint's step (what `ckpt.resume=auto` continues from)."""
+        done = complete_checkpoints(self.root) if self.root.is_dir() else []
+        return done[-1].step if done else None
+
     def prune(self) -> list[Path]:
         """Delete all but the newest `keep` and the best-scored checkpoint; returns what went."""
         done = complete_checkpoints(self.root)

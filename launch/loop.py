@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,6 +114,26 @@ class Roles:
         self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed, placement=self.placement)
         self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps, placement=self.placement)
         connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
+        # A restarted engine joins new sync groups and gets the current weights, probe-checked.
+        self.probe_ids: list[int] | None = None  # set by train()
+        self.sync_tolerance = cfg.learner.sync_tolerance
+        self.rollout.on_restart = self.rejoin_engines
+
+    def rejoin_engines(self) -> None:
+        """After an engine restart: every engine and learner rank form the sync groups anew (a
+        group cannot take a new member), then the engines receive the current policy version
+        and must pass the probe check before they generate again."""
+        from learner.weight_sync import broadcast, check_in_sync, connect
+
+        connect(self.learner, self.rollout)
+        broadcast(self.learner, self.rollout, self.rollout.version)
+        if self.probe_ids is not None:
+            check_in_sync(self.learner, self.rollout, self.probe_ids, self.sync_tolerance, self.rollout.version)
+
+    def take_faults(self) -> dict[str, float]:
+        """Faults since the last call (faults/...): dead verifier processes and actors, dead
+        rollout engines, samples graded and queries generated again."""
+        return {**self.verifier.take_faults(), **self.rollout.take_faults()}
 
     def reset_policy(self) -> None:
         """Policy back to the initial weights, read again from the model path (nothing kept
@@ -129,6 +150,11 @@ class Roles:
         self.placement.remove()
 
 
+class RunStopped(RuntimeError):
+    """The run cannot go on (a dead learner rank, engines or verifier actors dying past their
+    limits); the message says where it stopped and how to resume."""
+
+
 def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunResult:
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -138,7 +164,6 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from launch.metrics import RunLogger, evals_of
     from launch.tasks import build_prompt, load_task
     from learner.weight_sync import check_in_sync
-    from verifier import VerifierAlarm
 
     start = time.perf_counter()
     resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
@@ -156,6 +181,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.
     first = splits.train[0]
     probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]
+    roles.probe_ids = probe_ids
     if resume:  # the learner's saved state, and its weights in the engines before they generate
         state = checkpoint.restore(resume, roles, splits.train, probe_ids, cfg.learner.sync_tolerance)
         evals = evals_of(logger.history)
@@ -169,28 +195,26 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
                dynamic_ncols=True)
     for step in bar:
-        before = state.copy()  # what a verifier alarm saves: nothing of this step has trained
+        before = state.copy()  # what a stop before training saves: nothing of this step has trained
         queries = state.next_queries(splits.train, cfg.prompts_per_step)
-        try:
+        with _stops_cleanly(cfg, run_dir, step, saver, logger,
+                            save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
                                                run_dir=run_dir)
-        except VerifierAlarm:  # stop with a checkpoint that `ckpt.resume=auto` re-runs this step from
-            if cfg.ckpt.enabled:
-                saver.save(before, roles, asdict(cfg), logger.run_id, evals)
-            logger.finish()
-            raise
-        if heldout and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
-            evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
-            metrics.update(evals[-1])
-        logger.log(step + 1, metrics)
-        state.step_done(synced="sync/bytes" in metrics)  # the engines hold version step + 1 after a sync
-        if saver.due(state.step):
-            saver.save(state, roles, asdict(cfg), logger.run_id, evals)
+        with _stops_cleanly(cfg, run_dir, step, saver, logger):
+            if heldout and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
+                evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
+                metrics.update(evals[-1])
+            logger.log(step + 1, metrics)
+            state.step_done(synced="sync/bytes" in metrics)  # the engines hold version step + 1 after a sync
+            if saver.due(state.step):
+                saver.save(state, roles, asdict(cfg), logger.run_id, evals)
         bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:+.2f}", pass_=f"{metrics['rollout/pass_rate']:.2f}",
                         loss=_loss_text(metrics))
         log.info("step %d | %s", step + 1, _line(metrics))
     if cfg.save_policy:
-        roles.learner.save_pretrained(str(run_dir / "policy"))
+        with _stops_cleanly(cfg, run_dir, cfg.steps, saver, logger):
+            roles.learner.save_pretrained(str(run_dir / "policy"))
     examples = _weight_examples(roles, groups, correct, tokenizer) if cfg.algo.uses_rm and cfg.steps else []
     logger.finish()
     if own_roles:
@@ -246,11 +270,47 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
         metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
         metrics["sync/bytes"], metrics["sync/buckets"] = float(synced.bytes), float(synced.buckets)
     metrics["learner/skipped"] = float(not selection.samples)
+    metrics.update(roles.take_faults())  # faults/...: what died this step and was replaced
     metrics.update(timings)
     gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
     metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
     metrics["perf/step_s"] = sum(timings.values())
     return metrics, groups, correct
+
+
+@contextmanager
+def _stops_cleanly(cfg: TrainConfig, run_dir: Path, step: int, saver, logger, save_before=None):
+    """What cannot go on ends the run with one line (`RunStopped`, or the `VerifierAlarm`)
+    saying where to resume: a verifier alarm, engines or verifier actors dying past their
+    limits (the state before the step is saved first, when `save_before` is given: nothing
+    of the step has trained), or a dead learner rank (nothing of the learner can be saved:
+    the last checkpoint)."""
+    from actors.group import EngineFailure
+    from learner.group import LearnerRankDied
+    from verifier import VerifierAlarm, VerifierFailure
+
+    try:
+        yield
+    except (VerifierAlarm, VerifierFailure, EngineFailure) as stop:
+        saved = None
+        if save_before is not None and cfg.ckpt.enabled:
+            save_before()
+            saved = step
+        logger.finish()
+        if isinstance(stop, VerifierAlarm):
+            raise
+        where = saved if saved is not None else saver.last_saved_step()
+        raise RunStopped(f"{stop}; the run stops at step {step + 1}. {_resume_hint(cfg, run_dir, where)}") from None
+    except LearnerRankDied as dead:
+        logger.finish()
+        raise RunStopped(f"{dead}; the run stops at step {step + 1}. "
+                         f"{_resume_hint(cfg, run_dir, saver.last_saved_step())}") from None
+
+
+def _resume_hint(cfg: TrainConfig, run_dir: Path, step: int | None) -> str:
+    if not cfg.ckpt.enabled or step is None:
+        return "No checkpoint to resume from (ckpt.enabled=false, or none written yet)."
+    return f"resume from the checkpoint of step {step} with: output_dir={run_dir} ckpt.resume=auto"
 
 
 def _loss_text(metrics: dict) -> str:

@@ -21,7 +21,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(dict_cfg: DictConfig) -> None:
     from launch.checkpoint import CheckpointError
-    from launch.loop import train
+    from launch.loop import RunStopped, train
+    from verifier import VerifierAlarm
 
     cfg = to_train_config(dict_cfg)
     if cfg.plan.check:  # before Ray or any process starts (launch.plan prints the same)
@@ -33,7 +34,7 @@ def main(dict_cfg: DictConfig) -> None:
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
     try:
         result = train(cfg, run_dir)
-    except CheckpointError as e:  # one line naming the checkpoint and the key, no traceback
+    except (CheckpointError, RunStopped, VerifierAlarm) as e:  # one line: what, where, how to resume
         sys.exit(f"error: {e}")
     import ray
 

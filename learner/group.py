@@ -1,7 +1,9 @@
 """LearnerGroup: the driver's handle on the ZeRO-3 ranks (one Ray actor each).
 
 Methods named `async_*` return ObjectRefs; the others block. Every call fans out to all
-ranks (the ranks' methods are collective).
+ranks (the ranks' methods are collective), and returns when all are done, or at once when one
+rank fails: a dead rank raises `LearnerRankDied` (its peers would wait in a collective
+forever), so the run ends with one line and resumes from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +17,27 @@ from learner.worker import LearnerWorker
 
 if TYPE_CHECKING:
     from launch.placement import Placement
+
+class LearnerRankDied(RuntimeError):
+    def __init__(self, rank: int, call: str, err: BaseException):
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        super().__init__(f"learner rank {rank} died during {call} ({type(err).__name__}: {first})")
+        self.rank, self.call = rank, call
+
+
+def gather(refs: Sequence[ray.ObjectRef], call: str) -> list:
+    """Every rank's result, in rank order; the first failure raises at once (a dead rank:
+    `LearnerRankDied` naming it), never waiting on the peers it left in a collective."""
+    rank_of = {ref: r for r, ref in enumerate(refs)}
+    left = list(refs)
+    while left:
+        ready, left = ray.wait(left, num_returns=1)
+        try:
+            ray.get(ready[0])
+        except ray.exceptions.RayActorError as err:
+            raise LearnerRankDied(rank_of[ready[0]], call, err) from None
+    return ray.get(list(refs))
+
 
 # Metrics whose per-rank values are already shares of a global mean (or pre-divided).
 _SUMMED = "sum"
@@ -36,7 +59,7 @@ class LearnerGroup:
             for rank in range(cfg.world_size)
         ]
         addr, port = ray.get(self.workers[0].master_address.remote())
-        ray.get([w.setup.remote(addr, port) for w in self.workers])
+        gather([w.setup.remote(addr, port) for w in self.workers], "setup")
 
     def train_step(self, samples: Sequence[TrainSample], step: int) -> dict[str, float]:
         """Shard the kept samples over ranks (balanced tokens, equal micro-batch counts),
@@ -45,7 +68,7 @@ class LearnerGroup:
         shards = shard(samples, self.cfg.world_size, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
         # Slice before shipping: each rank receives only its own shard.
         refs = [w.train_step.remote(ray.put(s), counts, step) for w, s in zip(self.workers, shards)]
-        per_rank = ray.get(refs)
+        per_rank = gather(refs, "train_step")
         total: dict[str, float] = {}
         for m in per_rank:
             for k, v in m.items():
@@ -53,12 +76,12 @@ class LearnerGroup:
         return _finalise(total, counts)
 
     def set_algo(self, algo: AlgoConfig) -> None:
-        ray.get([w.set_algo.remote(algo) for w in self.workers])
+        gather([w.set_algo.remote(algo) for w in self.workers], "set_algo")
 
     def token_weights(self, samples: Sequence[TrainSample]) -> list[tuple[list[float], list[float]]]:
         """Token weights (w+, w-) of whole samples under the current token RM (mode oreal)."""
         ref = ray.put(list(samples))
-        return ray.get([w.token_weights.remote(ref) for w in self.workers])[0]
+        return gather([w.token_weights.remote(ref) for w in self.workers], "token_weights")[0]
 
     # ---- weight sync (learner.weight_sync): metadata through Ray, bytes over the sync groups
     def weight_plan(self):
@@ -88,7 +111,7 @@ class LearnerGroup:
         """One sync's send, every rank taking part. Returns rank 0's stats (broadcasts = buckets
         of the plan), with `bytes` summed over ranks in sync_mode shards (the partitions sent,
         padding included) and `seconds` the slowest rank's."""
-        per_rank = ray.get([w.broadcast_weights.remote(version, plan) for w in self.workers])
+        per_rank = gather([w.broadcast_weights.remote(version, plan) for w in self.workers], "broadcast_weights")
         if not self.cfg.sync_shards:
             return per_rank[0]
         return {**per_rank[0], "bytes": sum(r["bytes"] for r in per_rank),
@@ -96,7 +119,7 @@ class LearnerGroup:
 
     def load_policy_from(self, model_path: str) -> None:
         """Reset the policy from a model folder (the initial policy: tests, resets)."""
-        ray.get([w.load_policy_from.remote(model_path) for w in self.workers])
+        gather([w.load_policy_from.remote(model_path) for w in self.workers], "load_policy_from")
 
     def async_publish_weights(self) -> ray.ObjectRef:
         """The whole policy as one safetensors blob (rank 0's ref): inspection in tests and the
@@ -105,19 +128,19 @@ class LearnerGroup:
         return refs[0]
 
     def probe_logprobs(self, token_ids: Sequence[int]) -> list[float]:
-        return ray.get([w.probe_logprobs.remote(list(token_ids)) for w in self.workers])[0]
+        return gather([w.probe_logprobs.remote(list(token_ids)) for w in self.workers], "probe_logprobs")[0]
 
     def save_pretrained(self, out_dir: str) -> None:
-        ray.get([w.save_pretrained.remote(out_dir) for w in self.workers])
+        gather([w.save_pretrained.remote(out_dir) for w in self.workers], "save_pretrained")
 
     def save_checkpoint(self, folder: str, step: int) -> None:
         """DeepSpeed checkpoints of the policy and the token RM (optimisers and LR schedules
         included), each rank writing its own shards under `folder`, plus every rank's RNG."""
-        ray.get([w.save_checkpoint.remote(folder, step) for w in self.workers])
+        gather([w.save_checkpoint.remote(folder, step) for w in self.workers], "save_checkpoint")
 
     def load_checkpoint(self, folder: str) -> int:
         """Every rank back to what `save_checkpoint` wrote; returns the step it was saved at."""
-        steps = ray.get([w.load_checkpoint.remote(folder) for w in self.workers])
+        steps = gather([w.load_checkpoint.remote(folder) for w in self.workers], "load_checkpoint")
         if len(set(steps)) != 1:
             raise ValueError(f"learner ranks loaded checkpoints of different steps from {folder}: {steps}")
         return steps[0]

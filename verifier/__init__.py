@@ -11,13 +11,13 @@ from verifier.metrics import metrics
 from verifier.self_check import self_check
 from verifier.verdict import OUTCOMES, Verdict
 
-__all__ = ["grade", "Verdict", "OUTCOMES", "VerifierConfig", "VerifierPool", "metrics", "self_check",
+__all__ = ["grade", "Verdict", "OUTCOMES", "VerifierConfig", "VerifierPool", "VerifierFailure", "metrics", "self_check",
            "check_verdicts", "AlarmCheck", "VerifierAlarm"]
 
 
 def __getattr__(name: str):
-    if name == "VerifierPool":
-        from verifier.pool import VerifierPool
+    if name in ("VerifierPool", "VerifierFailure"):
+        from verifier import pool
 
-        return VerifierPool
+        return getattr(pool, name)
     raise AttributeError(f"module 'verifier' has no attribute {name!r}")

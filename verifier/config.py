@@ -33,6 +33,11 @@ class VerifierConfig:
     # Past this share the run stops with a checkpoint (VerifierAlarm) before training on the
     # step: a broken verifier must never train the policy on all-wrong rewards. 1 = never.
     stop_frac: float = 0.5
+    # Dead verifier actors replaced in one run before the run stops (VerifierFailure); each
+    # replacement is counted in faults/verifier_actor_restarts.
+    max_actor_restarts: int = 16
+    # Times a chunk whose actor died is resent to a fresh actor; then its samples get `error`.
+    max_chunk_resends: int = 1
     # Optional LLM judge (OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1); None = off.
     judge_url: str | None = None
     # Model name sent to the judge endpoint.
@@ -46,6 +51,9 @@ class VerifierConfig:
         positive = ("num_workers", "timeout_s", "max_completion_chars", "max_answer_chars",
                     "max_nesting", "approx_min_sig_digits", "chunk_size", "judge_timeout_s",
                     "judge_max_concurrency")
+        for key in ("max_actor_restarts", "max_chunk_resends"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"verifier.{key} must be >= 0, got {getattr(self, key)}")
         for key in positive:
             if not getattr(self, key) > 0:
                 raise ValueError(f"verifier.{key} must be > 0, got {getattr(self, key)!r}")

@@ -7,14 +7,16 @@
 
 Each `GradeActor` owns one `GradingWorker` (a grading subprocess with a hard per-sample
 deadline). The pool cuts a batch into chunks and feeds them to actors as they free up. If
-an actor itself dies, it is replaced and its chunk is resent once; a chunk that still gets
-no answer comes back as `error` verdicts, so every input always gets exactly one verdict.
+an actor itself dies, it is replaced and its chunk is resent (`verifier.max_chunk_resends`
+times); a chunk that still gets no answer comes back as `error` verdicts, so every input
+always gets exactly one verdict. Past `verifier.max_actor_restarts` replacements in one run
+the pool raises `VerifierFailure`. Every fault is counted (`take_faults`: faults/...).
 """
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 
 import ray
@@ -27,6 +29,10 @@ from verifier.verdict import Verdict
 from verifier.worker import DEFAULT_TARGET, GradingWorker, Job
 
 _INFLIGHT_PER_ACTOR = 2  # chunks queued per actor, so an actor never waits on the driver
+
+
+class VerifierFailure(RuntimeError):
+    """Verifier actors keep dying: more replacements than `verifier.max_actor_restarts`."""
 
 
 class GradeActor:
@@ -42,12 +48,15 @@ class GradeActor:
 
             self.judge = LLMJudge(cfg.judge_url, cfg.judge_model, cfg.judge_timeout_s,
                                   cfg.judge_max_concurrency, cfg.max_answer_chars)
+        self._crashes_reported = 0
 
-    def grade_chunk(self, jobs: list[Job]) -> list[Verdict]:
+    def grade_chunk(self, jobs: list[Job]) -> tuple[list[Verdict], int]:
+        """The chunk's verdicts, and how many grading processes died since the last chunk."""
         verdicts = self.worker.grade_many(jobs)
         if self.judge is not None:
             verdicts = self.judge.rescue(verdicts, [gold_answer(g) for _, g, _ in jobs])
-        return verdicts
+        crashes, self._crashes_reported = self.worker.crashes - self._crashes_reported, self.worker.crashes
+        return verdicts, crashes
 
     def pids(self) -> dict[str, int | None]:
         return {"actor": os.getpid(), "grader": self.worker.pid}
@@ -67,6 +76,8 @@ class VerifierPool:
         self._target = target
         self._actor_cls = ray.remote(GradeActor)
         self.actors = [self._new_actor() for _ in range(cfg.num_workers)]
+        self._faults: Counter[str] = Counter()  # since the last take_faults()
+        self._actor_restarts = 0  # this run
         ray.get([a.pids.remote() for a in self.actors])  # surface start-up failures now
 
     def _new_actor(self):
@@ -110,7 +121,8 @@ class VerifierPool:
             for ref in ready:
                 k, actor, start, attempt, _ = inflight.pop(ref)
                 try:
-                    results[start:start + size] = ray.get(ref)
+                    results[start:start + size], crashes = ray.get(ref)
+                    self._faults["verifier_worker_restarts"] += crashes
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
                     self._on_failure(k, actor, start, attempt, e, todo, results, len(jobs))
             fill()
@@ -122,14 +134,15 @@ class VerifierPool:
         return _INFLIGHT_PER_ACTOR * per_chunk + 120.0
 
     def _on_failure(self, k, actor, start, attempt, err, todo, results, n) -> None:
-        """Replace a dead actor (once) and resend its chunk once; then `error` verdicts."""
+        """Replace a dead actor (once) and resend its chunk (max_chunk_resends); then `error`."""
         if self.actors[k] is actor:
-            self._replace_actor(k)
-        if attempt == 0:
-            todo.appendleft((start, 1))
-            return
+            self._replace_actor(k, err)
         end = min(start + self.cfg.chunk_size, n)
-        results[start:end] = [Verdict.failed("error", f"verifier actor failed twice: "
+        if attempt < self.cfg.max_chunk_resends:
+            todo.appendleft((start, attempt + 1))
+            self._faults["regraded_samples"] += end - start
+            return
+        results[start:end] = [Verdict.failed("error", f"verifier actor failed {attempt + 1} times: "
                                              f"{type(err).__name__}") for _ in range(start, end)]
 
     def _reap_stuck(self, inflight, todo, results, n) -> None:
@@ -142,12 +155,26 @@ class VerifierPool:
                 self._on_failure(k, actor, start, attempt, TimeoutError("actor unresponsive"),
                                  todo, results, n)
 
-    def _replace_actor(self, k: int) -> None:
+    def _replace_actor(self, k: int, err: BaseException) -> None:
+        self._actor_restarts += 1
+        if self._actor_restarts > self.cfg.max_actor_restarts:
+            raise VerifierFailure(f"{self._actor_restarts} verifier actors died or hung in this run, more than "
+                                  f"verifier.max_actor_restarts={self.cfg.max_actor_restarts} (last: "
+                                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
         try:
             ray.kill(self.actors[k])
         except Exception:
             pass
         self.actors[k] = self._new_actor()
+        self._faults["verifier_actor_restarts"] += 1
+
+    def take_faults(self) -> dict[str, float]:
+        """Faults since the last call, as metrics: dead grading processes and actors replaced,
+        samples graded again (every key present, zeros included, so the curves are whole)."""
+        keys = ("verifier_worker_restarts", "verifier_actor_restarts", "regraded_samples")
+        out = {f"faults/{k}": float(self._faults[k]) for k in keys}
+        self._faults.clear()
+        return out
 
     # ---------------------------------------------------------------- the rest
     def self_check(self, golds: Sequence[str]) -> None:

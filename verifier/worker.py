@@ -88,7 +88,8 @@ class GradingWorker:
         self.spare = spare
         self._child: _Child | None = None
         self._spare: _Child | None = None
-        self.restarts = 0
+        self.restarts = 0  # every replacement: deadline kills and deaths
+        self.crashes = 0  # the grading process died on its own (a fault, not a deadline)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -130,10 +131,12 @@ class GradingWorker:
         pending = list(range(len(jobs)))
         while pending:
             if self._child is None or self._child.proc.poll() is not None:
+                self.crashes += self._child is not None
                 self._replace()
             try:
                 self._child.conn.send([(i, *jobs[i]) for i in pending])
             except OSError:
+                self.crashes += 1
                 self._replace()
                 continue
             pending = self._collect(jobs, pending, results, attempts)
@@ -156,6 +159,7 @@ class GradingWorker:
                 if j != i:
                     raise EOFError(f"protocol error: verdict for job {j}, expected {i}")
             except (EOFError, OSError):  # the child died (or misbehaved) under this job
+                self.crashes += 1
                 self._replace()
                 attempts[i] += 1
                 if attempts[i] < 2:

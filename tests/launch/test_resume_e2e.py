@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,13 +30,13 @@ RUN = ["prompts_per_step=4", "rollout.n_samples=4", "rollout.max_new_tokens=48",
 POLICY_TOLERANCE = 0.0
 
 
-def _launch(out: Path, ray_dir: str, *extra: str) -> subprocess.Popen:
+def _launch(out: Path, ray_dir: str, *extra: str, run: list[str] = RUN) -> subprocess.Popen:
     log = (out.parent / f"{out.name}.log").open("a")
     # Each run starts its own W&B service: one inherited from this test process (an earlier
     # test's wandb.init sets WANDB_SERVICE) would outlive the killed run and still hold its id.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
     return subprocess.Popen(
-        [sys.executable, "-m", "launch.train", *RUN, f"output_dir={out}", f"ray.temp_dir={ray_dir}",
+        [sys.executable, "-m", "launch.train", *run, f"output_dir={out}", f"ray.temp_dir={ray_dir}",
          f"hydra.run.dir={out.parent / (out.name + '_hydra')}", *extra],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -66,6 +67,18 @@ def _kill_during_step(proc: subprocess.Popen, out: Path, after_step: int, timeou
     proc.wait(timeout=60)
     gone, alive = psutil.wait_procs([p for p in map(_proc, tree) if p], timeout=30)
     assert not alive, f"still running after SIGKILL: {alive}"
+
+
+def _learner_ranks(proc: subprocess.Popen) -> list[psutil.Process]:
+    return [c for c in psutil.Process(proc.pid).children(recursive=True)
+            if "LearnerWorker" in " ".join(_cmdline(c))]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
 
 
 def _proc(pid: int):
@@ -178,3 +191,29 @@ def test_saved_policy_loads_in_transformers_and_vllm(fresh_policy, e2e_cfg, tmp_
     print(f"\nprobe |learner - transformers| = {probe_mismatch(learner_lp, hf_lp):.3g}, "
           f"|learner - vLLM| = {probe_mismatch(learner_lp, vllm_lp):.3g} (tolerance {tol:g})")
     assert probe_mismatch(learner_lp, vllm_lp) <= tol
+
+
+def test_dead_learner_rank_stops_with_one_line_and_resumes(tmp_path, ray_dir):
+    """A learner rank SIGKILLed during step 2: the run ends at once (its peer is not left
+    waiting in a collective), with one line naming the rank and how to resume, and
+    `ckpt.resume=auto` continues from the step-1 checkpoint to the end."""
+    out = tmp_path / "run"
+    run = [a for a in RUN if not a.startswith(("steps=", "ckpt.every=", "eval_every="))] + \
+        ["steps=2", "ckpt.every=1", "eval_every=0"]
+    proc = _launch(out, ray_dir, run=run)
+    deadline = time.monotonic() + 600
+    while not (out / "ckpt" / "step_000001" / "COMPLETE").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-4000:]
+        time.sleep(0.05)
+    ranks = _learner_ranks(proc)
+    assert len(ranks) == 2, [_cmdline(p) for p in psutil.Process(proc.pid).children(recursive=True)]
+    ranks[-1].kill()
+    rc = proc.wait(timeout=300)
+    log = (tmp_path / "run.log").read_text()
+    last = [x for x in log.splitlines() if x.startswith("error:")]
+    assert rc != 0 and len(last) == 1, log[-4000:]
+    assert re.search(r"error: learner rank [01] died during \w+ .*the run stops at step 2\. resume from the "
+                     r"checkpoint of step 1 with: output_dir=\S+ ckpt\.resume=auto", last[0]), last[0]
+    assert "Traceback" not in log.split(last[0])[0][-2000:]  # one line, not a traceback
+    _finish(_launch(out, ray_dir, "ckpt.resume=auto", run=run), out)
+    assert [r["step"] for r in _rows(out) if "rollout/samples" in r][-1] == 2

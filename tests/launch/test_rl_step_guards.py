@@ -48,6 +48,9 @@ class _Roles:
     def __init__(self, outcomes):
         self.rollout, self.verifier, self.learner = _Rollout(), _Verifier(outcomes), _Learner()
 
+    def take_faults(self) -> dict[str, float]:
+        return {"faults/rollout_engine_restarts": 0.0}
+
 
 @pytest.fixture
 def no_sync(monkeypatch):

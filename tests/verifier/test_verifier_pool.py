@@ -81,6 +81,7 @@ def test_adversarial_batch_is_bounded(pool):
 
 
 def test_grader_killed_mid_batch_loses_no_sample(pool):
+    pool.take_faults()
     grader = pool.pids()[0]["grader"]
     killer = threading.Timer(0.3, os.kill, (grader, signal.SIGKILL))
     killer.start()
@@ -89,9 +90,13 @@ def test_grader_killed_mid_batch_loses_no_sample(pool):
     killer.join()
     assert [v.outcome for v in verdicts] == ["no_answer"] * 24 + ["correct"] * 24
     assert pool.pids()[0]["grader"] != grader
+    faults = pool.take_faults()
+    assert faults["faults/verifier_worker_restarts"] == 1 and faults["faults/verifier_actor_restarts"] == 0
+    assert pool.take_faults()["faults/verifier_worker_restarts"] == 0  # counted once
 
 
 def test_actor_killed_mid_batch_loses_no_sample(pool):
+    pool.take_faults()
     actor = pool.pids()[1]["actor"]
     killer = threading.Timer(0.3, os.kill, (actor, signal.SIGKILL))
     killer.start()
@@ -100,6 +105,25 @@ def test_actor_killed_mid_batch_loses_no_sample(pool):
     killer.join()
     assert [v.outcome for v in verdicts] == ["no_answer"] * 24 + ["correct"] * 24
     assert pool.pids()[1]["actor"] != actor
+    faults = pool.take_faults()
+    assert faults["faults/verifier_actor_restarts"] == 1
+    assert 0 < faults["faults/regraded_samples"] <= 2 * 4  # its queued chunks (chunk_size 4), graded again
+
+
+def test_actor_deaths_past_the_limit_stop_the_pool(ray_cluster):
+    """verifier.max_actor_restarts=0: the first dead actor stops grading with a clear error."""
+    from verifier import VerifierFailure
+
+    limited = VerifierPool(VerifierConfig(num_workers=1, chunk_size=4, max_actor_restarts=0), target=MISBEHAVE)
+    try:
+        actor = limited.pids()[0]["actor"]
+        killer = threading.Timer(0.3, os.kill, (actor, signal.SIGKILL))
+        killer.start()
+        with pytest.raises(VerifierFailure, match="verifier.max_actor_restarts=0"):
+            limited.grade(["sleep:0.05"] * 40, ["1"] * 40)
+        killer.join()
+    finally:
+        limited.shutdown()
 
 
 def test_judge_rescues_through_the_pool(ray_cluster, judge_server):

@@ -41,3 +41,21 @@ def misbehave(completion, gold, *, finished=True, cfg=None):
     elif completion == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
     return grade(completion, gold, finished=finished, cfg=cfg)
+
+
+SLOW = "tests.verifier.verifier_targets:slow"
+
+
+def slow(completion, gold, *, finished=True, cfg=None):
+    """The real grader, 30 ms slower per sample: a step's grading lasts long enough for a test
+    to kill a grading process or actor in the middle of it."""
+    time.sleep(0.03)
+    return grade(completion, gold, finished=finished, cfg=cfg)
+
+
+BROKEN = "tests.verifier.verifier_targets:broken"
+
+
+def broken(completion, gold, *, finished=True, cfg=None):
+    """A verifier that errs on every sample (a broken install, a bad grading change)."""
+    return Verdict.failed("error", "grading is broken")
