@@ -62,13 +62,24 @@ class WandbConfig:
     mode: str = "offline"
     project: str = "oreal"
     entity: str | None = None
-    # Run name (null: W&B picks one).
+    # Run name (null: W&B picks one; a sweep point is named after its swept values, launch/sweep.py).
     name: str | None = None
+    # Runs compared together in W&B (null: ungrouped; a sweep's points share the sweep's id).
+    group: str | None = None
+    # What the run does, to filter by in W&B (train, eval, ...).
+    job_type: str = "train"
     tags: list[str] = field(default_factory=list)
+    # A table of sampled responses (prompt, response, gold, verdict, reward, w+/w-) every N
+    # steps (0 = never), of `table_rows` samples: sample 0 of each query first, then sample 1, ...
+    table_every: int = 10
+    table_rows: int = 16
 
     def __post_init__(self) -> None:
         if self.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb.mode must be offline, online or disabled, got {self.mode!r}")
+        if self.table_every < 0 or self.table_rows < 1:
+            raise ValueError(f"wandb.table_every must be >= 0 and wandb.table_rows >= 1, "
+                             f"got {self.table_every} and {self.table_rows}")
 
 
 @dataclass

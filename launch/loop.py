@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from launch import checkpoint, report
+    from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate
     from launch.metrics import RunLogger, evals_of
     from launch.tasks import build_prompt, load_task
@@ -177,7 +177,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
     logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
                        cfg.wandb.name, list(cfg.wandb.tags), resume_step=resume.step if resume else None,
-                       run_id=resume.wandb_run_id if resume else None)
+                       run_id=resume.wandb_run_id if resume else None, group=cfg.wandb.group,
+                       job_type=cfg.wandb.job_type)
     # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.
     first = splits.train[0]
     probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]
@@ -206,6 +207,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
                 evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
                 metrics.update(evals[-1])
             logger.log(step + 1, metrics)
+            samples_table.log_step(logger, cfg.wandb, run_dir, step + 1, groups,
+                                   roles.learner if cfg.algo.uses_rm else None)
             state.step_done(synced="sync/bytes" in metrics)  # the engines hold version step + 1 after a sync
             if saver.due(state.step):
                 saver.save(state, roles, asdict(cfg), logger.run_id, evals)

@@ -16,15 +16,24 @@ from typing import Any, Iterator
 # metrics.jsonl's marker row of a resume: {"step": s, "resume/from_step": s}. Rows above it
 # with a step after s were logged before the interruption and are superseded by what follows.
 RESUME_KEY = "resume/from_step"
+# W&B's x axis for every value: the RL step as in metrics.jsonl (0: before RL).
+STEP_METRIC = "step"
+# The run folder's record of its W&B run (`RunLogger._write_wandb_json`).
+WANDB_JSON = "wandb.json"
 
 
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], mode: str = "offline",
                  project: str = "oreal", entity: str | None = None, name: str | None = None,
-                 tags: list[str] | None = None, resume_step: int | None = None, run_id: str | None = None):
+                 tags: list[str] | None = None, resume_step: int | None = None, run_id: str | None = None,
+                 group: str | None = None, job_type: str = "train"):
         """`resume_step`: a resumed run; `history` starts with metrics.jsonl's rows up to that
         step, a marker row is appended, and W&B continues the run `run_id` (offline: a new
-        local folder with the same id; `wandb sync` them in order)."""
+        local folder with the same id; `wandb sync` them in order, as `finish` prints).
+
+        Every W&B value is plotted against `step` (metrics.jsonl's), not W&B's own counter:
+        a resumed run logs steps again that its killed part had logged, and W&B drops rows
+        whose `step=` goes back; with a step metric they land on the right x."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
@@ -38,8 +47,11 @@ class RunLogger:
             import wandb
 
             again = dict(id=run_id, resume="must") if resume_step is not None and run_id else {}
-            self.wandb_run = wandb.init(project=project, entity=entity, name=name, tags=tags, mode=mode,
-                                        config=config, reinit="finish_previous", **again)
+            self.wandb_run = wandb.init(project=project, entity=entity, name=name, group=group, job_type=job_type,
+                                        tags=tags, mode=mode, config=config, reinit="finish_previous", **again)
+            self.wandb_run.define_metric(STEP_METRIC)
+            self.wandb_run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
+            self._write_wandb_json(mode, resume_step is not None)
 
     @property
     def run_id(self) -> str | None:
@@ -55,16 +67,36 @@ class RunLogger:
         self.history.append(row)
         self._append(row)
         if self.wandb_run is not None:
-            self.wandb_run.log(metrics, step=step)
+            self.wandb_run.log({STEP_METRIC: step, **metrics})
+
+    def log_table(self, step: int, key: str, table) -> None:
+        """A `wandb.Table` (e.g. `launch.samples_table`) at RL step `step`; W&B only."""
+        if self.wandb_run is not None:
+            self.wandb_run.log({STEP_METRIC: step, key: table})
+
+    def _write_wandb_json(self, mode: str, resumed: bool) -> None:
+        """wandb.json in the run folder: the W&B run's id, name, group, job type and local
+        folders (a resumed offline run adds one), for `wandb sync` and for tools."""
+        path = self.run_dir / WANDB_JSON
+        run = self.wandb_run
+        before = json.loads(path.read_text()) if resumed and path.is_file() else {}
+        dirs = before.get("dirs", []) if before.get("id") == run.id else []
+        info = {"id": run.id, "name": run.name, "group": run.group, "job_type": run.job_type,
+                "project": run.project, "mode": mode, "dirs": [*dirs, self.wandb_dir]}
+        path.write_text(json.dumps(info, indent=1) + "\n")
 
     @property
     def wandb_dir(self) -> str | None:
         return None if self.wandb_run is None else str(Path(self.wandb_run.dir).parent)
 
     def finish(self) -> None:
+        """Close the W&B run; an offline one prints the line that uploads it."""
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+            info = json.loads((self.run_dir / WANDB_JSON).read_text())
+            if info["mode"] == "offline":
+                print(f"W&B offline run {info['id']}: upload with  wandb sync {' '.join(info['dirs'])}", flush=True)
 
 
 def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:

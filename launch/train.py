@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,7 +30,10 @@ def main(dict_cfg: DictConfig) -> None:
         if run_check(cfg) != 0:
             raise SystemExit("error: the memory plan does not fit (see above): change the keys it names, "
                              "or skip the check with plan.check=false")
-    run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
+    from launch.sweep import place_run
+
+    # A sweep point (-m): its own run folder, the sweep's W&B group, a name from its overrides.
+    cfg, run_dir = place_run(cfg, HydraConfig.get())
     try:
         result = train(cfg, run_dir)
     except (CheckpointError, RunStopped, VerifierAlarm) as e:  # one line: what, where, how to resume
