@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,18 +103,27 @@ class Roles:
     def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
         from actors.group import RolloutGroup
         from launch.placement import build_placement
+        from launch.metrics import timed
         from learner.group import LearnerGroup
         from learner.weight_sync import connect
         from verifier import VerifierPool
 
         self.model_path = model_path
+        self.startup: dict[str, float] = {}  # wall seconds of each start-up stage (startup/...)
         # First: a cluster that cannot hold the learner and engines fails before anything starts.
-        self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
-        self.verifier = VerifierPool(cfg.verifier)
-        self.verifier.self_check(train_golds)
-        self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed, placement=self.placement)
-        self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps, placement=self.placement)
-        connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
+        with timed(self.startup, "placement"):
+            self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
+        with timed(self.startup, "verifier"):  # golds the verifier cannot grade: refused before the heavy roles
+            self.verifier = VerifierPool(cfg.verifier)
+            self.verifier.self_check(train_golds)
+        with timed(self.startup, "engines_and_learner"):  # independent: they start side by side
+            with ThreadPoolExecutor(1, thread_name_prefix="oreal-start") as pool:
+                rollout = pool.submit(RolloutGroup, cfg.rollout, model_path, cfg.seed, placement=self.placement)
+                self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps,
+                                            placement=self.placement)
+                self.rollout = rollout.result()
+        with timed(self.startup, "sync_groups"):
+            connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
         # A restarted engine joins new sync groups and gets the current weights, probe-checked.
         self.probe_ids: list[int] | None = None  # set by train()
         self.sync_tolerance = cfg.learner.sync_tolerance
@@ -161,20 +171,25 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
 
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate
-    from launch.metrics import RunLogger, evals_of
+    from launch.metrics import RunLogger, evals_of, timed
     from launch.tasks import build_prompt, load_task
     from learner.weight_sync import check_in_sync
 
-    start = time.perf_counter()
+    start, startup = time.perf_counter(), {}  # startup: wall seconds of each stage before step 1
     resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
-    splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
-    model_path = roles.model_path if roles else prepare_policy(cfg, splits)
-    init_ray(cfg)
+    with timed(startup, "load_task"):
+        splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
+    with timed(startup, "prepare_policy"):
+        model_path = roles.model_path if roles else prepare_policy(cfg, splits)
+    with timed(startup, "init_ray"):
+        init_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     prompt = {p.id: build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in splits.train + splits.heldout}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None
-    roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
+    with timed(startup, "roles"):
+        roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
+    startup.update(roles.startup if own_roles else {})
     logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
                        cfg.wandb.name, list(cfg.wandb.tags), resume_step=resume.step if resume else None,
                        run_id=resume.wandb_run_id if resume else None, group=cfg.wandb.group,
@@ -184,14 +199,17 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]
     roles.probe_ids = probe_ids
     if resume:  # the learner's saved state, and its weights in the engines before they generate
-        state = checkpoint.restore(resume, roles, splits.train, probe_ids, cfg.learner.sync_tolerance)
+        with timed(startup, "restore"):
+            state = checkpoint.restore(resume, roles, splits.train, probe_ids, cfg.learner.sync_tolerance)
         evals = evals_of(logger.history)
     else:
-        check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
+        with timed(startup, "probe_check"):
+            check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
         state = checkpoint.DriverState.start(cfg.seed)  # step, data order, the driver's RNG
-        evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
-        if evals:
-            logger.log(0, evals[-1])
+        with timed(startup, "first_eval"):
+            evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
+    startup = report.startup_metrics(startup)  # startup/<stage>_s, perf/startup_s (from the launch)
+    logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **startup})
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
                dynamic_ncols=True)
@@ -222,7 +240,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     logger.finish()
     if own_roles:
         roles.shutdown()
-    summary = report.summary(logger.history, evals, cfg.algo.mode, time.perf_counter() - start)
+    summary = report.summary(logger.history, evals, cfg.algo.mode, time.perf_counter() - start, startup)
     report.write(run_dir, summary)
     report.plot(run_dir, logger.history, evals, examples)
     return RunResult(run_dir=run_dir, history=logger.history, evals=evals, model_path=model_path, summary=summary)

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
 
-def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: float) -> dict:
+def startup_metrics(stages: dict[str, float]) -> dict[str, float]:
+    """Start-up as metrics: each stage's wall seconds (`timing_s/<stage>` -> `startup/<stage>_s`)
+    and `perf/startup_s`, the seconds from this process's launch to now (the first step):
+    interpreter and imports included, which no stage covers."""
+    import psutil
+
+    out = {f"startup/{k.removeprefix('timing_s/')}_s": v for k, v in stages.items()}
+    out["perf/startup_s"] = time.time() - psutil.Process().create_time()
+    return out
+
+
+def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: float,
+            startup: dict[str, float] | None = None) -> dict:
     steps = [r for r in history if "rollout/samples" in r]
     return {
         "mode": mode,
@@ -19,6 +32,8 @@ def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: f
         "samples": int(sum(r["rollout/samples"] for r in steps)),
         "rl_wall_s": sum(r.get("perf/step_s", 0.0) for r in steps),
         "wall_s": wall_s,
+        "startup_s": (startup or {}).get("perf/startup_s"),
+        "startup": {k.removeprefix("startup/"): v for k, v in (startup or {}).items() if k.startswith("startup/")},
     }
 
 
@@ -30,6 +45,7 @@ def table(s: dict) -> str:
         ("held-out pass@1 before RL", _pct(s["heldout_pass1_before"])),
         ("held-out pass@1 after RL", _pct(s["heldout_pass1_after"])),
         ("train pass rate, first -> last step", f"{_pct(s['train_pass_rate_first'])} -> {_pct(s['train_pass_rate_last'])}"),
+        ("start-up (launch to step 1)", f"{s['startup_s']:.0f} s" if s.get("startup_s") is not None else "-"),
         ("RL wall time", f"{s['rl_wall_s']:.0f} s"),
         ("total wall time", f"{s['wall_s']:.0f} s"),
     ]

@@ -67,6 +67,22 @@ def test_report_writes_summary_table_and_plots(tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
+def test_startup_metrics_name_each_stage_and_time_from_launch():
+    import time
+
+    import psutil
+
+    from launch import report
+
+    m = report.startup_metrics({"timing_s/init_ray": 3.0, "timing_s/roles": 20.0})
+    assert m["startup/init_ray_s"] == 3.0 and m["startup/roles_s"] == 20.0
+    # from this process's launch, interpreter and imports included
+    assert 0 < time.time() - psutil.Process().create_time() - m["perf/startup_s"] < 5
+    s = report.summary([], [], "oreal", wall_s=1.0, startup=m)
+    assert s["startup_s"] == m["perf/startup_s"] and s["startup"] == {"init_ray_s": 3.0, "roles_s": 20.0}
+    assert "start-up (launch to step 1)" in report.table(s)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_ablation_runner_gives_one_row_per_mode(e2e_roles, e2e_cfg, tmp_path):
