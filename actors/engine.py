@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from actors.config import RolloutConfig
 from actors.types import Rollout
@@ -49,6 +49,26 @@ class RolloutEngine:
         order. `greedy` decodes at temperature 0 (evaluation). `seeds`: one per prompt (vLLM
         seeds its k-th sample with seed + k), else the engine's own RNG. Never one seed for
         all prompts: a random model's samples would then be nearly identical across prompts."""
+        outputs = self.llm.generate(list(prompts), self._params(len(prompts), n, greedy, seeds), use_tqdm=False)
+        return [self._group(qid, out) for qid, out in zip(query_ids, outputs)]
+
+    def generate_stream(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
+                        greedy: bool = False, seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list[Rollout]]]:
+        """`generate`, yielding (position, its K samples) the moment a query's last sample
+        finishes: the same batch in the engine (every prompt queued at once), so the same
+        samples, but a query's grading can start while the others still generate. A Ray
+        streaming generator (`RolloutGroup.stream`)."""
+        ids = self.llm.enqueue(list(prompts), self._params(len(prompts), n, greedy, seeds), use_tqdm=False)
+        # enqueue returns vLLM's internal ids, "<request id>-<8 random chars>"; outputs carry the request id
+        position = {str(rid).rsplit("-", 1)[0]: i for i, rid in enumerate(ids)}
+        engine = self.llm.llm_engine
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if out.finished:
+                    i = position[str(out.request_id)]
+                    yield i, self._group(query_ids[i], out)
+
+    def _params(self, count: int, n: int | None, greedy: bool, seeds: Sequence[int] | None):
         from vllm import SamplingParams
 
         options = dict(
@@ -58,30 +78,20 @@ class RolloutEngine:
             max_tokens=self.cfg.max_new_tokens,
             logprobs=0 if self.cfg.behaviour_logprobs else None,
         )
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        params = (SamplingParams(**options) if seeds is None
-                  else [SamplingParams(**options, seed=s) for s in seeds])
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        groups = []
-        for qid, out in zip(query_ids, outputs):
-            group = []
-            for c in out.outputs:
-                ids = tuple(c.token_ids)
-                lps = tuple(_chosen_logprob(step, tok) for step, tok in zip(c.logprobs or [], ids))
-                group.append(
-                    Rollout(
-                        query_id=qid,
-                        prompt_ids=tuple(out.prompt_token_ids),
-                        response_ids=ids,
-                        response_text=c.text,
-                        finished=c.finish_reason == "stop",
-                        logprobs=lps,
-                        policy_version=self.policy_version,
-                    )
-                )
-            groups.append(group)
-        return groups
+        if seeds is not None and len(seeds) != count:
+            raise ValueError(f"{len(seeds)} seeds for {count} prompts")
+        return SamplingParams(**options) if seeds is None else [SamplingParams(**options, seed=s) for s in seeds]
+
+    def _group(self, qid: str, out) -> list[Rollout]:
+        """One query's RequestOutput as its K Rollouts."""
+        group = []
+        for c in out.outputs:
+            ids = tuple(c.token_ids)
+            lps = tuple(_chosen_logprob(step, tok) for step, tok in zip(c.logprobs or [], ids))
+            group.append(Rollout(query_id=qid, prompt_ids=tuple(out.prompt_token_ids), response_ids=ids,
+                                 response_text=c.text, finished=c.finish_reason == "stop", logprobs=lps,
+                                 policy_version=self.policy_version))
+        return group
 
     def join_weight_sync(self, endpoints: list[tuple[str, int]], rank_offset: int, world_size: int, backend: str,
                          source_rank: int | None = None) -> list[int]:

@@ -3,14 +3,15 @@
 An engine that dies while generating is restarted in its place (`rollout.max_engine_restarts`
 per run): the new engine starts from the model path, `on_restart` (set by the driver's roles)
 re-forms the weight-sync groups and sends it the current weights with the probe check, and
-the dead engine's queries are sent again, with their own sampling seeds, so the step's
-samples are those an unbroken step would have drawn (`rollout.seeded_sampling`).
+the dead engine's queries not yet returned are sent again, with their own sampling seeds, so
+the step's samples are those an unbroken step would have drawn (`rollout.seeded_sampling`).
+Engines stream (`stream`): each query's K samples come back the moment its last one ends.
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import ray
 
@@ -30,11 +31,14 @@ class EngineFailure(RuntimeError):
 
 class RolloutGroup:
     def __init__(self, cfg: RolloutConfig, model_path: str, seed: int, env_vars: dict[str, str] | None = None,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, engine_cls: type = RolloutEngine,
+                 engine_kwargs: Sequence[dict] | None = None):
         """`placement` puts engine i in its placement group (launch/placement.py); without it
-        Ray schedules the engines wherever they fit."""
+        Ray schedules the engines wherever they fit. `engine_cls` / `engine_kwargs[i]`: a
+        stand-in engine with the same methods (scheduling benchmarks and tests)."""
         self.cfg, self.model_path, self.seed, self.placement = cfg, model_path, seed, placement
-        self._actor_cls = ray.remote(RolloutEngine)
+        self._actor_cls = ray.remote(engine_cls)
+        self._engine_kwargs = list(engine_kwargs or [{}] * cfg.num_engines)
         self._opts = dict(num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus_per_actor)
         if env_vars:
             self._opts["runtime_env"] = {"env_vars": env_vars}
@@ -50,7 +54,7 @@ class RolloutGroup:
 
     def _start(self, i: int):
         opts = {**self._opts, **(self.placement.engine_options(i) if self.placement else {})}
-        return self._actor_cls.options(**opts).remote(self.cfg, self.model_path, self.seed + i)
+        return self._actor_cls.options(**opts).remote(self.cfg, self.model_path, self.seed + i, **self._engine_kwargs[i])
 
     @property
     def num_workers(self) -> int:
@@ -59,41 +63,53 @@ class RolloutGroup:
 
     def generate(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
                  greedy: bool = False, seed_key: Sequence[int] | None = None) -> list[list[Rollout]]:
-        """K samples per prompt (or `n`; `greedy` for evaluation), each query sent to the
-        least-loaded engine; results in query order. `seed_key` (the driver's run seed and
-        step): with `rollout.seeded_sampling`, query i samples with `request_seeds(seed_key)[i]`
-        on whichever engine it lands, so the samples do not depend on the routing or on
-        what the engines ran before (exact resume)."""
+        """K samples per prompt (or `n`; `greedy` for evaluation), in query order (`stream`,
+        collected)."""
+        out: list[list[Rollout] | None] = [None] * len(query_ids)
+        for i, group in self.stream(query_ids, prompts, n=n, greedy=greedy, seed_key=seed_key):
+            out[i] = group
+        return out  # type: ignore[return-value]
+
+    def stream(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
+               greedy: bool = False, seed_key: Sequence[int] | None = None) -> Iterator[tuple[int, list[Rollout]]]:
+        """(query index, its K samples) as each query finishes, whichever engine it is on:
+        each query goes to the least-loaded engine, every engine streams (`generate_stream`).
+        `seed_key` (the driver's run seed and step): with `rollout.seeded_sampling`, query i
+        samples with `request_seeds(seed_key)[i]` on whichever engine it lands, so the samples
+        do not depend on the routing, the order of arrival or what the engines ran before
+        (exact resume; a dead engine's queries re-issued elsewhere draw the same samples)."""
         seeds = (request_seeds(seed_key, query_ids) if seed_key is not None and self.cfg.seeded_sampling
                  and not greedy else None)
         shares = assign_least_loaded([len(p) for p in prompts], len(self.actors))
         pending = {e: idx for e, idx in enumerate(shares) if idx}
-        out: list[list[Rollout] | None] = [None] * len(query_ids)
         while pending:  # more than one round only when an engine died
-            refs = {e: self.actors[e].generate.remote([query_ids[i] for i in idx], [prompts[i] for i in idx],
-                                                      n=n, greedy=greedy,
-                                                      seeds=None if seeds is None else [seeds[i] for i in idx])
-                    for e, idx in pending.items()}
+            streams = {self.actors[e].generate_stream.options(num_returns="streaming").remote(
+                [query_ids[i] for i in idx], [prompts[i] for i in idx], n=n, greedy=greedy,
+                seeds=None if seeds is None else [seeds[i] for i in idx]): e for e, idx in pending.items()}
+            left = {e: set(range(len(idx))) for e, idx in pending.items()}  # not yet yielded, per engine
             dead: dict[int, BaseException] = {}
-            for e, ref in refs.items():
+            while streams:
+                (ready,), _ = ray.wait(list(streams), num_returns=1)
+                e = streams[ready]
                 try:
-                    part = ray.get(ref)
-                except ray.exceptions.RayActorError as err:
-                    dead[e] = err
+                    local, group = ray.get(next(ready))
+                except StopIteration:
+                    del streams[ready]
                     continue
-                except ray.exceptions.RayTaskError as err:  # vLLM's engine process died under the actor
-                    if "EngineDead" not in str(err):
-                        raise
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+                    if isinstance(err, ray.exceptions.RayTaskError) and "EngineDead" not in str(err):
+                        raise  # a bug, not a death
                     dead[e] = err
+                    del streams[ready]
                     continue
-                for i, group in zip(pending.pop(e), part):
-                    out[i] = group
+                left[e].discard(local)
+                yield pending[e][local], group
+            pending = {e: [pending[e][j] for j in sorted(left[e])] for e in dead if left[e]}
             for e, err in dead.items():
-                self._faults["reissued_queries"] += len(pending[e])
+                self._faults["reissued_queries"] += len(left[e])
                 self.restart(e, err)
             if dead and self.on_restart is not None:
                 self.on_restart()
-        return out  # type: ignore[return-value]
 
     def restart(self, e: int, err: BaseException | None = None) -> None:
         """Engine e in its place: a new actor from the model path (the caller then sends it the

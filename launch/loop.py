@@ -256,19 +256,17 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     from launch import records
     from launch.evaluate import rollout_metrics
     from launch.metrics import timed
+    from launch.streaming import generate_and_grade
     from learner.selection import select
     from learner.weight_sync import sync_weights
     from verifier import VerifierAlarm, check_verdicts
     from verifier import metrics as verdict_metrics
 
-    timings: dict[str, float] = {}
-    with timed(timings, "generate"):
-        groups = roles.rollout.generate([q.id for q in queries], [prompt[q.id] for q in queries],
-                                        seed_key=(cfg.seed, step))
-    with timed(timings, "verify"):
-        flat = [(r, q.answer) for q, g in zip(queries, groups) for r in g]
-        verdicts = roles.verifier.grade([r.response_text for r, _ in flat], [a for _, a in flat],
-                                        [r.finished for r, _ in flat])
+    # Rollout and judge, streamed: each query is graded as soon as its K samples are done.
+    rolled = generate_and_grade(roles.rollout, roles.verifier, [q.id for q in queries],
+                                [prompt[q.id] for q in queries], [q.answer for q in queries], seed_key=(cfg.seed, step))
+    groups, verdicts = rolled.groups, rolled.verdicts
+    timings = {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s}
     alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac)  # timeout + error share
     K = len(groups[0])
     correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]

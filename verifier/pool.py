@@ -15,6 +15,7 @@ the pool raises `VerifierFailure`. Every fault is counted (`take_faults`: faults
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -78,6 +79,10 @@ class VerifierPool:
         self.actors = [self._new_actor() for _ in range(cfg.num_workers)]
         self._faults: Counter[str] = Counter()  # since the last take_faults()
         self._actor_restarts = 0  # this run
+        self._lock = threading.Lock()  # grade() may run in several threads (launch.streaming)
+        # Chunks in flight per actor over all grade() calls: a call with one chunk (one query's
+        # K samples) goes to the least loaded actor, not always to the first.
+        self._load = [0] * cfg.num_workers
         ray.get([a.pids.remote() for a in self.actors])  # surface start-up failures now
 
     def _new_actor(self):
@@ -105,10 +110,11 @@ class VerifierPool:
             actor = self.actors[k]
             ref = actor.grade_chunk.remote(jobs[start:start + size])
             inflight[ref] = (k, actor, start, attempt, time.monotonic())
+            self._queued(k, +1)
 
-        def fill() -> None:  # keep _INFLIGHT_PER_ACTOR chunks queued on every actor
+        def fill() -> None:  # keep _INFLIGHT_PER_ACTOR chunks queued on every actor, least loaded first
             for _ in range(_INFLIGHT_PER_ACTOR):
-                for k in range(len(self.actors)):
+                for k in sorted(range(len(self.actors)), key=lambda k: self._load[k]):
                     busy = sum(1 for v in inflight.values() if v[0] == k)
                     if todo and busy < _INFLIGHT_PER_ACTOR:
                         submit(k)
@@ -120,9 +126,10 @@ class VerifierPool:
                 self._reap_stuck(inflight, todo, results, len(jobs))
             for ref in ready:
                 k, actor, start, attempt, _ = inflight.pop(ref)
+                self._queued(k, -1)
                 try:
                     results[start:start + size], crashes = ray.get(ref)
-                    self._faults["verifier_worker_restarts"] += crashes
+                    self._count("verifier_worker_restarts", crashes)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
                     self._on_failure(k, actor, start, attempt, e, todo, results, len(jobs))
             fill()
@@ -135,12 +142,13 @@ class VerifierPool:
 
     def _on_failure(self, k, actor, start, attempt, err, todo, results, n) -> None:
         """Replace a dead actor (once) and resend its chunk (max_chunk_resends); then `error`."""
-        if self.actors[k] is actor:
-            self._replace_actor(k, err)
+        with self._lock:  # another grade() call may have replaced it already
+            if self.actors[k] is actor:
+                self._replace_actor(k, err)
         end = min(start + self.cfg.chunk_size, n)
         if attempt < self.cfg.max_chunk_resends:
             todo.appendleft((start, attempt + 1))
-            self._faults["regraded_samples"] += end - start
+            self._count("regraded_samples", end - start)
             return
         results[start:end] = [Verdict.failed("error", f"verifier actor failed {attempt + 1} times: "
                                              f"{type(err).__name__}") for _ in range(start, end)]
@@ -152,6 +160,7 @@ class VerifierPool:
         for ref, (k, actor, start, attempt, _) in list(inflight.items()):
             if k in stuck:
                 inflight.pop(ref)
+                self._queued(k, -1)
                 self._on_failure(k, actor, start, attempt, TimeoutError("actor unresponsive"),
                                  todo, results, n)
 
@@ -168,12 +177,21 @@ class VerifierPool:
         self.actors[k] = self._new_actor()
         self._faults["verifier_actor_restarts"] += 1
 
+    def _queued(self, k: int, n: int) -> None:
+        with self._lock:
+            self._load[k] += n
+
+    def _count(self, fault: str, n: int) -> None:
+        with self._lock:
+            self._faults[fault] += n
+
     def take_faults(self) -> dict[str, float]:
         """Faults since the last call, as metrics: dead grading processes and actors replaced,
         samples graded again (every key present, zeros included, so the curves are whole)."""
         keys = ("verifier_worker_restarts", "verifier_actor_restarts", "regraded_samples")
-        out = {f"faults/{k}": float(self._faults[k]) for k in keys}
-        self._faults.clear()
+        with self._lock:
+            out = {f"faults/{k}": float(self._faults[k]) for k in keys}
+            self._faults.clear()
         return out
 
     # ---------------------------------------------------------------- the rest

@@ -55,25 +55,26 @@ def test_dead_grader_verifier_actor_and_engine_mid_step(fresh_policy, e2e_cfg, t
     engine_pid = roles.rollout.pids()[1]
     engine_core = [p for p, _ in roles.rollout._procs[1][1]]
     pool_pids = roles.verifier.pids()
-    generate, grade, timers = roles.rollout.generate, roles.verifier.grade, []
+    stream, grade, timers = roles.rollout.stream, roles.verifier.grade, {}
 
-    def generate_and_kill(*a, **kw):  # engine 1 dies while the step generates
+    def stream_and_kill(*a, **kw):  # engine 1 dies while the step generates
         if not timers:
-            timers.append(_kill_later(0.3, lambda: engine_pid))
-        return generate(*a, **kw)
+            timers["engine"] = _kill_later(0.3, lambda: engine_pid)
+        return stream(*a, **kw)
 
-    def grade_and_kill(*a, **kw):  # a grading process, then a verifier actor, die while it grades
-        timers.append(_kill_later(0.3, lambda: pool_pids[0]["grader"]))
-        timers.append(_kill_later(0.6, lambda: pool_pids[1]["actor"]))
+    def grade_and_kill(*a, **kw):  # a grading process, then a verifier actor, die while the step grades
+        if "grader" not in timers:
+            timers["grader"] = _kill_later(0.3, lambda: pool_pids[0]["grader"])
+            timers["actor"] = _kill_later(0.6, lambda: pool_pids[1]["actor"])
         return grade(*a, **kw)
 
-    roles.rollout.generate, roles.verifier.grade = generate_and_kill, grade_and_kill
+    roles.rollout.stream, roles.verifier.grade = stream_and_kill, grade_and_kill
     try:
         metrics, groups, _ = rl_step(cfg, roles, queries, prompt, probe_ids, 7, random.Random(0),
                                      run_dir=tmp_path / "faulty")
     finally:
-        del roles.rollout.generate, roles.verifier.grade
-        for t in timers:
+        del roles.rollout.stream, roles.verifier.grade
+        for t in timers.values():
             t.join()
         roles.verifier.shutdown()
         roles.verifier = shared_verifier
