@@ -153,6 +153,11 @@ class FakeEngine:
     def ready(self) -> int:
         return 0
 
+    def processes(self):  # no vLLM engine core to reap on a restart
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), []
+
     def where(self) -> dict:
         return {**_where(), "executor": self.executor}
 
@@ -204,10 +209,10 @@ def _scenario(rollout: RolloutConfig, learner: LearnerConfig, timeout_s: float =
     from launch.placement import build_placement
     from learner import group as learner_group
 
-    rollout_group.RolloutEngine, learner_group.LearnerWorker = FakeEngine, FakeRank
+    learner_group.LearnerWorker = FakeRank
     placement = build_placement(rollout, learner, timeout_s)
     ranks = learner_group.LearnerGroup(learner, None, "unused", 0, 1, placement=placement)
-    engines = rollout_group.RolloutGroup(rollout, "unused", 0, placement=placement)
+    engines = rollout_group.RolloutGroup(rollout, "unused", 0, placement=placement, engine_cls=FakeEngine)
     out = {"ranks": ray.get([w.where.remote() for w in ranks.workers]),
            "engines": ray.get([a.where.remote() for a in engines.actors]),
            "engine_bundle_nodes": [list(placement_group_table(pg)["bundles_to_node_id"].values())
