@@ -109,9 +109,13 @@ def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) 
     folder = benchmarks_dir(configured_dir)
     p = folder / (path if path.endswith(".jsonl") else f"{path}.jsonl")
     if not p.is_file():
+        from launch.preflight import in_ray_job
+
+        where = (" (under a Ray job, a folder beside the repository is inside the job's temporary working "
+                 "directory: give an absolute path on storage every node reads)") if in_ray_job() else ""
         raise FileNotFoundError(
             f"benchmark file not found: {p} (from {path!r}); point task.benchmarks_dir, or the "
-            f"{BENCHMARKS_ENV} environment variable, at the folder that holds {p.name}")
+            f"{BENCHMARKS_ENV} environment variable, at the folder that holds {p.name}{where}")
     return p
 
 

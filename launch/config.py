@@ -24,8 +24,15 @@ from verifier.config import VerifierConfig
 
 @dataclass
 class ModelConfig:
-    # Hub name or local folder of the initial policy; null/"tiny" builds the tiny model.
+    # Hub name or local folder of the initial policy; null/"tiny" builds the tiny model. A
+    # relative folder is resolved against the launch folder (launch.preflight).
     path: str | None = None
+    # A hub model's revision (branch, tag or commit) to pin; null: the default branch. The
+    # driver downloads a hub model once, before any role starts (launch.hub_model).
+    revision: str | None = None
+    # Where the driver downloads a hub model to (Hugging Face cache layout); null: the driver's
+    # Hugging Face cache ($HF_HOME/hub). On a Ray cluster a folder every node reads: required.
+    cache_dir: str | None = None
     # The tiny model made on the spot when `path` is null.
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     # Supervised warm-up on the task's worked solutions before RL (cached).
@@ -33,7 +40,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # A local folder must exist now, before Ray starts. A hub id ("Qwen/...") cannot be
-        # checked offline: it fails, naming model.path, when its tokenizer is first loaded.
+        # checked here: launch.train downloads it before Ray starts (launch.hub_model), and
+        # fails there naming model.path.
         if self.path and self.path != "tiny" and is_local_path(self.path):
             local = Path(self.path).expanduser()
             if not local.is_dir():
@@ -54,6 +62,10 @@ class RayConfig:
     # Seconds to wait for the learner's and engines' placement groups before failing with
     # what was asked and what the cluster has.
     placement_timeout_s: float = 300.0
+    # Before any placement group is requested, compare what the config asks for (learner ranks,
+    # engines, verifier actors x their CPUs/GPUs) with ray.cluster_resources() and stop naming
+    # the difference (false: skip, e.g. on a cluster that autoscales).
+    preflight_check: bool = True
 
 
 @dataclass
@@ -120,6 +132,22 @@ class TrainConfig:
         if self.eval_every < 0 or self.eval_size < 0:
             raise ValueError("eval_every and eval_size must be >= 0")
         check_placement(self.rollout, self.learner)
+        check_warmup(self.model, self.task)
+
+
+def check_warmup(model: ModelConfig, task: TaskConfig) -> None:
+    """The warm-up (`model.warmup`) is the tiny model's SFT on the synthetic task's worked
+    solutions; it never runs on a model of the user's or on another task."""
+    if not model.warmup.enabled:
+        return
+    if model.path not in (None, "tiny"):
+        raise ValueError(f"model.warmup.enabled=true would fine-tune model.path={model.path!r} on synthetic "
+                         "arithmetic before RL (the warm-up is the tiny model's): use model=hf, which turns it "
+                         "off, or set model.warmup.enabled=false")
+    if task.name != "arith":
+        raise ValueError(f"model.warmup.enabled=true is the tiny model's warm-up on synthetic arithmetic; with "
+                         f"task.name={task.name!r} set model.warmup.enabled=false (a tiny model without it learns "
+                         "nothing from outcome rewards: bring a fine-tuned model with model=hf model.path=...)")
 
 
 def register_configs() -> None:
@@ -129,9 +157,12 @@ def register_configs() -> None:
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:
-    """Hydra's DictConfig -> the typed dataclasses (runs every `__post_init__` check)."""
+    """Hydra's DictConfig -> the typed dataclasses (runs every `__post_init__` check), with
+    every path key absolute and every input path checked (`launch.preflight.resolve_paths`)."""
+    from launch.preflight import resolve_paths
+
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, TrainConfig):
         raise TypeError(f"config did not compose into TrainConfig (got {type(obj).__name__}); "
                         "does conf/train.yaml list train_schema first in its defaults?")
-    return obj
+    return resolve_paths(obj)

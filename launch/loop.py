@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,7 +37,19 @@ class RunResult:
 
 
 def worker_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+    """The driver's variables every Ray worker needs (`_ENV_PREFIXES`), sent as the runtime
+    env's env_vars. Left out: secrets (the W&B key, the hub token: only the driver uses them,
+    so they never enter Ray's job records) and any variable the Ray job's own runtime env
+    already sets (workers inherit those; Ray refuses the same key twice)."""
+    from launch.preflight import job_runtime_env
+
+    job_keys = set((job_runtime_env().get("env_vars") or {}).keys())
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k) and k not in job_keys}
+
+
+# Variable names that hold credentials (WANDB_API_KEY, HF_TOKEN, ...), never re-sent.
+_SECRET = re.compile(r"(?:^|_)(?:TOKEN|API_KEY|KEY|SECRET|PASSWORD)(?:_|$)")
 
 
 # What Ray appends to its temp dir for its longest socket path
@@ -62,7 +75,12 @@ def ray_temp_dir(path: str | None) -> str | None:
 
 
 def init_ray(cfg: TrainConfig) -> None:
+    """Join the cluster (`ray.address`, RAY_ADDRESS, or the Ray job's own) or start a local
+    one, then check that it can hold the run (`launch.preflight.check_cluster`) before any
+    placement group is requested."""
     import ray
+
+    from launch.preflight import check_cluster
 
     if ray.is_initialized():
         return
@@ -73,6 +91,7 @@ def init_ray(cfg: TrainConfig) -> None:
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(cfg.ray.temp_dir),
                  runtime_env=runtime_env, log_to_driver=True)
+    check_cluster(cfg)
 
 
 def prepare_policy(cfg: TrainConfig, splits) -> str:

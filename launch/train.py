@@ -21,6 +21,7 @@ register_configs()
 def main(dict_cfg: DictConfig) -> None:
     from launch.checkpoint import CheckpointError
     from launch.loop import RunStopped, train
+    from launch.preflight import ClusterTooSmall
     from verifier import VerifierAlarm
 
     cfg = to_train_config(dict_cfg)
@@ -30,13 +31,17 @@ def main(dict_cfg: DictConfig) -> None:
         if run_check(cfg) != 0:
             raise SystemExit("error: the memory plan does not fit (see above): change the keys it names, "
                              "or skip the check with plan.check=false")
+    from launch.hub_model import resolve_hub_model
     from launch.sweep import place_run
+
+    # A hub model.path: downloaded once here (model.cache_dir, model.revision); roles load the folder.
+    cfg = resolve_hub_model(cfg)
 
     # A sweep point (-m): its own run folder, the sweep's W&B group, a name from its overrides.
     cfg, run_dir = place_run(cfg, HydraConfig.get())
     try:
         result = train(cfg, run_dir)
-    except (CheckpointError, RunStopped, VerifierAlarm) as e:  # one line: what, where, how to resume
+    except (CheckpointError, RunStopped, VerifierAlarm, ClusterTooSmall) as e:  # one line: what, where, how to resume
         sys.exit(f"error: {e}")
     import ray
 

@@ -13,9 +13,13 @@ from launch.config import TrainConfig, to_train_config
 GROUPS = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "experiment")
 
 
+# The tiny default's warm-up is for synthetic arithmetic only: another task needs a model of its own.
+WITH = {("task", "math"): ["model=hf"]}
+
+
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((ROOT / "conf" / g).glob("*.yaml"))])
 def test_every_option_composes(group, option):
-    cfg = to_train_config(compose([f"{group}={option}"]))
+    cfg = to_train_config(compose([f"{group}={option}", *WITH.get((group, option), [])]))
     assert isinstance(cfg, TrainConfig)
 
 
