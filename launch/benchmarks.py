@@ -12,7 +12,9 @@ being, first found of:
 When the file is not there and the hub is reachable (``HF_HUB_OFFLINE`` unset), the preset's
 public source is fetched by name with ``datasets`` (cached under ``HF_HOME``); otherwise the
 error names the folder searched and the key and variable that set it. Anything with a ``/``
-or a ``.jsonl`` suffix is a path to a JSONL file of the user's own.
+or a ``.jsonl`` suffix is a path of the user's own: a JSONL file, a Parquet file
+(``.parquet``) or a Hugging Face dataset folder written by ``save_to_disk``, all read into the
+same problems (`load_table_problems`).
 
 Each preset knows where its gold answer is (``answer_spec`` grammar: ``"<field>"``, the
 value itself with integral floats such as 27.0 written ``27``; ``"boxed:<field>"``, the last
@@ -121,8 +123,12 @@ def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) 
 
 def load_problems(path: str, configured_dir: str | Path | None = None, answer_field: str = "auto",
                   question_field: str = "auto", max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
-    """Problems of a preset name or a JSONL path: a local file first; a preset that is not on
-    disk is fetched from the hub where one is reachable."""
+    """Problems of a preset name or a path: a JSONL file, a Parquet file (`.parquet`), or a
+    Hugging Face dataset folder written by `save_to_disk`; a preset that is not on disk is
+    fetched from the hub where one is reachable."""
+    local = Path(path).expanduser()
+    if not _is_bare_name(path) and (local.is_dir() or local.suffix == ".parquet"):
+        return load_table_problems(local, answer_field, question_field, max_question_chars)
     try:
         return load_jsonl_problems(resolve_benchmark_path(path, configured_dir), answer_field, question_field,
                                    max_question_chars)
@@ -168,6 +174,41 @@ def load_hub_problems(name: str, answer_field: str = "auto", question_field: str
                 f"failed ({type(e).__name__}: {e}); point task.benchmarks_dir or {BENCHMARKS_ENV} "
                 f"at a folder with {name}.jsonl") from e
     return problems_from_rows(rows, name, spec, question_field, source=preset.hub_repo,
+                              max_question_chars=max_question_chars)
+
+
+def load_table_problems(path: str | Path, answer_field: str = "auto", question_field: str = "auto",
+                        max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
+    """Problems from a Parquet file or a `save_to_disk` dataset folder (one split, or the
+    folder of a DatasetDict with a `test` split or a single one); ids are
+    ``<file or folder stem>-<row number from 1>``, as a JSONL file's line numbers. The answer
+    spec and question field work as for JSONL ("auto": the preset rule of the stem)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise FileNotFoundError(f"benchmark file not found: {path}")
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        if not path.is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {path}")
+        from datasets import DatasetDict, load_from_disk
+
+        try:
+            data = load_from_disk(str(path))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: not a dataset folder written by save_to_disk ({e})") from None
+        if isinstance(data, DatasetDict):
+            splits = list(data)
+            split = "test" if "test" in data else splits[0] if len(splits) == 1 else None
+            if split is None:
+                raise ValueError(f"{path}: a dataset with splits {splits} and none named 'test'; "
+                                 "point at one split's folder")
+            data = data[split]
+        rows = list(data)
+    spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
+    return problems_from_rows(rows, path.stem, spec, question_field, source=str(path),
                               max_question_chars=max_question_chars)
 
 

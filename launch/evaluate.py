@@ -39,3 +39,28 @@ def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Seque
         "rollout/all_wrong_frac": sum(p == 0.0 for p in pass_rates) / max(1, len(pass_rates)),
         "rollout/policy_version": float(max((r.policy_version for r in flat), default=0)),
     }
+
+
+def evaluate_benchmarks(rollout, verifier, benchmarks: dict[str, Sequence], prompt: dict[str, str],
+                        batch_size: int = 64) -> dict[str, float]:
+    """Greedy pass@1 on each benchmark (`{name: problems}`, prompts in `prompt`), scored as
+    `python -m launch.eval` scores it (`launch.eval_report.Scorer`): `eval/<name>/pass1`,
+    `eval/<name>/truncated_frac`, and `eval/benchmarks/pass1`, the mean over benchmarks (what
+    a best-checkpoint choice can use)."""
+    from launch.eval_config import EvalConfig
+    from launch.eval_report import Scorer
+
+    start, out = time.perf_counter(), {}
+    for name, problems in benchmarks.items():
+        scorer = Scorer(name, EvalConfig(greedy=True, n=0), verifier)
+        for r in range(0, len(problems), batch_size):
+            chunk = problems[r:r + batch_size]
+            scorer.add(chunk, rollout.generate([p.id for p in chunk], [prompt[p.id] for p in chunk], n=1,
+                                               greedy=True), None)
+        m = scorer.metrics()
+        out[f"eval/{name}/pass1"] = m["greedy_pass@1"]
+        out[f"eval/{name}/truncated_frac"] = m["greedy_truncated_frac"]
+    if benchmarks:
+        out["eval/benchmarks/pass1"] = sum(out[f"eval/{n}/pass1"] for n in benchmarks) / len(benchmarks)
+        out["timing_s/eval_benchmarks"] = time.perf_counter() - start
+    return out

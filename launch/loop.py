@@ -104,10 +104,10 @@ def prepare_policy(cfg: TrainConfig, splits) -> str:
     tokenizer = load_policy_tokenizer(path)  # no stop token: responses would never end
     if not cfg.model.warmup.enabled:
         return path
-    from launch.tasks import build_prompt
+    from launch.tasks import task_prompt
     from launch.warmup import ensure_warmup_model
 
-    examples = [(build_prompt(tokenizer, p.question, cfg.task.system_prompt), p.solution)
+    examples = [(task_prompt(tokenizer, p.question, cfg.task), p.solution)
                 for p in splits.train if p.solution]
     if not examples:
         raise ValueError("model.warmup.enabled needs worked solutions; the task's train split has none")
@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate
     from launch.metrics import RunLogger, evals_of, timed
-    from launch.tasks import build_prompt, load_task
+    from launch.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
 
     start, startup = time.perf_counter(), {}  # startup: wall seconds of each stage before step 1
@@ -203,7 +203,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     with timed(startup, "init_ray"):
         init_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompt = {p.id: build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in splits.train + splits.heldout}
+    prompt = {p.id: task_prompt(tokenizer, p.question, cfg.task) for p in splits.train + splits.heldout}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None
     with timed(startup, "roles"):

@@ -19,7 +19,7 @@ turn (oreal.md, "Prompt").
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from launch.benchmarks import MAX_QUESTION_CHARS, load_problems
@@ -76,6 +76,16 @@ class TaskConfig:
     teacher_slip: float = 0.0
     # System turn of every prompt.
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # "chat": the model's chat template (system + user turns, assistant header); "raw" (base
+    # models): `raw_template` filled with {system_prompt} and {question}, no chat template.
+    prompt_format: str = "chat"
+    # raw only: the text the model continues.
+    raw_template: str = "{system_prompt}\n\nQuestion: {question}\nAnswer:"
+    # chat only: a Jinja chat template used instead of the tokenizer's (the template text, or
+    # the path of a .jinja file); null = the tokenizer's own.
+    chat_template: str | None = None
+    # chat only: extra keyword arguments the chat template sees (e.g. {enable_thinking: false}).
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name not in ("arith", "jsonl"):
@@ -99,6 +109,10 @@ class TaskConfig:
             raise ValueError("task.num_train and task.num_heldout must be >= 0")
         if self.max_question_chars < 1:
             raise ValueError(f"task.max_question_chars must be >= 1, got {self.max_question_chars}")
+        if self.prompt_format not in ("chat", "raw"):
+            raise ValueError(f"task.prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}")
+        if "{question}" not in self.raw_template:
+            raise ValueError("task.raw_template must contain {question}")
 
 
 class TaskSplits(NamedTuple):
@@ -252,9 +266,30 @@ def load_policy_tokenizer(model_path: str) -> Any:
     return tokenizer
 
 
-def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, *,
+                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None) -> str:
     """The text the policy continues: chat template with system + user turns, then the
-    assistant header (``add_generation_prompt=True``). An empty system prompt is left out."""
+    assistant header (``add_generation_prompt=True``). An empty system prompt is left out.
+    `chat_template` replaces the tokenizer's; `chat_template_kwargs` reach the template."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": question})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    extra = {"chat_template": chat_template} if chat_template else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra,
+                                         **(chat_template_kwargs or {}))
+
+
+def task_prompt(tokenizer: Any, question: str, cfg: TaskConfig) -> str:
+    """The prompt of one question as `cfg` asks: `build_prompt` with the task's system prompt,
+    template override and template arguments, or the raw template (task.prompt_format)."""
+    if cfg.prompt_format == "raw":
+        return cfg.raw_template.format(system_prompt=cfg.system_prompt, question=question).lstrip()
+    template = cfg.chat_template
+    if template and "{" not in template and template.endswith(".jinja"):
+        from pathlib import Path
+
+        path = Path(template).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"task.chat_template={template!r}: no such file")
+        template = path.read_text()
+    return build_prompt(tokenizer, question, cfg.system_prompt, chat_template=template,
+                        chat_template_kwargs=dict(cfg.chat_template_kwargs))

@@ -21,6 +21,9 @@ class VerifierConfig:
     # A decimal answer approximating an irrational / non-terminating gold needs this many
     # significant digits (and must agree with the exact value to its last digit).
     approx_min_sig_digits: int = 6
+    # What free symbols in answers may be when two expressions are compared: `complex` assumes
+    # nothing (|x| != x, \\sqrt{x^2} != x); `real` or `positive` when the task's problems say so.
+    symbol_domain: str = "complex"
     # Address-space cap for the grading subprocess in MiB (0 = no cap).
     worker_memory_mb: int = 1_024
     # Samples per Ray task; smaller chunks balance load better, larger ones cost less overhead.
@@ -67,5 +70,8 @@ class VerifierConfig:
         if not 0.0 <= self.warn_frac <= self.stop_frac <= 1.0:
             raise ValueError("need 0 <= verifier.warn_frac <= verifier.stop_frac <= 1, "
                              f"got warn_frac={self.warn_frac}, stop_frac={self.stop_frac}")
+        if self.symbol_domain not in ("complex", "real", "positive"):
+            raise ValueError("verifier.symbol_domain must be complex, real or positive, "
+                             f"got {self.symbol_domain!r}")
         if self.judge_url is not None and not self.judge_model:
             raise ValueError("verifier.judge_model must be set when verifier.judge_url is set")

@@ -11,8 +11,13 @@ Order of checks (cheapest first, each a definitive answer for what it covers):
    - `i` becomes the imaginary unit when the gold has no other free symbol,
    - closed-form numbers are compared exactly at 50 digits (decimal approximations of
      irrational / non-terminating values need `approx_min_sig_digits` digits),
-   - relations vs sets (`1\\le x\\le 2` vs `[1,2]`) and expressions equal for positive
-     symbols (`\\sqrt{1/n}` vs `\\frac{1}{\\sqrt n}`) are rescued.
+   - relations vs sets (`1\\le x\\le 2` vs `[1,2]`) and expressions equal at sample points of
+     `verifier.symbol_domain` (default `complex`: nothing assumed, so `|x| != x`, while
+     `\\sqrt{1/n}` vs `\\frac{1}{\\sqrt n}` holds on principal branches) are rescued;
+     math-verify's own "equal" (it parses every symbol as real) is overruled when the two
+     differ at such points;
+6. two equations (one top-level `=` each) are equal when (lhs - rhs) of one is a nonzero
+   constant multiple of the other's (`y = 2x + 1` vs `2x - y + 1 = 0`), tried first.
 
 Everything here may be slow or hang on adversarial input: run it under a hard deadline
 (verifier.worker); `grade()` itself never stringifies a sympy object.
@@ -23,8 +28,8 @@ import logging
 import re
 from functools import lru_cache
 
-from verifier.normalize import (Container, Literal, container, normalize, parse_literal,
-                                terminates)
+from verifier.normalize import (Container, Literal, container, equation, normalize,
+                                parse_literal, terminates)
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -59,10 +64,19 @@ def risky(s: str) -> str | None:
     return None
 
 
-def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6) -> tuple[bool, str | None]:
-    """(equivalent?, note) for two raw answer texts; gold first (the check is asymmetric)."""
+def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6,
+               domain: str = "complex") -> tuple[bool, str | None]:
+    """(equivalent?, note) for two raw answer texts; gold first (the check is asymmetric).
+
+    `domain` (verifier.symbol_domain: complex, real or positive) is what free symbols may be."""
     g, p = normalize(gold), normalize(pred)
-    ok, note = _equiv(g, p, approx_min_sig_digits)
+    eg, ep = equation(gold), equation(pred)
+    if eg and ep and not risky(gold) and not risky(pred):
+        from verifier import symbolic
+
+        if symbolic.equations_equal(eg, ep, domain):
+            return True, "same equation rearranged"
+    ok, note = _equiv(g, p, approx_min_sig_digits, domain)
     if not ok and "%" in gold and "%" not in pred:  # gold 8\% vs 0.08
         lg, lp = parse_literal(g), parse_literal(p)
         if lg is not None and lp is not None and lp.value == lg.value / 100:
@@ -70,40 +84,42 @@ def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6) -> tuple[bo
     return ok, note
 
 
-def _equiv(g: str, p: str, sig: int) -> tuple[bool, str | None]:
+def _equiv(g: str, p: str, sig: int, domain: str = "complex") -> tuple[bool, str | None]:
     if g == p:
         return True, None
     cg, cp = container(g), container(p)
     if cg.kind != "single" and cp.kind != "single":
-        return _equiv_containers(cg, cp, sig)
+        return _equiv_containers(cg, cp, sig, domain)
     if cg.kind == "single" and cp.kind == "single":
-        return _equiv_single(g, p, sig)
-    return _equiv_single(g, p, sig, allow_literals=False)  # e.g. \mathbb{R} vs (-\infty,\infty)
+        return _equiv_single(g, p, sig, domain=domain)
+    return _equiv_single(g, p, sig, allow_literals=False, domain=domain)  # e.g. \mathbb{R} vs (-\infty,\infty)
 
 
-def _equiv_containers(cg: Container, cp: Container, sig: int) -> tuple[bool, str | None]:
+def _equiv_containers(cg: Container, cp: Container, sig: int,
+                      domain: str) -> tuple[bool, str | None]:
     unordered = {"set", "list"}
     if len(cg.items) != len(cp.items):
         return False, "different number of answers"
     if len(cg.items) > _MAX_ITEMS:
         return sorted(cg.items) == sorted(cp.items), "too many items: text comparison"
     if cg.kind in unordered and cp.kind in unordered:
-        return _match_unordered(list(cg.items), list(cp.items), sig)
+        return _match_unordered(list(cg.items), list(cp.items), sig, domain)
     same_brackets = cg.kind == cp.kind and (cg.left, cg.right) == (cp.left, cp.right)
     if same_brackets or (cg.kind == "paren" and cp.kind == "list"):
         for a, b in zip(cg.items, cp.items):
-            ok, note = _equiv(a, b, sig)
+            ok, note = _equiv(a, b, sig, domain)
             if not ok:
                 return False, note
         return True, None
     return False, f"{cg.kind} answer vs {cp.kind} answer"
 
 
-def _match_unordered(gold: list[str], pred: list[str], sig: int) -> tuple[bool, str | None]:
+def _match_unordered(gold: list[str], pred: list[str], sig: int,
+                     domain: str) -> tuple[bool, str | None]:
     remaining = list(pred)
     for a in gold:
         for j, b in enumerate(remaining):
-            if _equiv(a, b, sig)[0]:
+            if _equiv(a, b, sig, domain)[0]:
                 del remaining[j]
                 break
         else:
@@ -122,7 +138,8 @@ def literals_equal(g: Literal, p: Literal, sig: int) -> bool:
     return False
 
 
-def _equiv_single(g: str, p: str, sig: int, allow_literals: bool = True) -> tuple[bool, str | None]:
+def _equiv_single(g: str, p: str, sig: int, allow_literals: bool = True,
+                  domain: str = "complex") -> tuple[bool, str | None]:
     lg, lp = parse_literal(g), parse_literal(p)
     if lg is not None and lp is not None:
         return literals_equal(lg, lp, sig), None
@@ -133,4 +150,4 @@ def _equiv_single(g: str, p: str, sig: int, allow_literals: bool = True) -> tupl
         return False, f"{reason}: compared as text only"
     from verifier import symbolic  # imports sympy / math-verify lazily
 
-    return symbolic.equivalent(g, p, lg, lp, sig)
+    return symbolic.equivalent(g, p, lg, lp, sig, domain)

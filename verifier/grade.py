@@ -53,7 +53,7 @@ def grade(completion: str, gold: str, *, finished: bool = True,
         gold_too_big = check_answer_size(gold_text, cfg)
         if gold_too_big:
             return Verdict.failed("error", "gold " + gold_too_big, answer, time.perf_counter() - t0)
-        ok, note = equivalent(gold_text, answer, cfg.approx_min_sig_digits)
+        ok, note = equivalent(gold_text, answer, cfg.approx_min_sig_digits, cfg.symbol_domain)
         return Verdict(ok, "correct" if ok else "incorrect", answer, time.perf_counter() - t0, note)
     except (Exception, RecursionError, MemoryError) as e:  # total: one verdict on every path
         return Verdict.failed("error", f"{type(e).__name__}: {str(e)[:200]}", answer,

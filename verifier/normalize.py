@@ -83,8 +83,9 @@ def _overline_to_frac(m: re.Match) -> str:
     return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
-def normalize(s: str) -> str:
-    """Canonical text of one answer (deterministic; never raises)."""
+def normalize(s: str, strip_assignment: bool = True) -> str:
+    """Canonical text of one answer (deterministic; never raises). `strip_assignment=False`
+    keeps `y = ...` whole (and skips the inequality rewrite)."""
     s = s.strip().strip("$").strip()
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):
@@ -112,10 +113,32 @@ def normalize(s: str) -> str:
     s = re.sub(r"\s+", " ", s)
     if _THOUSANDS_RE.match(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
+    if not strip_assignment:
+        return s
     m = _ASSIGN_RE.match(s)
     if m:
         s = m["rhs"].strip()
     return inequality_to_interval(s)
+
+
+_NOT_EQUATION_RE = re.compile(rf"{_REL}|\\ne(?:q)?\b|\\approx|\\equiv|\\Rightarrow|\\iff|"
+                              r"\\text|\\mbox|\\pm|\\mp")
+
+
+def equation(s: str) -> tuple[str, str] | None:
+    """(lhs, rhs) when the answer is one equation (`y = 2x + 1`, `2x - y + 1 = 0`): exactly one
+    `=`, outside any bracket, no other relation, not a list; None otherwise.
+
+    >>> equation("y = 2x + 1")
+    ('y', '2x + 1')
+    """
+    s = normalize(s, strip_assignment=False)
+    if s.count("=") != 1 or _NOT_EQUATION_RE.search(s) or container(s).kind != "single":
+        return None
+    sides = split_top_level(s, "=")
+    if len(sides) != 2 or not all(sides):
+        return None
+    return sides[0], sides[1]
 
 
 # --------------------------------------------------------------------------- literals

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+import mpmath
 import sympy
 from math_verify import LatexExtractionConfig, parse, verify
 from sympy import Basic, I, MatrixBase, Rational, Symbol
@@ -19,6 +20,8 @@ from verifier.normalize import Literal
 
 _SAMPLE_POINTS = (Rational(13, 10), Rational(27, 11), Rational(7, 19), Rational(31, 7))
 _PREC = 50
+_MAX_PREC = 1_100  # digits: values beyond 10^1050 are not compared numerically
+_TOL_EXP = -30
 
 
 # LaTeX extraction only: math-verify's plain-expression fallback picks any number out of
@@ -64,22 +67,67 @@ def _exact_value(x, lit: Literal | None):
     return Rational(lit.value.numerator, lit.value.denominator) if lit is not None else x
 
 
-def numbers_equal(g, p, lg: Literal | None, lp: Literal | None, sig: int) -> bool:
-    """Closed-form numbers: exact at 50 digits, or a decimal approximating an irrational /
-    non-terminating value to its last digit (with `sig` significant digits when predicted)."""
-    gx, px = _exact_value(g, lg), _exact_value(p, lp)
-    gv, pv = gx.evalf(_PREC), px.evalf(_PREC)
-    if not (gv.is_finite and pv.is_finite):
-        return bool(gx == px)
-    diff = abs(gv - pv)
-    scale = max(abs(gv), abs(pv))
-    if diff == 0 or diff <= scale * sympy.Float(10, _PREC) ** -40:
+def _magnitude_digits(x) -> int | None:
+    """floor(log10 |x|) of a closed-form number (None when not a finite number)."""
+    v = sympy.Abs(x).evalf(15)
+    if v == 0:
+        return 0
+    if not (v.is_number and v.is_finite and isinstance(v, sympy.Float)):
+        return None
+    return 0 if v == 0 else int(mpmath.floor(mpmath.log10(mpmath.mpf(v._mpf_))))
+
+
+def _eval_pair(a, b):
+    """(a, b, scale) evaluated with enough digits that their difference is exact to about
+    10^-50 in absolute terms for large values (50 significant digits for small ones): a
+    relative tolerance at fixed precision would accept 10^60 + 1 for 10^60."""
+    ma, mb = _magnitude_digits(a), _magnitude_digits(b)
+    if ma is None or mb is None:
+        return None
+    prec = _PREC + max(ma, mb, 0)
+    if prec > _MAX_PREC:
+        return None
+    av, bv = a.evalf(prec), b.evalf(prec)
+    if not (av.is_number and bv.is_number and av.is_finite and bv.is_finite):
+        return None
+    return av, bv, max(abs(av), abs(bv))
+
+
+def close(a, b) -> bool | None:
+    """Are two closed-form numbers (possibly complex) equal? Exact rationals compare exactly;
+    others agree to 10^-30 in absolute terms (relative below 1). None: undecidable."""
+    if a == b:
         return True
-    if lp is not None and lp.decimals is not None and not _terminating(gx):
+    if isinstance(a, Rational) and isinstance(b, Rational):
+        return False
+    pair = _eval_pair(a, b)
+    if pair is None:
+        return None
+    av, bv, scale = pair
+    return bool(abs(av - bv) <= sympy.Float(10, _PREC) ** _TOL_EXP * min(scale, 1))
+
+
+def numbers_equal(g, p, lg: Literal | None, lp: Literal | None, sig: int) -> bool:
+    """Closed-form numbers: exact integers and rationals exactly, irrationals to 10^-30 at
+    adaptive precision (`close`), or a decimal approximating an irrational / non-terminating
+    value to its last digit (with `sig` significant digits when predicted)."""
+    gx, px = _exact_value(g, lg), _exact_value(p, lp)
+    if not (gx.is_finite and px.is_finite):
+        return bool(gx == px)
+    same = close(gx, px)
+    if same:
+        return True
+    approx_p = lp is not None and lp.decimals is not None and not _terminating(gx)
+    approx_g = lg is not None and lg.decimals is not None and not _terminating(px)
+    if not (approx_p or approx_g):
+        return False
+    pair = _eval_pair(gx, px)
+    if pair is None:
+        return False
+    diff = abs(pair[0] - pair[1])
+    if approx_p:
         return lp.sig_digits >= sig and bool(diff * 10 ** lp.decimals < 1)
-    if lg is not None and lg.decimals is not None and not _terminating(px):
-        return bool(diff * 10 ** lg.decimals * 2 <= 1)
-    return False
+    return bool(diff * 10 ** lg.decimals * 2 <= 1)
 
 
 def _terminating(x) -> bool:
@@ -94,22 +142,64 @@ def _terminating(x) -> bool:
     return q == 1
 
 
-def _equal_for_positive_symbols(g, p) -> bool:
-    """Rescue `\\sqrt{1/n}` == `\\frac{1}{\\sqrt n}`: equal at a few positive sample points
-    (50-digit evaluation; cheaper and more often right than `simplify`)."""
+# Sample points per symbol domain (verifier.symbol_domain). `complex` assumes nothing: points
+# off the real axis in all four quadrants, so |x| != x, \sqrt{x^2} != x, \ln(x^2) != 2\ln x,
+# while identities of principal branches (\sqrt{1/n} = 1/\sqrt n) still hold.
+_POINTS = {
+    "complex": (Rational(13, 10) + Rational(7, 11) * I, Rational(-27, 11) + Rational(5, 13) * I,
+                Rational(-7, 19) - Rational(31, 7) * I, Rational(17, 6) - Rational(3, 5) * I),
+    "real": (Rational(13, 10), Rational(-27, 11), Rational(7, 19), Rational(-31, 7)),
+    "positive": _SAMPLE_POINTS,
+}
+
+
+def equal_at_points(g, p, domain: str) -> bool | None:
+    """Equal at several points of `domain` for every free symbol (matched by name)?
+    None when the expressions have no free symbols or cannot be evaluated there."""
     if not (isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr)):
-        return False
+        return None
     syms = g.free_symbols | p.free_symbols
     if not syms or {s.name for s in g.free_symbols} != {s.name for s in p.free_symbols}:
-        return False
-    pos = {s: Symbol(s.name, positive=True) for s in syms}
-    gp, pp = g.subs(pos), p.subs(pos)
+        return None
+    names = sorted({s.name for s in syms})
+    points = _POINTS[domain]
     for k in range(3):
-        point = {s: _SAMPLE_POINTS[(k + j) % len(_SAMPLE_POINTS)] for j, s in enumerate(pos.values())}
-        gv, pv = gp.subs(point).evalf(_PREC), pp.subs(point).evalf(_PREC)
-        if not (gv.is_number and pv.is_number and gv.is_finite and pv.is_finite):
+        value = {n: points[(k + j) % len(points)] for j, n in enumerate(names)}
+        at = {s: value[s.name] for s in syms}
+        gv, pv = g.subs(at), p.subs(at)
+        if not (gv.is_number and pv.is_number):
+            return None
+        same = close(gv, pv)
+        if not same:
+            return same
+    return True
+
+
+def equations_equal(g_sides: tuple[str, str], p_sides: tuple[str, str], domain: str) -> bool:
+    """Two equations of the same line / curve: (lhs - rhs) of one is a nonzero constant
+    multiple of the other's (`y = 2x + 1`, `2x - y + 1 = 0`, `4x - 2y + 2 = 0`)."""
+    parts = [_first_sympy(_parse(s)) for s in (*g_sides, *p_sides)]
+    if any(not isinstance(x, sympy.Expr) or isinstance(x, MatrixBase) for x in parts):
+        return False
+    fg, fp = parts[0] - parts[1], parts[2] - parts[3]
+    names = {s.name for s in fg.free_symbols}
+    if not names or names != {s.name for s in fp.free_symbols}:
+        return False
+    syms = fg.free_symbols | fp.free_symbols
+    points = _POINTS["complex" if domain == "complex" else "real"]
+    ratio = None
+    for k in range(len(points)):
+        value = {n: points[(k + j) % len(points)] for j, n in enumerate(sorted(names))}
+        at = {s: value[s.name] for s in syms}
+        gv, pv = fg.subs(at), fp.subs(at)
+        if not (gv.is_number and pv.is_number) or close(pv, sympy.Integer(0)) is not False:
             return False
-        if abs(gv - pv) > max(abs(gv), abs(pv), 1) * sympy.Float(10, _PREC) ** -30:
+        r = gv / pv
+        if ratio is None:
+            if close(r, sympy.Integer(0)) is not False:
+                return False
+            ratio = r
+        elif not close(r, ratio):
             return False
     return True
 
@@ -121,8 +211,12 @@ def _relation_vs_set(g, p) -> bool:
 
 
 def equivalent(g: str, p: str, lg: Literal | None, lp: Literal | None,
-               sig: int) -> tuple[bool, str | None]:
-    """Compare two normalised single answers with math-verify plus the fixes above."""
+               sig: int, domain: str = "complex") -> tuple[bool, str | None]:
+    """Compare two normalised single answers with math-verify plus the fixes above.
+
+    `domain` (verifier.symbol_domain) is what free symbols may be: math-verify parses every
+    symbol as real, so its `verify` is checked at points of `domain` and overruled when the
+    two differ there (`|x|` vs `\\sqrt{x^2}` for `complex`)."""
     gold = _first_sympy(_parse_gold(g))
     if gold is None:
         return False, "gold answer did not parse: compared as text"
@@ -133,10 +227,12 @@ def equivalent(g: str, p: str, lg: Literal | None, lp: Literal | None,
     if _is_plain_number(gold) and _is_plain_number(pred):
         return numbers_equal(gold, pred, lg, lp, sig), None
     if verify(gold, pred, timeout_seconds=None):
+        if domain != "real" and equal_at_points(gold, pred, domain) is False:
+            return False, f"differ for {domain} values of the symbols"
         return True, None
     if _relation_vs_set(gold, pred) and verify(gold, pred, timeout_seconds=None,
                                                allow_set_relation_comp=True):
         return True, "relation vs set"
-    if _equal_for_positive_symbols(gold, pred):
-        return True, "equal for positive symbols"
+    if equal_at_points(gold, pred, domain):
+        return True, f"equal at {domain} points"
     return False, None
