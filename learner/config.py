@@ -21,7 +21,9 @@ class OptimConfig:
     warmup_steps: int = 10
     # AdamW decoupled weight decay.
     weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.95)
+    # AdamW (beta1, beta2): torch's defaults, as the authors' script (both models); this
+    # repo used [0.9, 0.95] before (issue 16), e.g. learner.policy_optim.betas=[0.9,0.95].
+    betas: tuple[float, float] = (0.9, 0.999)
     # Gradient-norm clip (global norm over all ranks).
     grad_clip: float = 1.0
 
@@ -52,15 +54,34 @@ class AlgoConfig:
     reward_incorrect: float = -1.0
     # Policy frozen for this many first steps while the token RM trains (oreal mode only).
     actor_freeze_steps: int = 10
+    # The policy's LR schedule advances during those frozen steps (authors' script: with 10
+    # warm-up and 10 frozen steps the first policy update runs at the peak LR); false: it
+    # starts at the first policy update (warm-up after the freeze, this repo's old behaviour).
+    schedule_through_freeze: bool = True
     # Negative-sample coefficient: "rloo" = A- (proportional to p; released configs) or
     # "paper" = (1 - p) * r (the paper's prose). eta multiplies either.
     neg_weight: str = "rloo"
     # KL target: "initial" = the frozen initial policy (released configs) or "old" = pi_old,
     # the policy that sampled the batch (paper prose; zero on-policy, no reference model).
     kl_target: str = "initial"
-    # A token's RM score: "prefix_mean" of the shifted logits (released configs) or "token",
-    # its own logit w(s_<=t) (paper prose).
+    # A token's RM score: "prefix_mean" of the logits read at the position that predicts each
+    # token (released configs), or "token": its own logit w(s_<=t), read at the token's own
+    # position (paper prose), which is then also what the RM's sequence score averages.
     rm_score: str = "prefix_mean"
+    # The authors' topk_rescale (commented out in their configs): per sequence only the
+    # int(n * ratio) tokens of highest q (w+) / 1-q (w-) get a weight, min-max scaled to [0, 1];
+    # off: w+ = max(2q-1, 0), w- = max(1-2q, 0) (their threshold_rescale at 0.5).
+    topk_rescale: bool = False
+    # Fractions of a sequence's tokens kept by topk_rescale (their commented config: 0.25).
+    topk_ratio_pos: float = 0.25
+    topk_ratio_neg: float = 0.25
+    # w+ = 1 on every positive token (mode oreal): the positive term becomes bc's exactly; an
+    # ablation switch (is the gap to bc the positives being switched off while the RM is at chance?).
+    force_w_pos_one: bool = False
+    # Ablation: w+ / w- permuted at random among the tokens of their class (positives' w+,
+    # negatives' w-) in each micro-batch: the same mean and spread as the RM's, no token-level
+    # information (does the learned RM do better than noise?).
+    shuffle_token_weights: bool = False
     # Passes of the token RM over each step's kept samples (one optimiser step each). 1 is the
     # paper's; more let an RM that sees few pairs per step learn faster (like a critic's
     # epochs). The token weights always come from the RM before the first pass.
@@ -75,6 +96,9 @@ class AlgoConfig:
                              ("rm_score", ("prefix_mean", "token"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"algo.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        for key in ("topk_ratio_pos", "topk_ratio_neg"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ValueError(f"algo.{key} must be in (0, 1], got {getattr(self, key)}")
         if self.rm_epochs < 1:
             raise ValueError(f"algo.rm_epochs must be >= 1, got {self.rm_epochs}")
         for key in ("eta", "beta", "actor_freeze_steps"):  # coefficients: a negative one flips a term
@@ -86,6 +110,11 @@ class AlgoConfig:
     @property
     def uses_rm(self) -> bool:
         return self.mode == "oreal"
+
+    @property
+    def topk_ratios(self) -> tuple[float, float] | None:
+        """(ratio for w+, ratio for w-) when topk_rescale is on, else None."""
+        return (self.topk_ratio_pos, self.topk_ratio_neg) if self.topk_rescale else None
 
     @property
     def uses_ref(self) -> bool:
@@ -104,6 +133,9 @@ class LearnerConfig:
     backend: str = "auto"
     # ZeRO stage of all three models (policy, reference, token RM).
     zero_stage: int = 3
+    # The token RM's zero-initialised head learns at rm_optim's LR times this (the backbone at
+    # rm_optim's LR): a larger step for the head alone (1: one LR for the whole RM, the paper's).
+    rm_head_lr_mult: float = 1.0
     # Sequences per forward/backward on one rank; gradients accumulate over micro-batches.
     # With max_tokens_per_micro_batch set it only caps the rows of a micro-batch.
     micro_batch_size: int = 8
@@ -154,6 +186,8 @@ class LearnerConfig:
             raise ValueError(f"learner.zero_stage must be 0..3, got {self.zero_stage}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"learner.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if not self.rm_head_lr_mult > 0:
+            raise ValueError(f"learner.rm_head_lr_mult must be > 0, got {self.rm_head_lr_mult}")
         if not self.sync_bucket_mb > 0:
             raise ValueError(f"learner.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
         if self.sync_mode not in SYNC_MODES:

@@ -263,6 +263,16 @@ MODES: dict[str, Mode] = {
 }
 
 
+def shuffle_within(w: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """``w``'s masked entries in a random order (a permutation among themselves; the same sum,
+    mean and values), 0 elsewhere: random token weights with the RM's statistics."""
+    out = torch.zeros_like(w)
+    vals = w[mask]
+    perm = torch.randperm(vals.numel(), generator=generator, device="cpu").to(vals.device)
+    out[mask] = vals[perm]
+    return out
+
+
 def _token_count(n: int | float | Tensor | None, mask: Tensor) -> Tensor:
     return (mask.sum() if n is None else torch.as_tensor(n, device=mask.device)).float()
 
@@ -272,7 +282,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                eta: float = 0.5, beta: float = 0.01, pos_mult_adv: bool = True,
                n_pos_tokens: int | Tensor | None = None,
                n_neg_tokens: int | Tensor | None = None,
-               rm_score: str = "prefix_mean") -> dict[str, Tensor]:
+               rm_score: str = "prefix_mean", topk_ratios: tuple[float, float] | None = None,
+               force_w_pos_one: bool = False, shuffle_weights: bool = False) -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
 
     Shapes: ``logprobs``, ``ref_logprobs``, ``rm_scores``, ``mask`` are ``[S, T]`` in the
@@ -282,7 +293,12 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     and may be None, in ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
     summed over all ranks (default: this batch's counts); give both or neither.
     ``rm_score`` is how a token's RM score becomes ``q_t``: ``"prefix_mean"`` (released
-    configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``).
+    configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``; then
+    ``rm_scores`` are read at each token's own position: ``reward_model.loss.score_columns``).
+    ``topk_ratios`` switches to the authors' ``topk_rescale`` (``reward_model.loss.token_weights``).
+    ``force_w_pos_one`` sets ``w+ = 1`` (mode oreal): the positive term is then ``bc``'s.
+    ``shuffle_weights`` permutes w+ among the positives' tokens and w- among the negatives'
+    (``shuffle_within``): the RM's means and spread, none of its token-level information.
 
     Returns ``loss`` (scalar with grad) and detached metrics: ``pos``, ``neg``, ``kl`` (the
     three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
@@ -302,7 +318,11 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     if spec.rm_weights:
         if rm_scores is None:
             raise ValueError(f"mode={mode!r} needs rm_scores")
-        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score)
+        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score, topk_ratios=topk_ratios)
+        if shuffle_weights:
+            w_pos, w_neg = shuffle_within(w_pos, mask_pos), shuffle_within(w_neg, mask_neg)
+        if force_w_pos_one:
+            w_pos = torch.ones_like(w_pos)
     else:
         w_pos = w_neg = torch.ones_like(logprobs)
     R = rewards if spec.coefficient == "rewards" else advantages

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from typing import Sequence
 
 import torch
@@ -18,7 +19,8 @@ import torch
 from learner.batch import Batch, GlobalCounts, TrainSample, collate
 from learner.config import AlgoConfig, LearnerConfig
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
-from reward_model.loss import token_rm_loss
+from reward_model.instruments import RMStats
+from reward_model.loss import score_columns, token_rm_loss, token_weights
 
 # DeepSpeed's checkpoint tag: one checkpoint per folder (the driver names the folders by step).
 CKPT_TAG = "state"
@@ -59,13 +61,20 @@ class LearnerWorker:
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         dtype = getattr(torch, self.cfg.dtype)
         self.pad_id = AutoTokenizer.from_pretrained(self.model_path).pad_token_id or 0
-        policy_steps = max(1, self.total_steps - (self.algo.actor_freeze_steps if self.algo.uses_rm else 0))
+        policy_steps = max(1, self.total_steps - self._unscheduled_freeze(self.algo))
 
         def engine(model, optim, steps, name):
             conf = ds_config(self.cfg, optim, name)
             kwargs = {}
             if optim is not None:
                 kwargs["lr_scheduler"] = lambda opt: warmup_cosine(opt, optim, steps)
+            if name == "rm" and self.cfg.rm_head_lr_mult != 1.0:
+                # two parameter groups: the backbone at rm_optim.lr, the zero head at lr x mult
+                # (the schedule scales both, keeping the ratio)
+                head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+                body = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+                kwargs["model_parameters"] = [{"params": body},
+                                              {"params": head, "lr": optim.lr * self.cfg.rm_head_lr_mult}]
             eng, *_ = deepspeed.initialize(model=model, config=conf, **kwargs)
             return eng
 
@@ -97,10 +106,18 @@ class LearnerWorker:
         if algo.uses_rm and algo.rm_epochs != self.algo.rm_epochs:
             raise ValueError(f"algo.rm_epochs={algo.rm_epochs} differs from the {self.algo.rm_epochs} this "
                              "learner's RM schedule was built for")
+        if self._unscheduled_freeze(algo) != self._unscheduled_freeze(self.algo):
+            raise ValueError("algo.schedule_through_freeze / actor_freeze_steps change the length this learner's "
+                             "policy LR schedule was built for")
         if algo.uses_ref and self.ref is None:
             raise ValueError("algo.beta > 0 with kl_target=initial needs the reference model, "
                              "but this learner was built without it")
         self.algo = algo
+
+    @staticmethod
+    def _unscheduled_freeze(algo: AlgoConfig) -> int:
+        """Frozen steps the policy's LR schedule skips (0 when it advances through them)."""
+        return algo.actor_freeze_steps if algo.uses_rm and not algo.schedule_through_freeze else 0
 
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
@@ -108,17 +125,21 @@ class LearnerWorker:
         """`algo.rm_epochs` optimiser steps of the RM (mode oreal) and one of the policy (unless frozen).
 
         The token weights come from the RM's forward in this same call, before its update
-        (oreal.md step 5). Losses are per-rank shares of the global loss (normalised by the
-        global N+, N-, S); DeepSpeed averages gradients over ranks, hence `* world_size`.
+        (oreal.md step 5), and so do the RM's instruments (`_rm_instruments`). During the
+        RM-only steps the policy's LR schedule still advances (algo.schedule_through_freeze).
+        `learner/lr`, `reward_model/lr`: the LR of this step's (first) update. Losses are
+        per-rank shares of the global loss (normalised by the global N+, N-, S); DeepSpeed
+        averages gradients over ranks, hence `* world_size`.
         """
         batches = [collate(mb, self.pad_id, self.device) for mb in micro_batches]
         sums: dict[str, float] = {}
         rm_scores: list[torch.Tensor | None] = [None] * len(batches)
         if self.algo.uses_rm:
+            sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
             for epoch in range(self.algo.rm_epochs):
                 for i, b in enumerate(batches):
                     self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
-                    scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
+                    scores = score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
                     loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
                     self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                     if epoch == 0:  # weights and metrics: the RM as it was before this step
@@ -126,9 +147,15 @@ class LearnerWorker:
                         _add(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * _rows(b)})
                 self.rm.step()
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
-            sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
+            sums.update({k: v / self.cfg.world_size for k, v in
+                         self._rm_instruments(batches, micro_batches, rm_scores, counts).items()})
 
         frozen = self.algo.uses_rm and step < self.algo.actor_freeze_steps
+        sums["learner/lr"] = self.policy.get_lr()[0] / self.cfg.world_size
+        if frozen and self.algo.schedule_through_freeze:
+            with warnings.catch_warnings():  # torch warns of a scheduler step before any optimizer step
+                warnings.simplefilter("ignore", UserWarning)
+                self.policy.lr_scheduler.step()
         if not frozen:
             for i, b in enumerate(batches):
                 self.policy.set_gradient_accumulation_boundary(i == len(batches) - 1)
@@ -141,7 +168,8 @@ class LearnerWorker:
                     mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,
                     pos_mult_adv=self.algo.pos_mult_adv,
                     n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
-                    rm_score=self.algo.rm_score,
+                    rm_score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
+                    force_w_pos_one=self.algo.force_w_pos_one, shuffle_weights=self.algo.shuffle_token_weights,
                 )
                 self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
                                      scale_wrt_gas=False)
@@ -155,19 +183,36 @@ class LearnerWorker:
                 })
             self.policy.step()
             sums["learner/grad_norm"] = _grad_norm(self.policy) / self.cfg.world_size
-            sums["learner/lr"] = self.policy.get_lr()[0] / self.cfg.world_size
         sums["learner/tokens"] = float(sum(b.mask.sum().item() for b in batches))
         sums["learner/policy_frozen"] = float(frozen) / self.cfg.world_size
         return sums
 
+    def _rm_instruments(self, batches: Sequence[Batch], micro_batches: Sequence[Sequence[TrainSample]],
+                        rm_scores: Sequence[torch.Tensor | None], counts: GlobalCounts) -> dict[str, float]:
+        """Whether the RM is learning, from its scores before this step's update, over the
+        whole batch (gathered from every rank; each rank returns the same values):
+        `reward_model/pair_accuracy` (a query's positive scored above its negative),
+        `reward_model/score_abs_mean` (mean |wbar_n|), `reward_model/w_pos_on_neg_mean` and
+        `reward_model/w_neg_on_pos_mean` (the weights of the other class: w+ on negative tokens,
+        w- on positive ones), `reward_model/prefix_score/<pos|neg>/q<k>` (mean wbar_t over the
+        tokens in quarter k of their response); see `reward_model.instruments`."""
+        stats = RMStats()
+        for b, mb, scores in zip(batches, micro_batches, rm_scores):
+            if not b.dummy:
+                stats = stats + RMStats.of(scores, b.mask, b.rewards, [hash(s.prompt_ids) for s in mb],
+                                           self.algo.rm_score, self.algo.topk_ratios)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, stats)
+            stats = sum(parts[1:], parts[0])
+        return stats.metrics(counts.n_pos_tokens, counts.n_neg_tokens)
+
     def token_weights(self, samples: Sequence[TrainSample]) -> list[tuple[list[float], list[float]]]:
         """(w+, w-) along each sample's response tokens under the current RM (for plots)."""
-        from reward_model.loss import token_weights
-
         b = collate(samples, self.pad_id, self.device)
         with torch.no_grad():
-            scores = self.rm(b.input_ids, b.attention_mask)[:, :-1]
-        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score)
+            scores = score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
+        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios)
         m = b.mask.bool()
         return [(w_pos[i][m[i]].tolist(), w_neg[i][m[i]].tolist()) for i in range(len(samples))]
 

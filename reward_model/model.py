@@ -98,10 +98,14 @@ class TokenRewardModel(nn.Module):
         return self.head(out.last_hidden_state).squeeze(-1).float()
 
     def response_scores(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                        response_mask: Tensor | None = None) -> Tensor:
+                        response_mask: Tensor | None = None, rm_score: str = "prefix_mean") -> Tensor:
         """Scores in the loss layout ``[S, L-1]``: column ``j`` is the score ``w`` of token
-        ``input_ids[:, j+1]``, read at position ``j``. Zero outside ``response_mask`` if given."""
-        scores = self(input_ids, attention_mask)[:, :-1]
+        ``input_ids[:, j+1]``, read at position ``j`` (``rm_score="prefix_mean"``) or at the
+        token's own position ``j+1`` (``"token"``: ``reward_model.loss.score_columns``). Zero
+        outside ``response_mask`` if given."""
+        from reward_model.loss import score_columns
+
+        scores = score_columns(self(input_ids, attention_mask), rm_score)
         if response_mask is None:
             return scores
         return torch.where(response_mask.bool(), scores, scores.new_zeros(()))

@@ -295,6 +295,17 @@ def _record_grads(engine) -> list[dict]:
     return store
 
 
+def _paired(samples: list[TrainSample]) -> list[TrainSample]:
+    """Sample 2k+1 (positive) takes the prompt of sample 2k (negative), same total length: one
+    query's kept pair, as the loop's filtering gives (reward_model/pair_accuracy pairs them)."""
+    out = list(samples)
+    for i in range(1, len(out), 2):
+        prompt, s = out[i - 1].prompt_ids, out[i]
+        n = len(s.prompt_ids) + len(s.response_ids)
+        out[i] = TrainSample(prompt, (s.response_ids * 2)[: n - len(prompt)], s.reward, s.advantage)
+    return out
+
+
 def _rank_main(rank: int, port: int, model_path: str, out) -> None:
     """One rank: two learners from the same initial weights, one fed `micro_batch_size`
     micro-batches, one fed the token budget's; three steps each (mode oreal: the RM learns at
@@ -308,7 +319,7 @@ def _rank_main(rank: int, port: int, model_path: str, out) -> None:
 
     torch.set_num_threads(1)
     try:
-        samples = _samples(LENGTHS)
+        samples = _paired(_samples(LENGTHS))
         counts = GlobalCounts.of(samples)
         cfg = LearnerConfig(world_size=2, backend="gloo", micro_batch_size=4,
                             policy_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0),
@@ -355,6 +366,14 @@ def test_two_rank_step_is_the_same_with_and_without_the_budget(two_ranks):
             b = sum(two_ranks[r][BUDGET]["metrics"][step][key] for r in (0, 1))
             assert b == pytest.approx(a, rel=1e-5, abs=1e-6), (step, key)
     assert plain["metrics"][1]["learner/grad_norm"] > 0 and plain["metrics"][2]["learner/kl"] > 0
+    # The RM's instruments are gathered over the ranks (pairs split across them included): every
+    # rank reports the same share of the same global value.
+    for step in range(3):
+        rm_keys = [k for k in plain["metrics"][step] if k.startswith("reward_model/") and
+                   k not in ("reward_model/loss", "reward_model/correct")]
+        assert "reward_model/pair_accuracy" in rm_keys and len(rm_keys) >= 13, rm_keys
+        for key in rm_keys:
+            assert two_ranks[1][None]["metrics"][step][key] == pytest.approx(plain["metrics"][step][key]), key
     for role in ("policy", "rm"):
         assert len(plain["grads"][role]) == len(packed["grads"][role]) == 3
         for step, (ga, gb) in enumerate(zip(plain["grads"][role], packed["grads"][role])):

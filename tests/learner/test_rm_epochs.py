@@ -53,6 +53,10 @@ def test_more_rm_epochs_lower_the_next_steps_rm_loss_on_the_same_schedule(learne
     assert first[3]["reward_model/lr"] == pytest.approx(first[1]["reward_model/lr"])
     second = {e: w.train_step(mbs, counts, 1) for e, w in learners.items()}
     assert second[3]["reward_model/loss"] < second[1]["reward_model/loss"] < first[1]["reward_model/loss"]
+    # reward_model/lr is the LR of the step's first RM update: after 3 passes of a 3x longer
+    # cosine it has come down as far as after 1 pass of the plain one
+    assert second[3]["reward_model/lr"] == pytest.approx(second[1]["reward_model/lr"])
+    assert second[1]["reward_model/lr"] < first[1]["reward_model/lr"]
 
 
 def test_switching_rm_epochs_on_a_built_learner_is_refused(learners):
