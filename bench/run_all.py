@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_verifier", "bench.bench_sync", "bench.bench_memory", "bench.cluster_model"]
+BENCHES = ["bench.bench_verifier", "bench.bench_sync", "bench.bench_memory", "bench.bench_pipeline", "bench.cluster_model"]
 
 
 def main(argv: list[str]) -> None:

@@ -50,6 +50,10 @@ class StandInEngine:
     def ready(self) -> int:
         return self.policy_version
 
+    def set_version(self, version: int) -> None:
+        """What a weight sync leaves behind: the version its samples carry."""
+        self.policy_version = version
+
     @staticmethod
     def pid() -> int:
         return os.getpid()

@@ -125,6 +125,12 @@ class TrainConfig:
     save_policy: bool = False
 
     def __post_init__(self) -> None:
+        if self.algo.max_staleness and not self.rollout.behaviour_logprobs:
+            # one step off-policy: the ratio's pi_old is the sampling engine's log-probs
+            self.rollout.behaviour_logprobs = True
+        if self.algo.max_staleness and self.algo.kl_target == "old":
+            raise ValueError("algo.max_staleness=1 with algo.kl_target=old is not supported: the KL to pi_old "
+                             "would need pi_old's full distribution; use kl_target=initial")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.prompts_per_step < 1:

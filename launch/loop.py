@@ -123,6 +123,7 @@ class Roles:
         from actors.group import RolloutGroup
         from launch.placement import build_placement
         from launch.metrics import timed
+        from launch.streaming import Prefetcher
         from learner.group import LearnerGroup
         from learner.weight_sync import connect
         from verifier import VerifierPool
@@ -147,6 +148,7 @@ class Roles:
         self.probe_ids: list[int] | None = None  # set by train()
         self.sync_tolerance = cfg.learner.sync_tolerance
         self.rollout.on_restart = self.rejoin_engines
+        self.ahead = Prefetcher(self)  # each step's rollouts: now, or during the last step's training
 
     def rejoin_engines(self) -> None:
         """After an engine restart: every engine and learner rank form the sync groups anew (a
@@ -235,10 +237,11 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     for step in bar:
         before = state.copy()  # what a stop before training saves: nothing of this step has trained
         queries = state.next_queries(splits.train, cfg.prompts_per_step)
+        ahead = state.copy().next_queries(splits.train, cfg.prompts_per_step) if step + 1 < cfg.steps else None
         with _stops_cleanly(cfg, run_dir, step, saver, logger,
                             save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
-                                               run_dir=run_dir)
+                                               run_dir=run_dir, next_queries=ahead)
         with _stops_cleanly(cfg, run_dir, step, saver, logger):
             if heldout and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
                 evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
@@ -266,7 +269,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
 
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
-            rng: random.Random, run_dir: Path | None = None):
+            rng: random.Random, run_dir: Path | None = None, next_queries=None):
     """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync.
 
     Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
@@ -281,11 +284,13 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     from verifier import VerifierAlarm, check_verdicts
     from verifier import metrics as verdict_metrics
 
-    # Rollout and judge, streamed: each query is graded as soon as its K samples are done.
-    rolled = generate_and_grade(roles.rollout, roles.verifier, [q.id for q in queries],
-                                [prompt[q.id] for q in queries], [q.answer for q in queries], seed_key=(cfg.seed, step))
+    # Rollout and judge, streamed: each query is graded as soon as its K samples are done
+    # (generated during the last step's training with algo.max_staleness=1).
+    waited = time.perf_counter()
+    rolled = roles.ahead.take(step, queries, prompt, cfg.seed, roles.rollout.version, cfg.algo.max_staleness)
     groups, verdicts = rolled.groups, rolled.verdicts
-    timings = {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s}
+    timings = ({"timing_s/generate": time.perf_counter() - waited, "timing_s/generate_ahead": rolled.generate_s}
+               if rolled.ahead else {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s})
     alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac)  # timeout + error share
     K = len(groups[0])
     correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
@@ -301,18 +306,24 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts), **alarm.metrics,
                "learner/kept_query_frac": selection.kept_query_frac}
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
+        if cfg.algo.max_staleness and next_queries is not None:  # step t+1 generates while step t trains
+            roles.ahead.prefetch(step + 1, next_queries, prompt, cfg.seed)
         with timed(timings, "train"):
             metrics.update(roles.learner.train_step(selection.samples, step))
+        with timed(timings, "generate_wait"):
+            roles.ahead.wait()  # the engines finish step t+1 on the weights they hold, then take the new ones
         with timed(timings, "sync"):
             synced = sync_weights(roles.learner, roles.rollout, step + 1, probe_ids, cfg.learner.sync_tolerance)
         metrics["sync/max_abs_logprob_diff"] = synced.max_abs_diff
         metrics["sync/bytes"], metrics["sync/buckets"] = float(synced.bytes), float(synced.buckets)
     metrics["learner/skipped"] = float(not selection.samples)
     metrics.update(roles.take_faults())  # faults/...: what died this step and was replaced
+    metrics["rollout/stale_dropped"] = float(roles.ahead.stale_dropped)  # too old to train on: generated again
     metrics.update(timings)
     gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
-    metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, timings["timing_s/generate"])
-    metrics["perf/step_s"] = sum(timings.values())
+    gen_s = timings.get("timing_s/generate_ahead", timings["timing_s/generate"])
+    metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, gen_s)
+    metrics["perf/step_s"] = sum(v for k, v in timings.items() if k != "timing_s/generate_ahead")  # wall, no overlap
     return metrics, groups, correct
 
 

@@ -22,6 +22,8 @@ class Streamed:
     # Seconds from the start: when query i's samples arrived, and when its verdicts did.
     generated_at: list[float] = field(default_factory=list)
     graded_at: list[float] = field(default_factory=list)
+    # Generated ahead, during the previous step's training (`Prefetcher`, max_staleness=1).
+    ahead: bool = False
 
     @property
     def generate_s(self) -> float:
@@ -64,3 +66,52 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
             collect(done)
     verdicts = [v for vs in per_query for v in vs]
     return Streamed(groups, verdicts, generated_at, graded_at)
+
+
+class Prefetcher:
+    """Each step's graded rollouts: generated when the step asks for them (on-policy,
+    `algo.max_staleness=0`), or, with `max_staleness=1`, generated for step t+1 while the
+    learner trains step t, on the weights of before that update: one step off-policy, the
+    engines busy while the learner trains (as verl's and OpenRLHF's async modes). `wait`
+    before a weight sync: the engines must finish the step ahead on the weights they hold.
+    Reads `roles.rollout` / `roles.verifier` at each call (a test may swap a role)."""
+
+    def __init__(self, roles):
+        self.roles = roles
+        self._ahead: tuple[int, list[str], Future] | None = None  # (step, query ids, result)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="oreal-ahead")
+        self.stale_dropped = 0  # at the last take: prefetched samples too old to train on, generated again
+
+    def take(self, step: int, queries, prompt: dict[str, str], seed: int, version: int = 0,
+             max_staleness: int = 0) -> Streamed:
+        """Step `step`'s rollouts: the prefetched ones if they are this step's queries and no
+        sample is more than `max_staleness` versions older than `version` (the learner's),
+        else generated now."""
+        ids = [q.id for q in queries]
+        self.stale_dropped = 0
+        if self._ahead is not None:
+            ahead_step, ahead_ids, future = self._ahead
+            self._ahead = None
+            result = future.result()
+            oldest = min((r.policy_version for g in result.groups for r in g), default=version)
+            if (ahead_step, ahead_ids) == (step, ids) and version - oldest <= max_staleness:
+                result.ahead = True
+                return result
+            if (ahead_step, ahead_ids) == (step, ids):
+                self.stale_dropped = sum(len(g) for g in result.groups)
+        return self._run(step, ids, queries, prompt, seed)
+
+    def prefetch(self, step: int, queries, prompt: dict[str, str], seed: int) -> None:
+        """Start step `step`'s rollouts now, on the weights the engines hold."""
+        self.wait()
+        ids = [q.id for q in queries]
+        self._ahead = (step, ids, self._pool.submit(self._run, step, ids, queries, prompt, seed))
+
+    def wait(self) -> None:
+        """Block until the rollouts ahead, if any, are done (their errors surface in `take`)."""
+        if self._ahead is not None:
+            wait([self._ahead[2]])
+
+    def _run(self, step: int, ids: list[str], queries, prompt: dict[str, str], seed: int) -> Streamed:
+        return generate_and_grade(self.roles.rollout, self.roles.verifier, ids, [prompt[i] for i in ids],
+                                  [q.answer for q in queries], seed_key=(seed, step))

@@ -22,6 +22,9 @@ class TrainSample:
     reward: float
     # A: RLOO (or GRPO) advantage over all K samples of the query, computed before filtering.
     advantage: float
+    # log pi_old of each response token under the policy that sampled it (the engine's), for
+    # the off-policy ratio (algo.max_staleness=1); None: on-policy.
+    behaviour_logprobs: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.response_ids:
@@ -59,6 +62,8 @@ class Batch:
     advantages: torch.Tensor  # [S]
     # True for a placeholder micro-batch that only keeps the ZeRO-3 collectives in step.
     dummy: bool = False
+    # [S, L-1] behaviour log-probs in the loss's layout (0 off the response); None: on-policy.
+    old_logprobs: torch.Tensor | None = None
 
 
 def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
@@ -78,17 +83,25 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
     input_ids = torch.full((S, L), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((S, L), dtype=torch.long)
     mask = torch.zeros((S, L - 1))
+    off_policy = any(s.behaviour_logprobs is not None for s in samples)
+    old = torch.zeros((S, L - 1)) if off_policy else None
     for i, s in enumerate(samples):
         P, T = len(s.prompt_ids), len(s.response_ids)
         input_ids[i, : P + T] = torch.tensor(s.prompt_ids + s.response_ids)
         attention_mask[i, : P + T] = 1
         mask[i, P - 1 : P + T - 1] = 1.0
+        if old is not None:
+            if s.behaviour_logprobs is None or len(s.behaviour_logprobs) != T:
+                raise ValueError(f"sample {i}: behaviour log-probs for {T} response tokens are needed off-policy, "
+                                 f"got {None if s.behaviour_logprobs is None else len(s.behaviour_logprobs)}")
+            old[i, P - 1 : P + T - 1] = torch.tensor(s.behaviour_logprobs)
     return Batch(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         mask=mask.to(device),
         rewards=torch.tensor([s.reward for s in samples], device=device),
         advantages=torch.tensor([s.advantage for s in samples], device=device),
+        old_logprobs=None if old is None else old.to(device),
     )
 
 

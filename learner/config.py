@@ -86,8 +86,17 @@ class AlgoConfig:
     # paper's; more let an RM that sees few pairs per step learn faster (like a critic's
     # epochs). The token weights always come from the RM before the first pass.
     rm_epochs: int = 1
+    # 0: on-policy (oreal.md: generate, grade, train, sync, in turn). 1: one step off-policy:
+    # step t+1's rollouts are generated on the weights of before step t's update while the
+    # learner trains step t (launch.streaming.Prefetcher); the negative term's ratio then uses
+    # the sampling engine's log-probs as pi_old (rollout.behaviour_logprobs is turned on);
+    # samples more than max_staleness versions old are dropped (rollout/stale_dropped).
+    max_staleness: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_staleness not in (0, 1):
+            raise ValueError(f"algo.max_staleness must be 0 (on-policy) or 1 (one step off-policy), "
+                             f"got {self.max_staleness}")
         if self.mode not in MODES:
             raise ValueError(f"algo.mode must be one of {MODES}, got {self.mode!r}")
         if self.advantage not in ("rloo", "grpo"):

@@ -186,21 +186,31 @@ def positive_bc_term(logprobs: Tensor, A_pos: Tensor, w_pos: Tensor, mask: Tenso
 
 
 def negative_term(logprobs: Tensor, A_neg: Tensor, w_neg: Tensor, mask: Tensor,
-                  N_neg: Tensor, eta: float) -> tuple[Tensor, Metrics]:
+                  N_neg: Tensor, eta: float, old_logprobs: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """Shaped negatives: ``-eta * sum_i sum_t rho_it A-_i w-_it / N-``.
 
-    ``rho_t = exp(logp_t - stopgrad(logp_t))`` has value 1 and gradient ``grad log pi``, so
-    the value is the constant ``-eta sum A- w- / N-`` (>= 0 since ``A- <= 0``) and the
-    gradient ``-eta A- w- grad log pi / N-`` pushes the negatives' log-probs down.
+    On-policy (``old_logprobs`` None): ``rho_t = exp(logp_t - stopgrad(logp_t))`` has value 1
+    and gradient ``grad log pi``, so the value is the constant ``-eta sum A- w- / N-`` (>= 0
+    since ``A- <= 0``) and the gradient ``-eta A- w- grad log pi / N-`` pushes the negatives'
+    log-probs down. Off-policy (``algo.max_staleness=1``): ``rho_t = exp(logp_t - logp_old_t)``
+    with ``logp_old`` the behaviour policy's (the sampling engine's) log-probs: value
+    ``pi/pi_old``, gradient ``rho grad log pi``.
     """
     logp = _masked(logprobs, mask)
-    rho = torch.exp(logp - logp.detach())
+    rho = torch.exp(logp - (logp.detach() if old_logprobs is None else _masked(old_logprobs, mask)))
     loss = -eta * (rho * A_neg[:, None] * _masked(w_neg, mask)).sum() / N_neg
     return loss, {"neg": loss.detach()}
 
 
-def reinforce_term(logprobs: Tensor, R: Tensor, mask: Tensor, N: Tensor) -> tuple[Tensor, Metrics]:
-    """REINFORCE: ``-sum_i R_i sum_t log pi_it / N`` with ``R`` the reward r or advantage A."""
+def reinforce_term(logprobs: Tensor, R: Tensor, mask: Tensor, N: Tensor,
+                   old_logprobs: Tensor | None = None) -> tuple[Tensor, Metrics]:
+    """REINFORCE: ``-sum_i R_i sum_t log pi_it / N`` with ``R`` the reward r or advantage A.
+    Off-policy (``old_logprobs`` given): ``-sum_i R_i sum_t rho_it / N`` with
+    ``rho = pi / pi_old``, whose gradient is the importance-weighted policy gradient."""
+    if old_logprobs is not None:
+        logp = _masked(logprobs, mask)
+        loss = -(R[:, None] * torch.exp(logp - _masked(old_logprobs, mask)) * mask).sum() / N
+        return loss, {"pg": loss.detach()}
     loss = -(R[:, None] * _masked(logprobs, mask)).sum() / N
     return loss, {"pg": loss.detach()}
 
@@ -231,12 +241,13 @@ class TermInputs:
     N: Tensor           # N+ + N-
     eta: float
     pos_mult_adv: bool
+    old_logprobs: Tensor | None = None  # [S, T] behaviour policy's, off-policy only
 
 
 def reinforce_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
     """REINFORCE on every sample, split into the positives' and negatives' share (both / N)."""
-    pos, _ = reinforce_term(b.logprobs, b.R, b.mask_pos, b.N)
-    neg, _ = reinforce_term(b.logprobs, b.R, b.mask_neg, b.N)
+    pos, _ = reinforce_term(b.logprobs, b.R, b.mask_pos, b.N, b.old_logprobs)
+    neg, _ = reinforce_term(b.logprobs, b.R, b.mask_neg, b.N, b.old_logprobs)
     return (pos, {"pos": pos.detach()}), (neg, {"neg": neg.detach()})
 
 
@@ -244,7 +255,7 @@ def oreal_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Me
     """Behaviour cloning of positives (/ N+) and shaped negatives (/ N-)."""
     A_pos = b.R if b.pos_mult_adv else torch.ones_like(b.R)
     return (positive_bc_term(b.logprobs, A_pos, b.w_pos, b.mask_pos, b.N_pos),
-            negative_term(b.logprobs, b.R, b.w_neg, b.mask_neg, b.N_neg, b.eta))
+            negative_term(b.logprobs, b.R, b.w_neg, b.mask_neg, b.N_neg, b.eta, b.old_logprobs))
 
 
 @dataclass(frozen=True)
@@ -283,7 +294,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                n_pos_tokens: int | Tensor | None = None,
                n_neg_tokens: int | Tensor | None = None,
                rm_score: str = "prefix_mean", topk_ratios: tuple[float, float] | None = None,
-               force_w_pos_one: bool = False, shuffle_weights: bool = False) -> dict[str, Tensor]:
+               force_w_pos_one: bool = False, shuffle_weights: bool = False,
+               old_logprobs: Tensor | None = None) -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
 
     Shapes: ``logprobs``, ``ref_logprobs``, ``rm_scores``, ``mask`` are ``[S, T]`` in the
@@ -299,6 +311,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     ``force_w_pos_one`` sets ``w+ = 1`` (mode oreal): the positive term is then ``bc``'s.
     ``shuffle_weights`` permutes w+ among the positives' tokens and w- among the negatives'
     (``shuffle_within``): the RM's means and spread, none of its token-level information.
+    ``old_logprobs`` (``[S, T]``, off-policy samples): the behaviour policy's log-probs, the
+    ratio's ``pi_old`` in the negative (and REINFORCE) terms; None: on-policy, ratio 1.
 
     Returns ``loss`` (scalar with grad) and detached metrics: ``pos``, ``neg``, ``kl`` (the
     three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
@@ -332,7 +346,7 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     b = TermInputs(logprobs=logprobs, R=R.to(logprobs.dtype), w_pos=w_pos.to(logprobs.dtype),
                    w_neg=w_neg.to(logprobs.dtype), mask_pos=mask_pos, mask_neg=mask_neg,
                    N_pos=N_pos.clamp(min=1), N_neg=N_neg.clamp(min=1), N=(N_pos + N_neg).clamp(min=1),
-                   eta=eta, pos_mult_adv=pos_mult_adv)
+                   eta=eta, pos_mult_adv=pos_mult_adv, old_logprobs=old_logprobs)
 
     (pos, m_pos), (neg, m_neg) = spec.terms(b)
     kl, m_kl = kl_k3_term(logprobs, ref_logprobs, mask, b.N, beta)

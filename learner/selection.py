@@ -70,7 +70,8 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
             continue
         kept += 1
         samples += [
-            TrainSample(group[i].prompt_ids, group[i].response_ids, reward=r[i], advantage=a[i])
+            TrainSample(group[i].prompt_ids, group[i].response_ids, reward=r[i], advantage=a[i],
+                        behaviour_logprobs=tuple(group[i].logprobs) if algo.max_staleness else None)
             for i in idx if group[i].response_ids
         ]
     pass_rates = [sum(c) / len(c) for c in correct]

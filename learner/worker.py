@@ -170,6 +170,7 @@ class LearnerWorker:
                     n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
                     rm_score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
                     force_w_pos_one=self.algo.force_w_pos_one, shuffle_weights=self.algo.shuffle_token_weights,
+                    old_logprobs=b.old_logprobs,
                 )
                 self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
                                      scale_wrt_gas=False)

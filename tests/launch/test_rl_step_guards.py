@@ -21,6 +21,8 @@ B, K = 2, 4
 
 
 class _Rollout:
+    version = 0
+
     def stream(self, ids, prompts, **options):  # the queries finish in reverse order
         for i in reversed(range(len(ids))):
             yield i, [Rollout(ids[i], (1, 2), (3, 4, 5), f"{ids[i]} says {k}", True, (), 0) for k in range(K)]
@@ -49,7 +51,10 @@ class _Learner:
 
 class _Roles:
     def __init__(self, outcomes):
+        from launch.streaming import Prefetcher
+
         self.rollout, self.verifier, self.learner = _Rollout(), _Verifier(outcomes), _Learner()
+        self.ahead = Prefetcher(self)
 
     def take_faults(self) -> dict[str, float]:
         return {"faults/rollout_engine_restarts": 0.0}

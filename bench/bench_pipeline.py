@@ -1,0 +1,142 @@
+"""`python -m bench.bench_pipeline`: step time on-policy (serial) and one step off-policy
+(pipelined, `algo.max_staleness=1`), next to generation and training alone.
+
+Scheduling, simulated: stand-in engines (`bench.standins`: log-normal response lengths, a
+fixed decode speed, no model) in real Ray actors, the real verifier pool, and a stand-in
+learner of fixed cost, through the real driver step (`launch.loop.rl_step`); the weight sync
+is a stand-in of fixed cost (the engines take the new version). This measures what the
+schedule does, not what a model costs: the limit it is measured against is
+max(generate, train) + sync, what a perfect overlap would take.
+
+Writes results/bench_pipeline.json (`serial_step_s`, `pipelined_step_s`, `generate_alone_s`,
+`train_alone_s`, `sync_s`, `ceiling_s`, `pipelined_over_ceiling`) and prints a table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, QUERIES, K = 6, 16, 8
+TRAIN_S, SYNC_S = 2.0, 0.2  # the stand-in learner's and sync's fixed costs
+ENGINES = [{"tok_per_s": 400.0, "mean_tokens": 400.0}, {"tok_per_s": 400.0, "mean_tokens": 400.0}]
+TARGET = 1.15  # pipelined <= 1.15 x max(generate, train) + sync
+
+
+class StandInLearner:
+    """Training of fixed cost (what the schedule must hide), nothing learned."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def train_step(self, samples, step):
+        time.sleep(self.seconds)
+        return {"learner/loss": 0.0}
+
+
+class StandInRoles:
+    def __init__(self, rollout, verifier, learner):
+        from launch.streaming import Prefetcher
+
+        self.rollout, self.verifier, self.learner = rollout, verifier, learner
+        self.ahead = Prefetcher(self)
+
+    def take_faults(self):
+        return {**self.verifier.take_faults(), **self.rollout.take_faults()}
+
+
+def _stand_in_sync(learner, rollout, version, *args, **kwargs):
+    import ray
+
+    from learner.weight_sync import SyncReport
+
+    time.sleep(SYNC_S)
+    ray.get([a.set_version.remote(version) for a in rollout.actors])
+    rollout.version = version
+    return SyncReport(version, 0.0, 1, 1, SYNC_S)
+
+
+def _problems(step: int):
+    from launch.problem import Problem
+
+    return [Problem(str(100 * step + i), "stand-in", str(100 * step + i)) for i in range(QUERIES)]
+
+
+def run_mode(roles, staleness: int) -> list[float]:
+    """Wall seconds of each step after the first (the first has nothing generated ahead)."""
+    from launch.config import TrainConfig
+    from launch.loop import rl_step
+    from learner.config import AlgoConfig
+
+    cfg = dataclasses.replace(TrainConfig(), prompts_per_step=QUERIES,
+                              algo=AlgoConfig(mode="reinforce", max_staleness=staleness))
+    prompt = {p.id: "stand-in" for s in range(STEPS + 1) for p in _problems(s)}
+    walls = []
+    for step in range(STEPS):
+        start = time.perf_counter()
+        rl_step(cfg, roles, _problems(step), prompt, [1], step, random.Random(step), next_queries=_problems(step + 1))
+        walls.append(time.perf_counter() - start)
+    roles.ahead.wait()
+    return walls[1:]
+
+
+def main() -> dict:
+    import ray
+
+    import learner.weight_sync as ws
+    from actors.config import RolloutConfig
+    from actors.group import RolloutGroup
+    from bench.standins import StandInEngine
+    from launch.loop import ray_temp_dir
+    from launch.streaming import generate_and_grade
+    from verifier import VerifierConfig, VerifierPool
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR",
+                 _temp_dir=ray_temp_dir(str(ROOT / ".cache" / "ray_bp")))
+    real_sync, ws.sync_weights = ws.sync_weights, _stand_in_sync
+    cfg = RolloutConfig(num_engines=len(ENGINES), n_samples=K, max_new_tokens=4000, num_cpus_per_actor=0.1)
+    rollout = RolloutGroup(cfg, "stand-in", seed=0, engine_cls=StandInEngine, engine_kwargs=ENGINES)
+    pool = VerifierPool(VerifierConfig(num_workers=2))
+    try:
+        roles = StandInRoles(rollout, pool, StandInLearner(TRAIN_S))
+        gen = []  # the very steps the modes run (same queries, same seeds: same lengths)
+        for step in range(1, STEPS):
+            ids = [p.id for p in _problems(step)]
+            t0 = time.perf_counter()
+            generate_and_grade(rollout, pool, ids, ["stand-in"] * QUERIES, ids, seed_key=(0, step))
+            gen.append(time.perf_counter() - t0)
+        serial, pipelined = run_mode(roles, 0), run_mode(roles, 1)
+    finally:
+        ws.sync_weights = real_sync
+        rollout.shutdown()
+        pool.shutdown()
+        if started:
+            ray.shutdown()
+    generate_s = statistics.median(gen)
+    ceiling = max(generate_s, TRAIN_S) + SYNC_S
+    out = {"serial_step_s": statistics.median(serial), "pipelined_step_s": statistics.median(pipelined),
+           "generate_alone_s": generate_s, "train_alone_s": TRAIN_S, "sync_s": SYNC_S, "ceiling_s": ceiling,
+           "pipelined_over_ceiling": statistics.median(pipelined) / ceiling, "target": TARGET,
+           "stale_dropped": roles.ahead.stale_dropped,
+           "setting": {"steps": STEPS, "queries": QUERIES, "samples": K, "engines": ENGINES},
+           "note": "scheduling only: stand-in engines, learner and sync around the real driver, actors and pool"}
+    rows = [("serial step (generate, grade, train, sync)", out["serial_step_s"]),
+            ("pipelined step (max_staleness=1)", out["pipelined_step_s"]),
+            ("generate + grade alone", generate_s), ("train alone (stand-in)", TRAIN_S),
+            ("ceiling: max(generate, train) + sync", ceiling)]
+    for name, v in rows:
+        print(f"{name:<44} {v:6.2f} s")
+    print(f"pipelined / ceiling = {out['pipelined_over_ceiling']:.2f} (target <= {TARGET})")
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / "bench_pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
