@@ -70,21 +70,9 @@ def build_prompts(cfg: EvalRunConfig, model_path: str, benchmarks: Sequence[Benc
 
 
 def init_ray(cfg: EvalRunConfig) -> None:
-    import os
+    from launch.loop import connect_ray
 
-    import ray
-
-    from launch.loop import ray_temp_dir, worker_env
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": worker_env()}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(cfg.ray.temp_dir),
-                 runtime_env=runtime_env)
+    connect_ray(cfg.ray)
 
 
 class EvalRoles:

@@ -74,24 +74,30 @@ def ray_temp_dir(path: str | None) -> str | None:
     return short
 
 
-def init_ray(cfg: TrainConfig) -> None:
+def connect_ray(ray_cfg) -> bool:
     """Join the cluster (`ray.address`, RAY_ADDRESS, or the Ray job's own) or start a local
-    one, then check that it can hold the run (`launch.preflight.check_cluster`) before any
-    placement group is requested."""
+    one (`ray_cfg`: a `launch.config.RayConfig`); False when Ray was already up."""
     import ray
 
-    from launch.preflight import check_cluster
-
     if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+        return False
+    address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": worker_env()}
     if address:
         ray.init(address=address, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(cfg.ray.temp_dir),
+        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(ray_cfg.temp_dir),
                  runtime_env=runtime_env, log_to_driver=True)
-    check_cluster(cfg)
+    return True
+
+
+def init_ray(cfg: TrainConfig) -> None:
+    """`connect_ray`, then check that the cluster can hold the run
+    (`launch.preflight.check_cluster`) before any placement group is requested."""
+    from launch.preflight import check_cluster
+
+    if connect_ray(cfg.ray):
+        check_cluster(cfg)
 
 
 def prepare_policy(cfg: TrainConfig, splits) -> str:
