@@ -338,7 +338,9 @@ class Checkpointer:
         (tmp / "learner").mkdir(parents=True)
         roles.learner.save_checkpoint(str(tmp / "learner"), state.step)
         roles.learner.save_pretrained(str(tmp / "policy"))
-        scored = [e["eval/pass1"] for e in evals if int(e["eval/step"]) == state.step]
+        from launch.evaluate import eval_score
+
+        scored = [eval_score(e) for e in evals if int(e["eval/step"]) == state.step]
         meta = {"format": FORMAT, "state": state.to_json(), "wandb_run_id": wandb_run_id,
                 "heldout_pass1": scored[-1] if scored else None, "run_dir": str(self.run_dir),
                 "learner_models": sorted(p.name for p in (tmp / "learner").iterdir() if p.is_dir()),

@@ -118,6 +118,12 @@ class TrainConfig:
     eval_every: int = 10
     # Held-out problems evaluated (0 = all of the held-out split).
     eval_size: int = 0
+    # Benchmarks scored with the held-out split, at the same steps, as `python -m launch.eval`
+    # scores greedy pass@1 (presets of launch/benchmarks.py or paths, read from
+    # task.benchmarks_dir); their mean pass@1 (eval/benchmarks/pass1) picks the best checkpoint.
+    eval_benchmarks: list[str] = field(default_factory=list)
+    # The first N problems of each of them (0 = all).
+    eval_benchmark_limit: int = 0
     # Where the run writes metrics, plots and the final policy (null: Hydra's run folder).
     output_dir: str | None = None
     # Save the final policy in Hugging Face format under <output_dir>/policy (every checkpoint
@@ -133,6 +139,14 @@ class TrainConfig:
                              "would need pi_old's full distribution; use kl_target=initial")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.eval_benchmark_limit < 0:
+            raise ValueError(f"eval_benchmark_limit must be >= 0, got {self.eval_benchmark_limit}")
+        from launch.benchmarks import PRESETS
+
+        for name in self.eval_benchmarks:
+            if "/" not in name and not name.endswith((".jsonl", ".parquet")) and name not in PRESETS:
+                raise ValueError(f"eval_benchmarks: unknown benchmark {name!r}; presets: {', '.join(PRESETS)}, "
+                                 "or a path")
         if self.prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.eval_every < 0 or self.eval_size < 0:

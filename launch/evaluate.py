@@ -22,6 +22,21 @@ def evaluate(rollout, verifier, problems: Sequence, prompt: dict[str, str], step
     }
 
 
+def evaluate_all(rollout, verifier, heldout: Sequence, benchmarks: dict[str, Sequence], prompt: dict[str, str],
+                 step: int) -> dict[str, float]:
+    """The held-out split (`evaluate`) and the configured benchmarks (`evaluate_benchmarks`)
+    at one step, as one row."""
+    out = evaluate(rollout, verifier, heldout, prompt, step) if heldout else {"eval/step": float(step)}
+    out.update(evaluate_benchmarks(rollout, verifier, benchmarks, prompt))
+    return out
+
+
+def eval_score(row: dict[str, float]) -> float | None:
+    """What picks the best checkpoint: the benchmarks' mean pass@1 when any are evaluated,
+    else the held-out pass@1."""
+    return row.get("eval/benchmarks/pass1", row.get("eval/pass1"))
+
+
 def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]]) -> dict[str, float]:
     flat = [r for g in groups for r in g]
     n = max(1, len(flat))

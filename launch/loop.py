@@ -100,6 +100,15 @@ def init_ray(cfg: TrainConfig) -> None:
         check_cluster(cfg)
 
 
+def load_eval_benchmarks(cfg: TrainConfig) -> dict[str, list]:
+    """`eval_benchmarks`' problems (the first `eval_benchmark_limit` of each), read before Ray
+    starts: a missing file fails here, naming task.benchmarks_dir."""
+    from launch.benchmarks import load_problems
+
+    return {name: load_problems(name, cfg.task.benchmarks_dir)[:cfg.eval_benchmark_limit or None]
+            for name in cfg.eval_benchmarks}
+
+
 def prepare_policy(cfg: TrainConfig, splits) -> str:
     """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked.
     Refuses, naming `model.path`, a tokenizer that cannot be loaded or has no stop token."""
@@ -197,7 +206,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from transformers import AutoTokenizer
 
     from launch import checkpoint, report, samples_table
-    from launch.evaluate import evaluate
+    from launch.evaluate import evaluate_all
     from launch.metrics import RunLogger, evals_of, timed
     from launch.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
@@ -206,16 +215,18 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
     with timed(startup, "load_task"):
         splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
+        benches = load_eval_benchmarks(cfg)  # scored with the held-out split (eval_benchmarks)
     with timed(startup, "prepare_policy"):
         model_path = roles.model_path if roles else prepare_policy(cfg, splits)
     with timed(startup, "init_ray"):
         init_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    prompt = {p.id: task_prompt(tokenizer, p.question, cfg.task) for p in splits.train + splits.heldout}
+    bench_problems = [p for ps in benches.values() for p in ps]
+    prompt = {p.id: task_prompt(tokenizer, p.question, cfg.task) for p in splits.train + splits.heldout + bench_problems}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None
     with timed(startup, "roles"):
-        roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train])
+        roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train + bench_problems])
     startup.update(roles.startup if own_roles else {})
     logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
                        cfg.wandb.name, list(cfg.wandb.tags), resume_step=resume.step if resume else None,
@@ -234,7 +245,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
             check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
         state = checkpoint.DriverState.start(cfg.seed)  # step, data order, the driver's RNG
         with timed(startup, "first_eval"):
-            evals = [evaluate(roles.rollout, roles.verifier, heldout, prompt, step=0)] if heldout else []
+            evals = [evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=0)] \
+                if heldout or benches else []
     startup = report.startup_metrics(startup)  # startup/<stage>_s, perf/startup_s (from the launch)
     logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **startup})
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
@@ -249,8 +261,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
                                                run_dir=run_dir, next_queries=ahead)
         with _stops_cleanly(cfg, run_dir, step, saver, logger):
-            if heldout and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
-                evals.append(evaluate(roles.rollout, roles.verifier, heldout, prompt, step=step + 1))
+            if (heldout or benches) and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
+                evals.append(evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=step + 1))
                 metrics.update(evals[-1])
             logger.log(step + 1, metrics)
             samples_table.log_step(logger, cfg.wandb, run_dir, step + 1, groups,

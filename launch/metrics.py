@@ -118,8 +118,8 @@ def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
 
 def evals_of(history: list[dict[str, float]]) -> list[dict[str, float]]:
     """The held-out evaluations (`launch.evaluate.evaluate`'s dicts) among logged rows."""
-    return [{k: v for k, v in row.items() if k.startswith("eval/") or k == "timing_s/eval"}
-            for row in history if "eval/pass1" in row]
+    return [{k: v for k, v in row.items() if k.startswith("eval/") or k.startswith("timing_s/eval")}
+            for row in history if "eval/pass1" in row or "eval/benchmarks/pass1" in row]
 
 
 def logged_steps(path: Path) -> int:

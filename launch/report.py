@@ -24,9 +24,12 @@ def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: f
     return {
         "mode": mode,
         "steps": len(steps),
-        "heldout_pass1_before": evals[0]["eval/pass1"] if evals else None,
-        "heldout_pass1_after": evals[-1]["eval/pass1"] if evals else None,
-        "heldout_pass1_by_step": {int(e["eval/step"]): e["eval/pass1"] for e in evals},
+        "heldout_pass1_before": evals[0].get("eval/pass1") if evals else None,
+        "heldout_pass1_after": evals[-1].get("eval/pass1") if evals else None,
+        "heldout_pass1_by_step": {int(e["eval/step"]): e["eval/pass1"] for e in evals if "eval/pass1" in e},
+        "benchmarks_pass1_by_step": {int(e["eval/step"]): {k.split("/")[1]: v for k, v in e.items()
+                                                          if k.endswith("/pass1") and k.count("/") == 2}
+                                     for e in evals if "eval/benchmarks/pass1" in e},
         "train_pass_rate_first": steps[0]["rollout/pass_rate"] if steps else None,
         "train_pass_rate_last": steps[-1]["rollout/pass_rate"] if steps else None,
         "samples": int(sum(r["rollout/samples"] for r in steps)),
@@ -84,7 +87,8 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
     ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean of ±1)")
     ax.plot(x, [r["rollout/pass_rate"] for r in steps], label="train pass rate")
     if evals:
-        ax.plot([e["eval/step"] for e in evals], [e["eval/pass1"] for e in evals], "o-", label="held-out pass@1 (greedy)")
+        held = [e for e in evals if "eval/pass1" in e]
+    ax.plot([e["eval/step"] for e in held], [e["eval/pass1"] for e in held], "o-", label="held-out pass@1 (greedy)")
     ax.set(xlabel="RL step", title="Reward and held-out accuracy")
     ax.legend(fontsize=8)
     out.append(_save(fig, run_dir / "reward.png"))
