@@ -52,8 +52,12 @@ class AlgoConfig:
     # Reward of a correct / any other response (released configs: +1 / -1; paper prose: 1 / 0).
     reward_correct: float = 1.0
     reward_incorrect: float = -1.0
-    # Policy frozen for this many first steps while the token RM trains (oreal mode only).
+    # Policy frozen for this many first steps while the token RM trains (oreal mode only,
+    # unless freeze_without_rm).
     actor_freeze_steps: int = 10
+    # Freeze the policy for actor_freeze_steps in the modes without a token RM too (bc, shaped,
+    # reinforce): an ablation with the same policy updates as oreal's (issue 16's bc check).
+    freeze_without_rm: bool = False
     # The policy's LR schedule advances during those frozen steps (authors' script: with 10
     # warm-up and 10 frozen steps the first policy update runs at the peak LR); false: it
     # starts at the first policy update (warm-up after the freeze, this repo's old behaviour).
@@ -119,6 +123,12 @@ class AlgoConfig:
     @property
     def uses_rm(self) -> bool:
         return self.mode == "oreal"
+
+    @property
+    def freezes_policy(self) -> bool:
+        """The policy waits `actor_freeze_steps` steps: oreal's RM-only steps, or any mode's
+        with `freeze_without_rm`."""
+        return self.uses_rm or self.freeze_without_rm
 
     @property
     def topk_ratios(self) -> tuple[float, float] | None:

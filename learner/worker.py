@@ -117,7 +117,7 @@ class LearnerWorker:
     @staticmethod
     def _unscheduled_freeze(algo: AlgoConfig) -> int:
         """Frozen steps the policy's LR schedule skips (0 when it advances through them)."""
-        return algo.actor_freeze_steps if algo.uses_rm and not algo.schedule_through_freeze else 0
+        return algo.actor_freeze_steps if algo.freezes_policy and not algo.schedule_through_freeze else 0
 
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
@@ -150,7 +150,7 @@ class LearnerWorker:
             sums.update({k: v / self.cfg.world_size for k, v in
                          self._rm_instruments(batches, micro_batches, rm_scores, counts).items()})
 
-        frozen = self.algo.uses_rm and step < self.algo.actor_freeze_steps
+        frozen = self.algo.freezes_policy and step < self.algo.actor_freeze_steps
         sums["learner/lr"] = self.policy.get_lr()[0] / self.cfg.world_size
         if frozen and self.algo.schedule_through_freeze:
             with warnings.catch_warnings():  # torch warns of a scheduler step before any optimizer step

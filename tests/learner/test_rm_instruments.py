@@ -144,3 +144,26 @@ def test_rm_head_lr_mult_gives_the_zero_head_its_own_lr(learners):
     assert math.isfinite(out["learner/loss"])
     after = [g["lr"] for g in w.rm.optimizer.param_groups]
     assert after[1] / after[0] == pytest.approx(10)
+
+
+def test_bc_frozen_for_the_same_steps_with_freeze_without_rm(learners, rows):
+    """`algo.freeze_without_rm`: bc waits the same actor_freeze_steps as oreal (the issue-16
+    comparison with the same policy updates); without it bc trains from step 0."""
+    from learner.batch import shard
+    from learner.config import AlgoConfig
+
+    assert not AlgoConfig(mode="bc").freezes_policy and AlgoConfig(mode="oreal").freezes_policy
+    assert AlgoConfig(mode="bc", freeze_without_rm=True).freezes_policy
+    w = learners[True]
+    algo = w.algo
+    samples, counts = separable_group()
+    mbs = shard(samples, 1, 4)[0]
+    try:
+        w.set_algo(dataclasses.replace(algo, mode="bc", freeze_without_rm=True))
+        frozen = w.train_step(mbs, counts, 0)
+        w.set_algo(dataclasses.replace(algo, mode="bc"))
+        moving = w.train_step(mbs, counts, 0)
+    finally:
+        w.set_algo(algo)
+    assert frozen["learner/policy_frozen"] == 1.0 and "learner/loss" not in frozen
+    assert moving["learner/policy_frozen"] == 0.0 and "learner/loss" in moving
