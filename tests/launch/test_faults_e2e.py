@@ -9,7 +9,6 @@ import dataclasses
 import os
 import random
 import signal
-import threading
 
 import psutil
 import pytest
@@ -19,10 +18,16 @@ from tests.verifier.verifier_targets import BROKEN, SLOW
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _kill_later(delay: float, pid_fn) -> threading.Timer:
-    timer = threading.Timer(delay, lambda: os.kill(pid_fn(), signal.SIGKILL))
-    timer.start()
-    return timer
+def _kill_once(killed: set, name: str, pid: int) -> None:
+    """SIGKILL `pid` the first time `name` is asked for, and wait until it is gone."""
+    if name in killed:
+        return
+    killed.add(name)
+    os.kill(pid, signal.SIGKILL)
+    try:
+        psutil.Process(pid).wait(timeout=30)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):  # a zombie until its parent reaps it
+        pass
 
 
 def test_dead_grader_verifier_actor_and_engine_mid_step(fresh_policy, e2e_cfg, tmp_path):
@@ -55,17 +60,17 @@ def test_dead_grader_verifier_actor_and_engine_mid_step(fresh_policy, e2e_cfg, t
     engine_pid = roles.rollout.pids()[1]
     engine_core = [p for p, _ in roles.rollout._procs[1][1]]
     pool_pids = roles.verifier.pids()
-    stream, grade, timers = roles.rollout.stream, roles.verifier.grade, {}
+    stream, grade, killed = roles.rollout.stream, roles.verifier.grade, set()
 
-    def stream_and_kill(*a, **kw):  # engine 1 dies while the step generates
-        if not timers:
-            timers["engine"] = _kill_later(0.3, lambda: engine_pid)
+    # Each dies at a fixed point of the step (a timer could land after a tiny model's
+    # generation is already over, and the engine would then die between steps instead):
+    def stream_and_kill(*a, **kw):  # engine 1 dies as the step's generation is sent out
+        _kill_once(killed, "engine", engine_pid)
         return stream(*a, **kw)
 
-    def grade_and_kill(*a, **kw):  # a grading process, then a verifier actor, die while the step grades
-        if "grader" not in timers:
-            timers["grader"] = _kill_later(0.3, lambda: pool_pids[0]["grader"])
-            timers["actor"] = _kill_later(0.6, lambda: pool_pids[1]["actor"])
+    def grade_and_kill(*a, **kw):  # a grading process and a verifier actor die as grading starts
+        _kill_once(killed, "grader", pool_pids[0]["grader"])
+        _kill_once(killed, "actor", pool_pids[1]["actor"])
         return grade(*a, **kw)
 
     roles.rollout.stream, roles.verifier.grade = stream_and_kill, grade_and_kill
@@ -74,8 +79,6 @@ def test_dead_grader_verifier_actor_and_engine_mid_step(fresh_policy, e2e_cfg, t
                                      run_dir=tmp_path / "faulty")
     finally:
         del roles.rollout.stream, roles.verifier.grade
-        for t in timers.values():
-            t.join()
         roles.verifier.shutdown()
         roles.verifier = shared_verifier
         roles.learner.set_algo(AlgoConfig(**dataclasses.asdict(e2e_cfg.algo)))

@@ -3,6 +3,7 @@ the `step` x axis, wandb.json and the `wandb sync` line. No Ray."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 from types import SimpleNamespace
 
@@ -124,7 +125,8 @@ def test_offline_run_has_group_job_type_step_axis_and_sync_line(tmp_path, monkey
     assert [(h["step"], h.get("eval/pass1"), h.get("rollout/reward_mean")) for h in read["history"]] == \
         [(0, 0.5, None), (1, None, 0.25), (1, None, None)]
     assert read["history"][2]["samples/_type"] == "table-file"
-    (table_file,) = (SimpleNamespace(p=p) for p in (tmp_path / "wb").rglob("samples_*.table.json"))
+    # in the run's own folder: WANDB_DIR above only applies when no earlier test started W&B's service
+    (table_file,) = (SimpleNamespace(p=p) for p in Path(wandb_dir).rglob("samples_*.table.json"))
     table = json.loads(table_file.p.read_text())
     assert table["columns"] == list(samples_table.COLUMNS) and len(table["data"]) == 2
 
