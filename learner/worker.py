@@ -40,9 +40,7 @@ class LearnerWorker:
         import ray
 
         host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
-        with socket.socket() as s:
-            s.bind((host, 0))
-            return host, s.getsockname()[1]
+        return host, rendezvous_port(host)
 
     def setup(self, master_addr: str, master_port: int) -> int:
         import deepspeed
@@ -374,6 +372,31 @@ class LearnerWorker:
             AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out_dir)
             if getattr(module, "generation_config", None) is not None:
                 module.generation_config.save_pretrained(out_dir)
+
+
+def rendezvous_port(host: str, tries: int = 64) -> int:
+    """A free port for the rendezvous, from below the kernel's ephemeral range (and above
+    Ray's worker ports, 10002-19999): rank 0 binds it only seconds later, after its imports,
+    and a port picked by binding port 0 could meanwhile be handed to any process binding
+    port 0 (the vLLM engines starting beside the learner do: EADDRINUSE)."""
+    import random
+
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(tries):
+        port = rng.randint(20000, max(20001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: the kernel's choice
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _rows(b: Batch) -> float:
