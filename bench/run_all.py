@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_verifier", "bench.bench_sync", "bench.bench_memory", "bench.bench_pipeline", "bench.cluster_model"]
+BENCHES = ["bench.bench_verifier", "bench.bench_sync", "bench.bench_memory", "bench.bench_pipeline", "bench.bench_eval",
+           "bench.cluster_model"]
 
 
 def main(argv: list[str]) -> None:

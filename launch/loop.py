@@ -217,7 +217,10 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
         splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
         benches = load_eval_benchmarks(cfg)  # scored with the held-out split (eval_benchmarks)
     with timed(startup, "prepare_policy"):
-        model_path = roles.model_path if roles else prepare_policy(cfg, splits)
+        # the warm-up learns from the split as written (a re-balanced one would change its cache
+        # key, and training would start from another policy than launch.passrate measured)
+        warm = load_task(cfg.task, rebalanced=False) if cfg.task.passrate_file and not roles else splits
+        model_path = roles.model_path if roles else prepare_policy(cfg, warm)
     with timed(startup, "init_ray"):
         init_ray(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -82,7 +82,8 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
                                 cache_dir=absolute(model.cache_dir))
     task = dataclasses.replace(task, path=_input_file(task.path, "task.path", absolute),
                                exclude_path=_input_file(task.exclude_path, "task.exclude_path", absolute),
-                               benchmarks_dir=_input_dir(task.benchmarks_dir, "task.benchmarks_dir", absolute))
+                               benchmarks_dir=_input_dir(task.benchmarks_dir, "task.benchmarks_dir", absolute),
+                               passrate_file=absolute(task.passrate_file))
     if in_ray_job():
         _check_job_outputs(cfg, base)
     resume = ckpt.resume if ckpt.resume in (None, "auto") else absolute(ckpt.resume)

@@ -12,6 +12,9 @@ Two sources, chosen by `TaskConfig.name`:
   ...), found and read by `launch.benchmarks` with the gold answer taken from the field
   each preset keeps it in.
 
+With `task.passrate_file` the train split is re-balanced by pass rate (`launch.rebalance`,
+oreal.md "Data"): hard problems repeated, the always-solved dropped.
+
 The prompt (`build_prompt`) is the policy's own chat template, a system prompt asking for
 step-by-step reasoning and a final ``\\boxed{}`` answer, and the raw question as the user
 turn (oreal.md, "Prompt").
@@ -24,6 +27,7 @@ from typing import Any, NamedTuple
 
 from launch.benchmarks import MAX_QUESTION_CHARS, load_problems
 from launch.problem import Problem
+from launch.rebalance import PAPER_BUCKETS, apply_pass_rate_file, check_buckets
 
 DEFAULT_SYSTEM_PROMPT = (
     "Please reason step by step, and put your final answer within \\boxed{}."
@@ -86,6 +90,13 @@ class TaskConfig:
     chat_template: str | None = None
     # chat only: extra keyword arguments the chat template sees (e.g. {enable_thinking: false}).
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Difficulty re-balancing (oreal.md "Data"): a passrate.jsonl written by
+    # `python -m launch.passrate`; the train split repeats each problem as its pass-rate bucket
+    # in `rebalance` says (a problem the file does not list is kept once). null = off.
+    passrate_file: str | None = None
+    # [low, high, repeats] per pass-rate bucket, [low, high) (the last also holds high),
+    # covering [0, 1]; the paper's: x6, x4, x4, x2, and >= 0.8 dropped.
+    rebalance: list[Any] = field(default_factory=lambda: [list(b) for b in PAPER_BUCKETS])
 
     def __post_init__(self) -> None:
         if self.name not in ("arith", "jsonl"):
@@ -113,6 +124,7 @@ class TaskConfig:
             raise ValueError(f"task.prompt_format must be 'chat' or 'raw', got {self.prompt_format!r}")
         if "{question}" not in self.raw_template:
             raise ValueError("task.raw_template must contain {question}")
+        check_buckets(self.rebalance)
 
 
 class TaskSplits(NamedTuple):
@@ -120,11 +132,18 @@ class TaskSplits(NamedTuple):
     heldout: list[Problem]
 
 
-def load_task(cfg: TaskConfig) -> TaskSplits:
-    """The train and held-out problems that `cfg` describes (disjoint, deterministic)."""
-    if cfg.name == "arith":
-        return make_arith_problems(cfg)
-    return _split_jsonl(cfg)
+def load_task(cfg: TaskConfig, rebalanced: bool = True) -> TaskSplits:
+    """The train and held-out problems that `cfg` describes (disjoint, deterministic). With
+    `task.passrate_file` (and `rebalanced`), the train split is re-balanced by pass rate
+    (`launch.rebalance`: problems repeated or dropped, a histogram printed); the held-out split
+    never is. `rebalanced=False`: each train problem once (pass-rate measurement, warm-up)."""
+    splits = make_arith_problems(cfg) if cfg.name == "arith" else _split_jsonl(cfg)
+    if cfg.passrate_file and rebalanced:
+        splits = TaskSplits(apply_pass_rate_file(splits.train, cfg.passrate_file, cfg.rebalance), splits.heldout)
+        if not splits.train:
+            raise ValueError(f"task.passrate_file={cfg.passrate_file!r}: every train problem was dropped "
+                             "(all in a bucket of 0 repeats of task.rebalance)")
+    return splits
 
 
 # ---------------------------------------------------------------------------------------
