@@ -47,7 +47,7 @@ class RolloutGroup:
         self._procs = ray.get([a.processes.remote() for a in self.actors])  # reaped on a restart
         self.version = 0  # the policy version the engines hold (the last one sent)
         # Called after an engine was restarted: re-form the sync groups, send the current
-        # weights, check the probe (launch.loop.Roles). None: the engine keeps the model path.
+        # weights, check the probe (launch.roles.Roles). None: the engine keeps the model path.
         self.on_restart: Callable[[], None] | None = None
         self.restarts = 0  # this run
         self._faults: Counter[str] = Counter()  # since the last take_faults()

@@ -156,7 +156,7 @@ def run_setting(name: str, repeats: int) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
 
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
     from launch.tasks import load_task
 
     cfg = compose_config(setting_overrides(name, None, None, None, "shaped", OUT_ROOT / name))

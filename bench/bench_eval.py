@@ -48,7 +48,7 @@ def main() -> dict:
     import ray
 
     from launch.eval import EvalRoles, build_prompts, load_benchmarks, run_eval
-    from launch.loop import connect_ray
+    from launch.ray_connect import connect_ray
     from launch.streaming import generate_and_grade
     from launch.tasks import TaskConfig, make_arith_problems
     from launch.tiny_model import resolve_model_path

@@ -6,7 +6,7 @@ One run (`python -m bench.bench_peer`, or `make bench-peer`), per setting:
 
 1. our config is composed exactly as `make demo` composes it (conf/train.yaml) plus the
    setting's overrides; the initial policy is the tiny model after its SFT warm-up
-   (`launch.loop.prepare_policy`, cached), shared by all three systems;
+   (`launch.roles.prepare_policy`, cached), shared by all three systems;
 2. our loop (`launch.loop.train`) runs `algo=shaped`, then `algo=oreal`, each with fresh
    roles (Ray cluster, vLLM actor, verifier pool, ZeRO-3 learner) started from that policy;
 3. TRL `GRPOTrainer` (CPU, `use_vllm=False`) trains the same policy with the same prompts
@@ -498,7 +498,9 @@ def run_ours(cfg, model_path: str, run_dir: Path) -> dict[str, Any]:
     """One run of our loop with fresh roles; returns the summary."""
     import ray
 
-    from launch.loop import Roles, init_ray, train
+    from launch.roles import Roles
+    from launch.ray_connect import init_ray
+    from launch.loop import train
     from launch.tasks import load_task
 
     t0 = time.perf_counter()
@@ -691,7 +693,7 @@ def describe(cfg) -> dict[str, Any]:
 
 def run_setting(name: str, steps: int, eval_every: int, eval_size: int | None, systems: Sequence[str],
                 out_root: Path, trl_micro_batch: int | None) -> dict[str, Any]:
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
     from launch.tasks import load_task
 
     base = compose_config(setting_overrides(name, steps, eval_every, eval_size, "oreal", out_root / name))

@@ -91,7 +91,7 @@ def main() -> dict:
     from actors.config import RolloutConfig
     from actors.group import RolloutGroup
     from bench.standins import StandInEngine
-    from launch.loop import ray_temp_dir
+    from launch.ray_connect import ray_temp_dir
     from launch.streaming import generate_and_grade
     from verifier import VerifierConfig, VerifierPool
 

@@ -213,7 +213,7 @@ def table(rows: list[dict]) -> str:
 def main(args: list[str] | None = None) -> None:
     """`python -m bench.bench_sync [tiny|310m ...] [key=value ...]`: the named models (default:
     both), with Hydra overrides (e.g. `learner.sync_mode=gather`) applied to every row."""
-    from launch.loop import init_ray
+    from launch.ray_connect import init_ray
 
     names = [a for a in args or [] if "=" not in a] or list(MODELS)
     extra = [a for a in args or [] if "=" in a]

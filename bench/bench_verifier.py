@@ -97,7 +97,7 @@ def bench_integers(n: int = 2000) -> dict:
 def main() -> dict:
     import ray
 
-    from launch.loop import ray_temp_dir
+    from launch.ray_connect import ray_temp_dir
 
     pairs, warmup = realistic_pairs(), realistic_pairs(*WARMUP)
     started_ray = not ray.is_initialized()

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.steps < 1 or args.every < 1 or any(lr <= 0 for lr in args.lrs):
         raise SystemExit("--steps, --every and every --lrs value must be positive")
     set_env()
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
     from launch.tasks import load_task
 
     t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def build_prompts(cfg: EvalRunConfig, model_path: str, benchmarks: Sequence[Benc
 
 
 def init_ray(cfg: EvalRunConfig) -> None:
-    from launch.loop import connect_ray
+    from launch.ray_connect import connect_ray
 
     connect_ray(cfg.ray)
 

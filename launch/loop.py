@@ -8,22 +8,17 @@ stage's name. The driver owns the data flow; the roles own their compute.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from launch.config import TrainConfig
+from launch.ray_connect import init_ray
+from launch.roles import Roles, prepare_policy
 
 log = logging.getLogger("oreal")
-
-# Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry).
-_ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "OREAL_", "TOKENIZERS_",
-                 "DO_NOT_TRACK", "TRANSFORMERS_", "OMP_NUM_THREADS")
 
 
 @dataclass
@@ -36,70 +31,6 @@ class RunResult:
     summary: dict
 
 
-def worker_env() -> dict[str, str]:
-    """The driver's variables every Ray worker needs (`_ENV_PREFIXES`), sent as the runtime
-    env's env_vars. Left out: secrets (the W&B key, the hub token: only the driver uses them,
-    so they never enter Ray's job records) and any variable the Ray job's own runtime env
-    already sets (workers inherit those; Ray refuses the same key twice)."""
-    from launch.preflight import job_runtime_env
-
-    job_keys = set((job_runtime_env().get("env_vars") or {}).keys())
-    return {k: v for k, v in os.environ.items()
-            if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k) and k not in job_keys}
-
-
-# Variable names that hold credentials (WANDB_API_KEY, HF_TOKEN, ...), never re-sent.
-_SECRET = re.compile(r"(?:^|_)(?:TOKEN|API_KEY|KEY|SECRET|PASSWORD)(?:_|$)")
-
-
-# What Ray appends to its temp dir for its longest socket path
-# (session_YYYY-MM-DD_HH-MM-SS_ffffff_PID/sockets/plasma_store), and the AF_UNIX limit.
-_RAY_SOCKET_SUFFIX = 72
-_AF_UNIX_MAX = 107
-
-
-def ray_temp_dir(path: str | None) -> str | None:
-    """`path`, or a short stand-in under /tmp when Ray's sockets beneath it would pass the
-    107-byte AF_UNIX limit (a clone in a deep folder); Ray refuses such a path at start."""
-    if path is None or len(os.fsencode(os.path.abspath(path))) + _RAY_SOCKET_SUFFIX <= _AF_UNIX_MAX:
-        return path
-    import hashlib
-    import tempfile
-
-    digest = hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:10]
-    short = os.path.join(tempfile.gettempdir(), f"oreal-ray-{digest}")
-    if len(os.fsencode(short)) + _RAY_SOCKET_SUFFIX > _AF_UNIX_MAX:
-        short = f"/tmp/oreal-ray-{digest}"
-    print(f"ray.temp_dir {path} is too deep for Ray's sockets; using {short}", flush=True)
-    return short
-
-
-def connect_ray(ray_cfg) -> bool:
-    """Join the cluster (`ray.address`, RAY_ADDRESS, or the Ray job's own) or start a local
-    one (`ray_cfg`: a `launch.config.RayConfig`); False when Ray was already up."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": worker_env()}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(ray_cfg.temp_dir),
-                 runtime_env=runtime_env, log_to_driver=True)
-    return True
-
-
-def init_ray(cfg: TrainConfig) -> None:
-    """`connect_ray`, then check that the cluster can hold the run
-    (`launch.preflight.check_cluster`) before any placement group is requested."""
-    from launch.preflight import check_cluster
-
-    if connect_ray(cfg.ray):
-        check_cluster(cfg)
-
-
 def load_eval_benchmarks(cfg: TrainConfig) -> dict[str, list]:
     """`eval_benchmarks`' problems (the first `eval_benchmark_limit` of each), read before Ray
     starts: a missing file fails here, naming task.benchmarks_dir."""
@@ -107,93 +38,6 @@ def load_eval_benchmarks(cfg: TrainConfig) -> dict[str, list]:
 
     return {name: load_problems(name, cfg.task.benchmarks_dir)[:cfg.eval_benchmark_limit or None]
             for name in cfg.eval_benchmarks}
-
-
-def prepare_policy(cfg: TrainConfig, splits) -> str:
-    """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked.
-    Refuses, naming `model.path`, a tokenizer that cannot be loaded or has no stop token."""
-    from launch.tasks import load_policy_tokenizer
-    from launch.tiny_model import resolve_model_path
-
-    path = resolve_model_path(cfg.model.path, cfg.model.tiny)
-    tokenizer = load_policy_tokenizer(path)  # no stop token: responses would never end
-    if not cfg.model.warmup.enabled:
-        return path
-    from launch.tasks import task_prompt
-    from launch.warmup import ensure_warmup_model
-
-    examples = [(task_prompt(tokenizer, p.question, cfg.task), p.solution)
-                for p in splits.train if p.solution]
-    if not examples:
-        raise ValueError("model.warmup.enabled needs worked solutions; the task's train split has none")
-    if cfg.model.warmup.num_examples:
-        examples = examples[: cfg.model.warmup.num_examples]
-    return ensure_warmup_model(path, examples, cfg.model.warmup)
-
-
-class Roles:
-    """The role handles of one run, started once (tests share them across runs)."""
-
-    def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
-        from actors.group import RolloutGroup
-        from launch.placement import build_placement
-        from launch.metrics import timed
-        from launch.streaming import Prefetcher
-        from learner.group import LearnerGroup
-        from learner.weight_sync import connect
-        from verifier import VerifierPool
-
-        self.model_path = model_path
-        self.startup: dict[str, float] = {}  # wall seconds of each start-up stage (startup/...)
-        # First: a cluster that cannot hold the learner and engines fails before anything starts.
-        with timed(self.startup, "placement"):
-            self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
-        with timed(self.startup, "verifier"):  # golds the verifier cannot grade: refused before the heavy roles
-            self.verifier = VerifierPool(cfg.verifier)
-            self.verifier.self_check(train_golds)
-        with timed(self.startup, "engines_and_learner"):  # independent: they start side by side
-            with ThreadPoolExecutor(1, thread_name_prefix="oreal-start") as pool:
-                rollout = pool.submit(RolloutGroup, cfg.rollout, model_path, cfg.seed, placement=self.placement)
-                self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps,
-                                            placement=self.placement)
-                self.rollout = rollout.result()
-        with timed(self.startup, "sync_groups"):
-            connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
-        # A restarted engine joins new sync groups and gets the current weights, probe-checked.
-        self.probe_ids: list[int] | None = None  # set by train()
-        self.sync_tolerance = cfg.learner.sync_tolerance
-        self.rollout.on_restart = self.rejoin_engines
-        self.ahead = Prefetcher(self)  # each step's rollouts: now, or during the last step's training
-
-    def rejoin_engines(self) -> None:
-        """After an engine restart: every engine and learner rank form the sync groups anew (a
-        group cannot take a new member), then the engines receive the current policy version
-        and must pass the probe check before they generate again."""
-        from learner.weight_sync import broadcast, check_in_sync, connect
-
-        connect(self.learner, self.rollout)
-        broadcast(self.learner, self.rollout, self.rollout.version)
-        if self.probe_ids is not None:
-            check_in_sync(self.learner, self.rollout, self.probe_ids, self.sync_tolerance, self.rollout.version)
-
-    def take_faults(self) -> dict[str, float]:
-        """Faults since the last call (faults/...): dead verifier processes and actors, dead
-        rollout engines, samples graded and queries generated again."""
-        return {**self.verifier.take_faults(), **self.rollout.take_faults()}
-
-    def reset_policy(self) -> None:
-        """Policy back to the initial weights, read again from the model path (nothing kept
-        pinned for it), in the learner and every engine (shared roles across runs, e.g. tests;
-        optimiser and RM state are kept)."""
-        from learner.weight_sync import broadcast
-
-        self.learner.load_policy_from(self.model_path)
-        broadcast(self.learner, self.rollout, version=0)
-
-    def shutdown(self) -> None:
-        for role in (self.rollout, self.learner, self.verifier):
-            role.shutdown()
-        self.placement.remove()
 
 
 class RunStopped(RuntimeError):

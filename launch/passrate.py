@@ -97,7 +97,7 @@ def problems_and_policy(cfg: PassRateRunConfig) -> tuple[list[Problem], str]:
     """The task's train split (each problem once, the first passrate.limit) and the policy
     training starts from: model.path, warmed up (cached, as training does) when
     model.warmup.enabled."""
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
     from launch.tasks import load_task
 
     splits = load_task(cfg.task, rebalanced=False)

@@ -22,7 +22,7 @@ on the head node. So there `output_dir` is required and, like `ckpt.dir`, must b
 the run folder (and `policy/`, written by learner rank 0 on whatever node it runs, and the
 checkpoints, written by every rank) must be on storage every node shares.
 
-`cluster_fits` (called by `launch.loop.init_ray` once Ray is up, before any placement group
+`cluster_fits` (called by `launch.ray_connect.init_ray` once Ray is up, before any placement group
 is requested) compares the resources the config asks for with what the cluster has.
 """
 from __future__ import annotations

@@ -138,7 +138,7 @@ def ray_cluster():
     """One local Ray cluster for the whole test session."""
     import ray
 
-    from launch.loop import ray_temp_dir, worker_env
+    from launch.ray_connect import ray_temp_dir, worker_env
 
     if not ray.is_initialized():
         # logical CPUs: the shared e2e roles and a second topology (colocated test) fit at once
@@ -159,7 +159,7 @@ def e2e_cfg():
 def e2e_roles(ray_cluster, e2e_cfg):
     """Verifier pool, two vLLM rollout engines and a 2-rank ZeRO-3 learner (policy, reference
     and token RM) joined by the weight-sync group, started once and shared by every e2e test."""
-    from launch.loop import Roles, prepare_policy
+    from launch.roles import Roles, prepare_policy
     from launch.tasks import load_task
 
     splits = load_task(e2e_cfg.task)

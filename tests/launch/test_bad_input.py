@@ -149,7 +149,7 @@ def _tokenizer_without_eos(folder):
 
 
 def test_a_tokenizer_without_stop_token_is_refused_before_ray(tmp_path):
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
 
     folder = _tokenizer_without_eos(tmp_path / "no_eos")
     cfg = dataclasses.replace(TrainConfig(), model=ModelConfig(path=str(folder)))
@@ -187,7 +187,7 @@ def test_zero_is_allowed_where_it_means_off():
 def test_ray_temp_dir_too_deep_for_sockets_moves_under_tmp(tmp_path):
     """A clone in a deep folder: Ray refuses socket paths past 107 bytes, so the temp dir
     moves to a short, stable folder; a short one is kept as given."""
-    from launch.loop import ray_temp_dir
+    from launch.ray_connect import ray_temp_dir
 
     assert ray_temp_dir(None) is None
     assert ray_temp_dir("/work/main/.cache/ray") == "/work/main/.cache/ray"

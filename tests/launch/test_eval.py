@@ -119,7 +119,7 @@ def test_scorer_counts_equivalent_answers_together_for_maj():
 def test_eval_tiny_model_on_two_benchmarks(ray_cluster, e2e_cfg, tmp_path):
     """Real engines and verifier pool: the table, eval.json, eval.md, samples.jsonl."""
     from launch.eval import load_benchmarks, build_prompts, run_eval
-    from launch.loop import prepare_policy
+    from launch.roles import prepare_policy
     from launch.tasks import load_task
 
     model_path = prepare_policy(e2e_cfg, load_task(e2e_cfg.task))  # the warmed-up tiny model (cached)

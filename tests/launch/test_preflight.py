@@ -1,5 +1,5 @@
 """Checks before anything heavy starts (launch/preflight.py, launch/hub_model.py, the warm-up
-check in launch/config.py, `worker_env` in launch/loop.py): paths resolved against the launch
+check in launch/config.py, `worker_env` in launch/ray_connect.py): paths resolved against the launch
 folder and refused naming the key, a Ray job's run folder, the actors' environment under a
 job, the resources asked against the cluster's, a hub model downloaded once. No Ray starts."""
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_warmup_on_another_task_is_refused_naming_the_key():
 def test_worker_env_leaves_out_secrets_and_the_jobs_own_variables(monkeypatch, in_job):
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from launch.loop import worker_env
+    from launch.ray_connect import worker_env
 
     for k, v in {"WANDB_API_KEY": "k", "HF_TOKEN": "t", "VLLM_API_KEY": "v", "WANDB_MODE": "offline",
                  "HF_HOME": "/cache/hf", "TOKENIZERS_PARALLELISM": "false", "VLLM_CACHE_ROOT": "/cache/vllm"}.items():
@@ -135,7 +135,7 @@ def test_worker_env_leaves_out_secrets_and_the_jobs_own_variables(monkeypatch, i
 
 
 def test_outside_a_job_worker_env_still_leaves_out_secrets(monkeypatch):
-    from launch.loop import worker_env
+    from launch.ray_connect import worker_env
 
     monkeypatch.delenv(RAY_JOB_ENV, raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "k")

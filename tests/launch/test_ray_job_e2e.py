@@ -90,7 +90,7 @@ def _files_with(root: Path, needles: list[str]) -> list[str]:
 
 
 def test_ray_job_submit_runs_the_tiny_default(tmp_path):
-    # Ray's longest socket path is its temp dir + ~72 bytes (launch.loop.ray_temp_dir): keep it short.
+    # Ray's longest socket path is its temp dir + ~72 bytes (launch.ray_connect.ray_temp_dir): keep it short.
     temp_dir = tempfile.mkdtemp(prefix="oreal-rj-", dir="/tmp")
     env = _env(temp_dir)
     dashboard = free_port()
