@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     from launch.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
 
-    start, startup = time.perf_counter(), {}  # startup: wall seconds of each stage before step 1
+    start, began, startup = time.perf_counter(), time.time(), {}  # startup: wall seconds of each stage before step 1
     resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
     with timed(startup, "load_task"):
         splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
@@ -94,7 +94,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
         with timed(startup, "first_eval"):
             evals = [evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=0)] \
                 if heldout or benches else []
-    startup = report.startup_metrics(startup)  # startup/<stage>_s, perf/startup_s (from the launch)
+    startup = report.startup_metrics(startup, began)  # startup/<stage>_s, perf/startup_s (from the launch)
     logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **startup})
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",

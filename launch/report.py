@@ -7,15 +7,24 @@ from pathlib import Path
 from typing import Sequence
 
 
-def startup_metrics(stages: dict[str, float]) -> dict[str, float]:
+def startup_metrics(stages: dict[str, float], run_began: float | None = None) -> dict[str, float]:
     """Start-up as metrics: each stage's wall seconds (`timing_s/<stage>` -> `startup/<stage>_s`)
     and `perf/startup_s`, the seconds from this process's launch to now (the first step):
-    interpreter and imports included, which no stage covers."""
+    interpreter and imports included, which no stage covers. A later run of the same process
+    (an ablation, a sweep in one process) counts from its own start, `run_began` (a
+    `time.time()`), not from the launch."""
+    global _runs_started
     import psutil
 
     out = {f"startup/{k.removeprefix('timing_s/')}_s": v for k, v in stages.items()}
-    out["perf/startup_s"] = time.time() - psutil.Process().create_time()
+    since = psutil.Process().create_time() if _runs_started == 0 or run_began is None else run_began
+    _runs_started += 1
+    out["perf/startup_s"] = time.time() - since
     return out
+
+
+# Runs of this process that have reported their start-up (the first counts from the launch).
+_runs_started = 0
 
 
 def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: float,
