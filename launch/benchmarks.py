@@ -16,6 +16,14 @@ or a ``.jsonl`` suffix is a path of the user's own: a JSONL file, a Parquet file
 (``.parquet``) or a Hugging Face dataset folder written by ``save_to_disk``, all read into the
 same problems (`load_table_problems`).
 
+``hf:<name>`` is any Hugging Face dataset by name (``hf:AI-MO/NuminaMath-CoT``), read with
+``datasets.load_dataset(name, task.hf_config, split=task.hf_split, revision=task.hf_revision,
+cache_dir=task.hf_cache_dir)`` (`load_hf_problems`); ``<name>`` may also be a local folder of
+data files (``hf:/data/mine``: JSONL/Parquet/CSV, split names from the file names as on the
+hub). When the hub is off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) or unreachable and the
+dataset is not in the cache, the error is one line naming the key and the name, and how to
+point at a local copy.
+
 Each preset knows where its gold answer is (``answer_spec`` grammar: ``"<field>"``, the
 value itself with integral floats such as 27.0 written ``27``; ``"boxed:<field>"``, the last
 brace-matched ``\\boxed{}`` in the field; ``"after_hashes:<field>"``, the text after the
@@ -29,34 +37,33 @@ Only a file with no usable row at all is an error (naming the file).
 """
 from __future__ import annotations
 
-import json
-import logging
+import contextlib
 import os
-import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from launch.problem import Problem
+from launch.problem_rows import (  # noqa: F401  (re-exported: the loaders' public names)
+    MAX_LISTED_ROWS,
+    MAX_QUESTION_CHARS,
+    QUESTION_FIELDS,
+    BadRow,
+    extract_answer,
+    json_row,
+    last_boxed,
+    problems_from_rows,
+    row_problem,
+    usable,
+)
 
 # Environment variable that points every loader and test at a folder of benchmark files.
 BENCHMARKS_ENV = "OREAL_BENCHMARKS"
 # Where our machines and CI keep the read-only copies (`../shared/data/README.md`).
 SHARED_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
-# Question fields tried in order when `question_field` is "auto".
-QUESTION_FIELDS = ("problem", "question")
-_DOLLAR = re.compile(r"(?<!\\)\$")
-# Default of task.max_question_chars: a question longer than this is a broken row (a dump,
-# a whole document), skipped like any other bad row.
-MAX_QUESTION_CHARS = 20_000
-# Skipped rows named one per line in the loader's warning before "... and N more".
-MAX_LISTED_ROWS = 10
-
-log = logging.getLogger("oreal")
-
-
-class BadRow(ValueError):
-    """One data row that cannot be a problem; its message starts with ``<file>:<line>:``."""
+# A Hugging Face dataset by name: "hf:AI-MO/NuminaMath-CoT" (or a local folder, "hf:/data/mine").
+HF_PREFIX = "hf:"
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,35 @@ PRESETS: dict[str, Preset] = {
 ANSWER_SPECS: dict[str, str] = {name: p.answer_spec for name, p in PRESETS.items()}
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """How an ``hf:<name>`` dataset is read: `datasets.load_dataset` arguments (task.hf_config,
+    task.hf_split, task.hf_revision, task.hf_cache_dir)."""
+
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    # null: datasets' own cache ($HF_DATASETS_CACHE, else $HF_HOME/datasets).
+    cache_dir: str | None = None
+
+
+def is_hub_name(path: str) -> bool:
+    """Whether `path` names a Hugging Face dataset (``hf:<name>``) rather than a file or preset."""
+    return path.startswith(HF_PREFIX)
+
+
+def dataset_stem(path: str) -> str:
+    """The name problem ids start with (and a benchmark's label): a file's stem, a preset's
+    name, or the last part of an ``hf:`` name (``hf:AI-MO/NuminaMath-CoT`` -> ``NuminaMath-CoT``).
+
+    >>> dataset_stem("hf:AI-MO/NuminaMath-CoT"), dataset_stem("/data/mine.jsonl"), dataset_stem("math500")
+    ('NuminaMath-CoT', 'mine', 'math500')
+    """
+    if is_hub_name(path):
+        return path[len(HF_PREFIX):].rstrip("/").rsplit("/", 1)[-1]
+    return Path(path).stem if not _is_bare_name(path) else path.removesuffix(".jsonl")
+
+
 def benchmarks_dir(configured: str | Path | None = None) -> Path:
     """The folder bare benchmark names are looked up in (see the module docstring)."""
     return Path(configured or os.environ.get(BENCHMARKS_ENV) or SHARED_BENCHMARKS_DIR).expanduser()
@@ -122,10 +158,14 @@ def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) 
 
 
 def load_problems(path: str, configured_dir: str | Path | None = None, answer_field: str = "auto",
-                  question_field: str = "auto", max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
+                  question_field: str = "auto", max_question_chars: int = MAX_QUESTION_CHARS,
+                  hub: HubDataset | None = None, key: str = "task.path") -> list[Problem]:
     """Problems of a preset name or a path: a JSONL file, a Parquet file (`.parquet`), or a
     Hugging Face dataset folder written by `save_to_disk`; a preset that is not on disk is
-    fetched from the hub where one is reachable."""
+    fetched from the hub where one is reachable. ``hf:<name>``: any Hugging Face dataset, read
+    as `hub` says (`load_hf_problems`); `key` is the config key named in its errors."""
+    if is_hub_name(path):
+        return load_hf_problems(path, hub or HubDataset(), answer_field, question_field, max_question_chars, key)
     local = Path(path).expanduser()
     if not _is_bare_name(path) and (local.is_dir() or local.suffix == ".parquet"):
         return load_table_problems(local, answer_field, question_field, max_question_chars)
@@ -151,9 +191,85 @@ def load_benchmark(name: str, configured_dir: str | Path | None = None) -> list[
 
 
 def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE)."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        os.environ.get(var, "").lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub's host (HF_ENDPOINT) accepts a connection within `timeout_s`; behind a
+    proxy (HTTPS_PROXY / ALL_PROXY) it is assumed to. Without this, a machine with no network
+    retries for about 25 s before datasets gives up."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _offline_mode():
+    """datasets and huggingface_hub in offline mode for one call (a cached dataset still loads,
+    a missing one fails at once), also where HF_HUB_OFFLINE was set after they were imported."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def load_hf_problems(path: str, hub: HubDataset = HubDataset(), answer_field: str = "auto",
+                     question_field: str = "auto", max_question_chars: int = MAX_QUESTION_CHARS,
+                     key: str = "task.path") -> list[Problem]:
+    """Problems of ``hf:<name>``: ``datasets.load_dataset(name, hub.config, split=hub.split,
+    revision=hub.revision, cache_dir=hub.cache_dir)``, rows read as a JSONL file's (ids
+    ``<last part of the name>-<row from 1>``; "auto" answer spec: the preset rule of that part,
+    else the field ``answer``). Any failure is one line naming `key` and the name: off or
+    unreachable hub and not cached (FileNotFoundError), a wrong config or split (ValueError)."""
+    name = path[len(HF_PREFIX):].strip()
+    if not name:
+        raise ValueError(f"{key}={path!r}: no dataset name after {HF_PREFIX!r} "
+                         f"(e.g. {HF_PREFIX}AI-MO/NuminaMath-CoT)")
+    from datasets import load_dataset
+
+    what = repr(name) + (f" (config {hub.config!r})" if hub.config else "") + f" split {hub.split!r}"
+    local_copy = (f"point {key} at a local copy instead (a JSONL or Parquet file, a save_to_disk folder, "
+                  f"or {HF_PREFIX}<folder of data files>)")
+    local_folder = name.startswith((".", "~", "/")) or Path(name).expanduser().exists()
+    off = None if local_folder else ("is off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)" if hub_offline()
+                                     else None if hub_reachable() else "cannot be reached")
+    try:
+        with _offline_mode() if off else contextlib.nullcontext():  # the cache only, no retries
+            data = load_dataset(name, hub.config, split=hub.split, revision=hub.revision, cache_dir=hub.cache_dir)
+    except Exception as e:  # one line: which key, which dataset, what to do
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        reason = f"{type(e).__name__}: {first}"[:300]
+        # not cached (a cached copy with, say, a wrong split gets the general message below)
+        if not local_folder and (isinstance(e, ConnectionError) or (off and isinstance(e, FileNotFoundError))):
+            raise FileNotFoundError(
+                f"{key}={path!r}: the Hugging Face hub {off or 'cannot be reached'} and {what} is not in the "
+                f"datasets cache; {local_copy}") from None
+        error = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+        raise error(f"{key}={path!r}: datasets.load_dataset could not read {what} ({reason}); check the name, "
+                    f"task.hf_config, task.hf_split and task.hf_revision, or {local_copy}") from None
+    stem = dataset_stem(path)
+    spec = ANSWER_SPECS.get(stem, "answer") if answer_field == "auto" else answer_field
+    return problems_from_rows(data, stem, spec, question_field, source=path, max_question_chars=max_question_chars)
 
 
 def load_hub_problems(name: str, answer_field: str = "auto", question_field: str = "auto",
@@ -221,7 +337,7 @@ def load_jsonl_problems(path: str | Path, answer_field: str = "auto", question_f
     is usable.
     """
     problems, skipped = read_jsonl_problems(path, answer_field, question_field, max_question_chars)
-    return _usable(problems, skipped, str(path))
+    return usable(problems, skipped, str(path))
 
 
 def read_jsonl_problems(path: str | Path, answer_field: str = "auto", question_field: str = "auto",
@@ -239,128 +355,10 @@ def read_jsonl_problems(path: str | Path, answer_field: str = "auto", question_f
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
                 if not line.strip():
                     continue
-                problems.append(_row_problem(_json_row(line, where), f"{path.stem}-{line_no}", spec,
+                problems.append(row_problem(json_row(line, where), f"{path.stem}-{line_no}", spec,
                                              question_field, where, max_question_chars))
             except UnicodeDecodeError as e:
                 skipped.append(f"{where}: not UTF-8 ({e.reason} at byte {e.start})")
             except BadRow as e:
                 skipped.append(str(e))
     return problems, skipped
-
-
-def problems_from_rows(rows: Iterable[dict[str, Any]], stem: str, answer_spec: str,
-                       question_field: str = "auto", source: str = "rows",
-                       max_question_chars: int = MAX_QUESTION_CHARS) -> list[Problem]:
-    """Problems from dict rows (hub datasets); ids are ``<stem>-<row number from 1>``. Bad
-    rows are skipped and listed as in `load_jsonl_problems`."""
-    problems, skipped = [], []
-    for i, row in enumerate(rows, start=1):
-        try:
-            problems.append(_row_problem(row, f"{stem}-{i}", answer_spec, question_field, f"{source} row {i}",
-                                         max_question_chars))
-        except BadRow as e:
-            skipped.append(str(e))
-    return _usable(problems, skipped, source)
-
-
-def _json_row(line: str, where: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BadRow(f"{where}: not valid JSON ({e})") from None
-
-
-def _row_problem(row: Any, pid: str, spec: str, question_field: str, where: str,
-                 max_question_chars: int) -> Problem:
-    if not isinstance(row, dict):
-        raise BadRow(f"{where}: row is not a JSON object (got {type(row).__name__})")
-    problem = _problem(row, pid, spec, question_field, where)
-    if len(problem.question) > max_question_chars:
-        raise BadRow(f"{where}: question is {len(problem.question):,} characters, over "
-                     f"task.max_question_chars={max_question_chars:,}")
-    return problem
-
-
-def _usable(problems: list[Problem], skipped: list[str], source: str) -> list[Problem]:
-    """Warn about skipped rows (the first MAX_LISTED_ROWS named); raise if none is usable."""
-    listed = skipped[:MAX_LISTED_ROWS] + ([f"... and {len(skipped) - MAX_LISTED_ROWS} more"]
-                                          if len(skipped) > MAX_LISTED_ROWS else [])
-    if not problems:
-        raise ValueError(f"{source}: no usable row ({len(skipped)} skipped"
-                         + (": " + "; ".join(listed) if listed else ", the file is empty") + ")")
-    if skipped:
-        log.warning("%s: skipped %d bad row(s) of %d, loaded %d:\n  %s", source, len(skipped),
-                    len(skipped) + len(problems), len(problems), "\n  ".join(listed))
-    return problems
-
-
-def _problem(row: dict[str, Any], pid: str, spec: str, question_field: str, where: str) -> Problem:
-    return Problem(pid, _question(row, question_field, where), extract_answer(row, spec, where), None)
-
-
-def _question(row: dict[str, Any], field: str, where: str) -> str:
-    names = QUESTION_FIELDS if field == "auto" else (field,)
-    for name in names:
-        if isinstance(row.get(name), str) and row[name].strip():
-            return row[name]
-    raise BadRow(f"{where}: row has no question field {' or '.join(map(repr, names))} (or it is empty)")
-
-
-def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
-    """The gold answer of one row according to `spec` (module docstring)."""
-    kind, _, field = spec.rpartition(":")
-    if kind not in ("", "boxed", "after_hashes", "join"):  # the config is wrong, not the row
-        raise ValueError(f"unknown answer spec {spec!r} (task.answer_field; want field, boxed:, "
-                         "after_hashes:, join:)")
-    if field not in row or row[field] is None:
-        raise BadRow(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
-    value = row[field]
-    if kind == "":
-        answer = _plain(value)
-    elif kind == "boxed":
-        answer = last_boxed(str(value)) or ""
-    elif kind == "after_hashes":
-        text = str(value)
-        answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
-    elif kind == "join":
-        items = value if isinstance(value, list) else [value]
-        # OlympiadBench packs several answers into one string too ("$69$,$84$").
-        answer = ", ".join(_DOLLAR.sub("", str(v)).strip() for v in items)
-    else:
-        raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
-    if not answer.strip():
-        raise BadRow(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
-    return answer.strip()
-
-
-def _plain(value: Any) -> str:
-    # AMC answers are stored as floats (27.0): integral floats are written as integers.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def last_boxed(text: str) -> str | None:
-    """Contents of the last ``\\boxed{...}`` in `text`, braces matched; None if there is none.
-
-    >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
-    '\\\\frac{1}{2}'
-    """
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        depth, i = 0, start + len("\\boxed")
-        j = i
-        while j < len(text):
-            c = text[j]
-            if c == "\\":
-                j += 2  # an escaped character such as \{ or \} does not group
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j]
-            j += 1
-        start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
-    return None

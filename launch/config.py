@@ -144,9 +144,10 @@ class TrainConfig:
         from launch.benchmarks import PRESETS
 
         for name in self.eval_benchmarks:
-            if "/" not in name and not name.endswith((".jsonl", ".parquet")) and name not in PRESETS:
+            if ("/" not in name and not name.endswith((".jsonl", ".parquet")) and not name.startswith("hf:")
+                    and name not in PRESETS):
                 raise ValueError(f"eval_benchmarks: unknown benchmark {name!r}; presets: {', '.join(PRESETS)}, "
-                                 "or a path")
+                                 "a path, or hf:<Hugging Face dataset name>")
         if self.prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.eval_every < 0 or self.eval_size < 0:

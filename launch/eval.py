@@ -39,14 +39,13 @@ class Benchmark:
 
 def load_benchmarks(cfg: EvalRunConfig) -> list[Benchmark]:
     """Each of eval.benchmarks, its first eval.limit problems (before Ray starts)."""
-    from launch.benchmarks import load_problems
+    from launch.benchmarks import dataset_stem, load_problems
 
     out = []
     for name in cfg.eval.benchmarks:
         problems = load_problems(name, cfg.task.benchmarks_dir, cfg.task.answer_field, cfg.task.question_field,
-                                 cfg.task.max_question_chars)
-        label = Path(name).stem if "/" in name else name.removesuffix(".jsonl")
-        out.append(Benchmark(label, problems[: cfg.eval.limit or None]))
+                                 cfg.task.max_question_chars, hub=cfg.task.hub, key="eval.benchmarks")
+        out.append(Benchmark(dataset_stem(name), problems[: cfg.eval.limit or None]))
     return out
 
 

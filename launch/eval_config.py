@@ -19,8 +19,9 @@ from verifier.config import VerifierConfig
 @dataclass
 class EvalConfig:
     # Benchmarks: preset names of launch/benchmarks.py (math500, math_test_full, aime24, aime25,
-    # amc23, gsm8k_test, olympiadbench, minerva_math) or paths (with a "/") of a JSONL file, a
-    # Parquet file or a `save_to_disk` dataset folder (task.answer_field / question_field apply).
+    # amc23, gsm8k_test, olympiadbench, minerva_math), paths (with a "/") of a JSONL file, a
+    # Parquet file or a `save_to_disk` dataset folder, or "hf:<name>", a Hugging Face dataset by
+    # name read with task.hf_config / hf_split / hf_revision (task.answer_field / question_field apply).
     benchmarks: list[str] = field(default_factory=lambda: ["math500"])
     # The first N problems of each benchmark (0 = all).
     limit: int = 0
@@ -43,9 +44,9 @@ class EvalConfig:
         if not self.benchmarks:
             raise ValueError("eval.benchmarks is empty; name at least one (e.g. eval.benchmarks=[math500])")
         for name in self.benchmarks:
-            if "/" not in name and name.removesuffix(".jsonl") not in PRESETS:
+            if "/" not in name and not name.startswith("hf:") and name.removesuffix(".jsonl") not in PRESETS:
                 raise ValueError(f"eval.benchmarks: unknown benchmark {name!r}; presets: {', '.join(PRESETS)} "
-                                 "(or a JSONL path with a '/')")
+                                 "(or a JSONL path with a '/', or hf:<Hugging Face dataset name>)")
         if self.limit < 0 or self.n < 0:
             raise ValueError(f"eval.limit and eval.n must be >= 0, got {self.limit} and {self.n}")
         if not self.greedy and not self.n:
@@ -130,7 +131,7 @@ def to_eval_config(cfg) -> EvalRunConfig:
             raise FileNotFoundError(f"task.benchmarks_dir={task.benchmarks_dir!r}: no such folder (resolved to {folder})")
         task = dataclasses.replace(task, benchmarks_dir=folder)
     for name in obj.eval.benchmarks:
-        if "/" in name and not Path(name).expanduser().exists():
+        if "/" in name and not name.startswith("hf:") and not Path(name).expanduser().exists():
             raise FileNotFoundError(f"eval.benchmarks: {name!r}: no such file or dataset folder "
                                     f"(resolved to {absolute(name)})")
     ray = dataclasses.replace(obj.ray, temp_dir=absolute(obj.ray.temp_dir))

@@ -32,7 +32,7 @@ class Scorer:
             for j, r in enumerate(sampled[i] if sampled is not None else []):
                 flat.append((p, "sample", j, r))
         verdicts = self.verifier.grade([r.response_text for *_, r in flat], [p.answer for p, *_ in flat],
-                                       [r.finished for *_, r in flat])
+                                       [r.finished for *_, r in flat], questions=[p.question for p, *_ in flat])
         rows, per_problem = [], {}
         for (p, kind, j, r), v in zip(flat, verdicts):
             rows.append({"benchmark": self.name, "problem_id": p.id, "kind": kind, "sample": j,

@@ -12,7 +12,7 @@ def evaluate(rollout, verifier, problems: Sequence, prompt: dict[str, str], step
     start = time.perf_counter()
     groups = rollout.generate([p.id for p in problems], [prompt[p.id] for p in problems], n=1, greedy=True)
     verdicts = verifier.grade([g[0].response_text for g in groups], [p.answer for p in problems],
-                              [g[0].finished for g in groups])
+                              [g[0].finished for g in groups], questions=[p.question for p in problems])
     return {
         "eval/step": float(step),
         "eval/pass1": sum(v.correct for v in verdicts) / max(1, len(verdicts)),

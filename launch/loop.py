@@ -36,7 +36,8 @@ def load_eval_benchmarks(cfg: TrainConfig) -> dict[str, list]:
     starts: a missing file fails here, naming task.benchmarks_dir."""
     from launch.benchmarks import load_problems
 
-    return {name: load_problems(name, cfg.task.benchmarks_dir)[:cfg.eval_benchmark_limit or None]
+    return {name: load_problems(name, cfg.task.benchmarks_dir, hub=cfg.task.hub,
+                                key="eval_benchmarks")[:cfg.eval_benchmark_limit or None]
             for name in cfg.eval_benchmarks}
 
 

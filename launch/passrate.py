@@ -131,7 +131,7 @@ def measure(cfg: PassRateRunConfig, run_dir: Path, model_path: str, problems: Se
             gen_s += time.perf_counter() - t0
             flat = [(p, s) for p, g in zip(chunk, groups) for s in g]
             verdicts = roles.verifier.grade([s.response_text for _, s in flat], [p.answer for p, _ in flat],
-                                            [s.finished for _, s in flat])
+                                            [s.finished for _, s in flat], questions=[p.question for p, _ in flat])
             correct = {p.id: 0 for p in chunk}
             for (p, s), v in zip(flat, verdicts):
                 correct[p.id] += bool(v.correct)

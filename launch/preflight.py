@@ -83,7 +83,7 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
     task = dataclasses.replace(task, path=_input_file(task.path, "task.path", absolute),
                                exclude_path=_input_file(task.exclude_path, "task.exclude_path", absolute),
                                benchmarks_dir=_input_dir(task.benchmarks_dir, "task.benchmarks_dir", absolute),
-                               passrate_file=absolute(task.passrate_file))
+                               passrate_file=absolute(task.passrate_file), hf_cache_dir=absolute(task.hf_cache_dir))
     if in_ray_job():
         _check_job_outputs(cfg, base)
     resume = ckpt.resume if ckpt.resume in (None, "auto") else absolute(ckpt.resume)
@@ -94,8 +94,8 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
 
 def _input_file(value: str | None, key: str, absolute) -> str | None:
     """A path (it has a "/": a file or a dataset folder) made absolute and checked; a bare
-    preset name as is."""
-    if value is None or "/" not in value:
+    preset name, or a Hugging Face dataset by name (hf:<name>, launch.benchmarks), as is."""
+    if value is None or "/" not in value or value.startswith("hf:"):
         return value
     path = absolute(value)
     if not Path(path).exists():

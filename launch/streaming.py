@@ -37,9 +37,10 @@ class Streamed:
 
 def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Sequence[str],
                        golds: Sequence[str], seed_key: Sequence[int] | None = None,
-                       max_grading: int | None = None) -> Streamed:
+                       max_grading: int | None = None, questions: Sequence[str] | None = None) -> Streamed:
     """Every query's K samples (`rollout.stream`) and their verdicts (`verifier.grade`, one call
-    per query, `max_grading` at a time: default two per verifier actor)."""
+    per query, `max_grading` at a time: default two per verifier actor). `questions`: each
+    query's problem text, graded in the symbol domain it states (verifier.domain_from_problem)."""
     n = len(query_ids)
     start = time.perf_counter()
     groups: list = [None] * n
@@ -58,8 +59,9 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
         for i, group in rollout.stream(query_ids, prompts, seed_key=seed_key):
             groups[i] = group
             generated_at[i] = time.perf_counter() - start
+            extra = {} if questions is None else {"questions": [questions[i]] * len(group)}
             grading[graders.submit(verifier.grade, [r.response_text for r in group], [golds[i]] * len(group),
-                                   [r.finished for r in group])] = i
+                                   [r.finished for r in group], **extra)] = i
             collect([f for f in list(grading) if f.done()])
         while grading:
             done, _ = wait(list(grading), return_when=FIRST_COMPLETED)
@@ -114,4 +116,5 @@ class Prefetcher:
 
     def _run(self, step: int, ids: list[str], queries, prompt: dict[str, str], seed: int) -> Streamed:
         return generate_and_grade(self.roles.rollout, self.roles.verifier, ids, [prompt[i] for i in ids],
-                                  [q.answer for q in queries], seed_key=(seed, step))
+                                  [q.answer for q in queries], seed_key=(seed, step),
+                                  questions=[q.question for q in queries])

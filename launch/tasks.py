@@ -10,7 +10,8 @@ Two sources, chosen by `TaskConfig.name`:
   that the RL loop, which sees only final answers, has room to correct.
 - ``"jsonl"``: a JSONL file, or a benchmark preset by name (``math500``, ``gsm8k_test``,
   ...), found and read by `launch.benchmarks` with the gold answer taken from the field
-  each preset keeps it in.
+  each preset keeps it in; also a Parquet file, a `save_to_disk` folder, or any Hugging Face
+  dataset by name (``hf:AI-MO/NuminaMath-CoT`` with `hf_config` / `hf_split` / `hf_revision`).
 
 With `task.passrate_file` the train split is re-balanced by pass rate (`launch.rebalance`,
 oreal.md "Data"): hard problems repeated, the always-solved dropped.
@@ -25,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from launch.benchmarks import MAX_QUESTION_CHARS, load_problems
+from launch.benchmarks import MAX_QUESTION_CHARS, HubDataset, load_problems
 from launch.problem import Problem
 from launch.rebalance import PAPER_BUCKETS, apply_pass_rate_file, check_buckets
 
@@ -41,8 +42,17 @@ class TaskConfig:
     # "arith": synthetic multi-step arithmetic (embedded default); "jsonl": a JSONL file.
     name: str = "arith"
     # jsonl only: a file path, or a bare benchmark name ("math500") looked up in benchmarks_dir
-    # (fetched from its public hub source when not there and the hub is reachable).
+    # (fetched from its public hub source when not there and the hub is reachable), or
+    # "hf:<name>": a Hugging Face dataset by name (hf:AI-MO/NuminaMath-CoT), read with
+    # datasets.load_dataset and the hf_* keys below.
     path: str | None = None
+    # hf:<name> only (task.path, task.exclude_path and eval.benchmarks alike): the dataset's
+    # config (null: its default), split, revision (branch, tag or commit; null: main), and
+    # cache folder (null: datasets' own, $HF_DATASETS_CACHE or $HF_HOME/datasets).
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_revision: str | None = None
+    hf_cache_dir: str | None = None
     # Folder for bare benchmark names; null = $OREAL_BENCHMARKS if set, else
     # ../shared/data/benchmarks beside the repository (launch.benchmarks).
     benchmarks_dir: str | None = None
@@ -103,6 +113,11 @@ class TaskConfig:
             raise ValueError(f"task.name must be 'arith' or 'jsonl', got {self.name!r}")
         if self.name == "jsonl" and not self.path:
             raise ValueError("task.path is required when task.name is 'jsonl'")
+        if self.name == "arith" and self.path and self.path.startswith("hf:"):
+            raise ValueError(f"task.path={self.path!r} is a Hugging Face dataset, but task.name is 'arith' "
+                             "(synthetic problems): set task.name=jsonl")
+        if not self.hf_split or not self.hf_split.strip():
+            raise ValueError("task.hf_split must name a split (e.g. train or test)")
         if not 2 <= self.min_operands <= self.max_operands:
             raise ValueError(
                 f"need 2 <= task.min_operands <= task.max_operands, "
@@ -125,6 +140,11 @@ class TaskConfig:
         if "{question}" not in self.raw_template:
             raise ValueError("task.raw_template must contain {question}")
         check_buckets(self.rebalance)
+
+    @property
+    def hub(self) -> HubDataset:
+        """How hf:<name> datasets are read (task.hf_config, hf_split, hf_revision, hf_cache_dir)."""
+        return HubDataset(self.hf_config, self.hf_split, self.hf_revision, self.hf_cache_dir)
 
 
 class TaskSplits(NamedTuple):
@@ -245,9 +265,10 @@ def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
 def _split_jsonl(cfg: TaskConfig) -> TaskSplits:
     assert cfg.path is not None
     problems = load_problems(cfg.path, cfg.benchmarks_dir, cfg.answer_field, cfg.question_field,
-                             cfg.max_question_chars)
+                             cfg.max_question_chars, hub=cfg.hub, key="task.path")
     if cfg.exclude_path:
-        excluded = load_problems(cfg.exclude_path, cfg.benchmarks_dir, max_question_chars=cfg.max_question_chars)
+        excluded = load_problems(cfg.exclude_path, cfg.benchmarks_dir, max_question_chars=cfg.max_question_chars,
+                                 hub=cfg.hub, key="task.exclude_path")
         drop = {_norm(p.question) for p in excluded}
         problems = [p for p in problems if _norm(p.question) not in drop]
     random.Random(cfg.seed).shuffle(problems)

@@ -24,6 +24,10 @@ class VerifierConfig:
     # What free symbols in answers may be when two expressions are compared: `complex` assumes
     # nothing (|x| != x, \\sqrt{x^2} != x); `real` or `positive` when the task's problems say so.
     symbol_domain: str = "complex"
+    # Grade each problem with the domain its text states ("x is a positive real number" ->
+    # positive, "for real x" -> real, "complex" -> complex; verifier.domain), symbol_domain where
+    # it states none. Needs the question with the sample (VerifierPool.grade(..., questions=)).
+    domain_from_problem: bool = True
     # Address-space cap for the grading subprocess in MiB (0 = no cap).
     worker_memory_mb: int = 1_024
     # Samples per Ray task; smaller chunks balance load better, larger ones cost less overhead.

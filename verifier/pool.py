@@ -3,6 +3,8 @@
     pool = VerifierPool(VerifierConfig(num_workers=2))   # ray.init() done by the caller
     pool.self_check(train_golds)                          # ValueError if too many fail
     verdicts = pool.grade(completions, golds, finished)   # same order, one per input
+    # or pool.grade(completions, golds, finished, questions): each sample's problem text too,
+    # graded in the symbol domain it states (verifier.domain)
     log(pool.metrics(verdicts)); pool.shutdown()
 
 Each `GradeActor` owns one `GradingWorker` (a grading subprocess with a hard per-sample
@@ -55,7 +57,7 @@ class GradeActor:
         """The chunk's verdicts, and how many grading processes died since the last chunk."""
         verdicts = self.worker.grade_many(jobs)
         if self.judge is not None:
-            verdicts = self.judge.rescue(verdicts, [gold_answer(g) for _, g, _ in jobs])
+            verdicts = self.judge.rescue(verdicts, [gold_answer(job[1]) for job in jobs])
         crashes, self._crashes_reported = self.worker.crashes - self._crashes_reported, self.worker.crashes
         return verdicts, crashes
 
@@ -91,15 +93,20 @@ class VerifierPool:
 
     # ---------------------------------------------------------------- grading
     def grade(self, completions: Sequence[str], golds: Sequence[str],
-              finished: Sequence[bool] | None = None) -> list[Verdict]:
-        """Grade pairs concurrently; `finished[i]` False means truncated (no stop token)."""
+              finished: Sequence[bool] | None = None,
+              questions: Sequence[str | None] | None = None) -> list[Verdict]:
+        """Grade pairs concurrently; `finished[i]` False means truncated (no stop token).
+        `questions[i]` (optional): sample i's problem text, whose stated symbol domain ("x is a
+        positive real number") it is graded in (verifier.domain_from_problem)."""
         n = len(completions)
         finished = [True] * n if finished is None else list(finished)
-        if not (len(golds) == n == len(finished)):
-            raise ValueError(f"lengths differ: completions={n}, golds={len(golds)}, "
-                             f"finished={len(finished)}")
+        if not (len(golds) == n == len(finished)) or (questions is not None and len(questions) != n):
+            raise ValueError(f"lengths differ: completions={n}, golds={len(golds)}, finished={len(finished)}"
+                             + ("" if questions is None else f", questions={len(questions)}"))
         cap = self.cfg.max_completion_chars  # grade() keeps only this tail: send no more
-        jobs = [(str(c)[-cap:], str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
+        jobs: list[Job] = [(str(c)[-cap:], str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
+        if questions is not None and self.cfg.domain_from_problem:
+            jobs = [(*job, None if q is None else str(q)) for job, q in zip(jobs, questions)]
         size = self.cfg.chunk_size
         todo = deque((s, 0) for s in range(0, n, size))  # (chunk start, attempt)
         results: list[Verdict | None] = [None] * n

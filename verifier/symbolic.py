@@ -70,6 +70,8 @@ def _exact_value(x, lit: Literal | None):
 def _magnitude_digits(x) -> int | None:
     """floor(log10 |x|) of a closed-form number (None when not a finite number)."""
     v = sympy.Abs(x).evalf(15)
+    if not isinstance(v, sympy.Float):  # |(13/10 + 7i/11)^2 - 1| evaluates to `1.68 + 0.e-22*I`
+        v = sympy.Abs(x.evalf(15)).evalf(15)
     if v == 0:
         return 0
     if not (v.is_number and v.is_finite and isinstance(v, sympy.Float)):

@@ -7,7 +7,7 @@ needed. A warm spare is kept ready, so replacing a killed process costs no start
 Protocol over a socket pair (parent = a Ray actor or any process):
 
     parent                                      child
-    send([(i, completion, gold, finished), ...])
+    send([(i, completion, gold, finished[, question]), ...])
                                                 for each job: send((i, verdict tuple))
     poll(deadline) per job -------------------- deadline passed: SIGKILL the child, the
                                                 spare takes over, job i -> `timeout`,
@@ -37,7 +37,9 @@ from verifier.config import VerifierConfig
 from verifier.extract import extract_answer
 from verifier.verdict import Verdict
 
-Job = tuple[str, str, bool]  # (completion, gold, finished)
+# (completion, gold, finished) or (completion, gold, finished, question): the problem's text,
+# when given, sets the domain of the answer's symbols (verifier.domain).
+Job = tuple[str, str, bool] | tuple[str, str, bool, str | None]
 DEFAULT_TARGET = "verifier.grade:grade"
 _STARTUP_TIMEOUT_S = 120.0
 _ROOT = str(Path(__file__).resolve().parents[1])
@@ -204,8 +206,10 @@ def child_main(fd: int, cfg_json: str, target: str) -> None:
             jobs = conn.recv()
         except (EOFError, OSError):
             return
-        for i, completion, gold, finished in jobs:
-            v = fn(completion, gold, finished=finished, cfg=cfg)
+        for i, completion, gold, finished, *question in jobs:
+            # the question only when given: targets with grade()'s older signature still work
+            extra = {"question": question[0]} if question and question[0] is not None else {}
+            v = fn(completion, gold, finished=finished, cfg=cfg, **extra)
             conn.send((i, v.to_tuple()))
 
 

@@ -78,8 +78,9 @@ def test_default_ks():
 class _InProcessVerifier:
     """VerifierPool's `grade` contract, graded in this process."""
 
-    def grade(self, completions, golds, finished):
-        return [grade(c, g, finished=f) for c, g, f in zip(completions, golds, finished)]
+    def grade(self, completions, golds, finished, questions=None):
+        questions = questions or [None] * len(completions)
+        return [grade(c, g, finished=f, question=q) for c, g, f, q in zip(completions, golds, finished, questions)]
 
 
 def _rollout(text: str, finished: bool = True):

@@ -32,7 +32,7 @@ class _Verifier:
     def __init__(self, outcomes):
         self.outcomes = outcomes
 
-    def grade(self, texts, golds, finished):  # one query's K samples per call (launch.streaming)
+    def grade(self, texts, golds, finished, questions=None):  # one query's K samples per call (launch.streaming)
         assert len(texts) == K
         ids = [q.id for q in QUERIES]
         picked = [self.outcomes[ids.index(t.split()[0]) * K + int(t.split()[-1])] for t in texts]
