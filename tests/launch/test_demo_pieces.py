@@ -109,7 +109,9 @@ def test_ablation_runner_gives_one_row_per_mode(e2e_roles, e2e_cfg, tmp_path):
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert len(saved["runs"]) == 4 and saved["settings"]["steps"] == 1
     assert (tmp_path / "ablation.png").stat().st_size > 1000
-    assert (tmp_path / "ablation.md").read_text().count("\n") == 2 + len(MODES)
+    md = (tmp_path / "ablation.md").read_text()
+    assert md.count("\n") == 2 + len(MODES) + 2  # the table, a blank line, the noise line
+    assert md.splitlines()[-1].startswith("Noise: 4 held-out problems")
 
 
 def test_progress_bar_says_why_a_step_has_no_policy_loss():
