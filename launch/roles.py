@@ -46,14 +46,22 @@ class Roles:
         # First: a cluster that cannot hold the learner and engines fails before anything starts.
         with timed(self.startup, "placement"):
             self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
-        with timed(self.startup, "verifier"):  # golds the verifier cannot grade: refused before the heavy roles
-            self.verifier = VerifierPool(cfg.verifier)
-            self.verifier.self_check(train_golds)
-        with timed(self.startup, "engines_and_learner"):  # independent: they start side by side
+        # The engines take longest to start (three processes import vLLM in turn), so they start
+        # first; beside them the verifier checks the golds (in seconds: golds it cannot grade stop
+        # the run before the first step), then the learner group starts.
+        with timed(self.startup, "engines_and_learner"):
             with ThreadPoolExecutor(1, thread_name_prefix="oreal-start") as pool:
-                rollout = pool.submit(RolloutGroup, cfg.rollout, model_path, cfg.seed, placement=self.placement)
-                self.learner = LearnerGroup(cfg.learner, cfg.algo, model_path, cfg.seed, cfg.steps,
-                                            placement=self.placement)
+                rollout = pool.submit(self._timed, "engines", RolloutGroup, cfg.rollout, model_path, cfg.seed,
+                                      placement=self.placement)
+                try:
+                    with timed(self.startup, "verifier"):
+                        self.verifier = VerifierPool(cfg.verifier)
+                        self.verifier.self_check(train_golds)
+                    self.learner = self._timed("learner", LearnerGroup, cfg.learner, cfg.algo, model_path,
+                                               cfg.seed, cfg.steps, placement=self.placement)
+                except BaseException as e:
+                    self._stop_started(rollout, e)
+                    raise
                 self.rollout = rollout.result()
         with timed(self.startup, "sync_groups"):
             connect(self.learner, self.rollout)  # the weight-sync groups: learner ranks + every vLLM worker
@@ -62,6 +70,29 @@ class Roles:
         self.sync_tolerance = cfg.learner.sync_tolerance
         self.rollout.on_restart = self.rejoin_engines
         self.ahead = Prefetcher(self)  # each step's rollouts: now, or during the last step's training
+
+    def _timed(self, stage: str, start, *args, **kwargs):
+        """`start(*args, **kwargs)`, its wall seconds kept as startup/<stage>_s: which of the
+        roles started side by side is the one start-up waits for."""
+        from launch.metrics import timed
+
+        with timed(self.startup, stage):
+            return start(*args, **kwargs)
+
+    def _stop_started(self, rollout, error: BaseException) -> None:
+        """A role failed to start (the self-check refused the golds, a learner rank died): stop
+        the roles already started, the engines once their start returns, before the error
+        ends the run (their processes would hold memory until the driver exits)."""
+        print(f"start-up failed ({type(error).__name__}: {str(error)[:300]}); stopping the roles that "
+              "already started (the engines once their start-up returns, up to a minute)", flush=True)
+        for role in (getattr(self, "learner", None), getattr(self, "verifier", None)):
+            if role is not None:
+                role.shutdown()
+        try:
+            rollout.result().shutdown()
+        except Exception:  # the engines failed to start too: nothing to stop
+            pass
+        self.placement.remove()
 
     def rejoin_engines(self) -> None:
         """After an engine restart: every engine and learner rank form the sync groups anew (a

@@ -132,3 +132,23 @@ def test_broken_verifier_stops_the_run_before_training_with_a_checkpoint(fresh_p
     assert records and all(r["outcome"] == "error" for r in records)
     after = load(ray.get(roles.learner.async_publish_weights()))
     assert all(bool((before[k] == after[k]).all()) for k in before)
+
+
+def test_golds_the_verifier_cannot_grade_stop_start_up_and_free_every_role(e2e_roles, e2e_cfg):
+    """The self-check runs beside the engines' start: its refusal ends start-up with its own
+    error, and the engine that was starting is stopped and its placement group removed (the
+    cluster's CPUs are free again), so nothing is left holding memory."""
+    import time
+
+    import ray
+
+    from launch.roles import Roles
+
+    cfg = dataclasses.replace(e2e_cfg, rollout=dataclasses.replace(e2e_cfg.rollout, num_engines=1))
+    free = ray.available_resources().get("CPU", 0.0)
+    with pytest.raises(ValueError, match="gold"):
+        Roles(cfg, e2e_roles.model_path, ["\\frac{1}{"] * 20)  # no gold can be graded
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0.0) < free and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0.0) == free

@@ -57,6 +57,9 @@ def test_two_rl_steps_through_the_real_system(e2e_roles, e2e_cfg, tmp_path):
 
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["perf/startup_s"] > 0  # the step-0 row: start-up and the first evaluation
+    # the roles that start side by side are each timed: the slower one is what start-up waits for
+    both = e2e_roles.startup["timing_s/engines_and_learner"]
+    assert 0 < e2e_roles.startup["timing_s/engines"] <= both and 0 < e2e_roles.startup["timing_s/learner"] <= both
     assert [json.loads(x)["step"] for x in lines if "rollout/samples" in json.loads(x)] == [1, 2]
     evals = [r for r in result.evals]
     assert evals and 0.0 <= evals[-1]["eval/pass1"] <= 1.0

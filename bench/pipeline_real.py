@@ -1,0 +1,75 @@
+"""The real loop on this machine, on-policy against one step off-policy (`algo.max_staleness`
+0 and 1): the demo and the long setting of `bench.bench_peer`, each run a fresh
+`python -m launch.train` process, so its `perf/startup_s` (launch to the first step) is the
+start-up a user sees. Part of `python -m bench.bench_pipeline` (`real` and `startup_s` in
+results/bench_pipeline.json).
+
+On two shared cores this is not where the off-policy mode pays: the generation ahead and the
+training compete for the same cores. The figures are reported as measured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# setting -> (Hydra overrides on top of conf/train.yaml, RL steps). The demo is oreal with its
+# 5 RM-only steps; the long setting is bench_peer's (one RM-only step).
+def settings() -> dict[str, tuple[list[str], int]]:
+    from bench.bench_peer import SETTINGS
+
+    return {"demo": ([], 12), "long": (list(SETTINGS["long"]["overrides"]), 6)}
+
+
+def step_times(rows: Sequence[dict[str, Any]]) -> list[float]:
+    """Wall seconds (`perf/step_s`) of the steps that updated the policy, the first of them
+    left out (nothing generated ahead yet in the off-policy mode; lazy set-up in both)."""
+    updates = [r["perf/step_s"] for r in rows if "rollout/samples" in r and "learner/loss" in r]
+    return updates[1:]
+
+
+def summarise(rows: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    steps = step_times(rows)
+    evals = [r["eval/pass1"] for r in rows if "eval/pass1" in r]
+    first = next((r for r in rows if "perf/startup_s" in r), {})
+    return {"step_s_median": statistics.median(steps) if steps else None, "steps_timed": len(steps),
+            "startup_s": first.get("perf/startup_s"), "pass1_before": evals[0] if evals else None,
+            "pass1_after": evals[-1] if evals else None, "process_wall_s": wall_s}
+
+
+def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:
+    overrides, steps = settings()[setting]
+    run_dir = out_dir / f"{setting}-staleness{staleness}"
+    cmd = [sys.executable, "-m", "launch.train", *overrides, f"steps={steps}", f"algo.max_staleness={staleness}",
+           "wandb.mode=disabled", "ckpt.enabled=false", "save_policy=false",
+           f"ray.temp_dir={ROOT / '.cache' / 'ray'}", f"output_dir={run_dir}"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"setting": setting, "max_staleness": staleness, "steps": steps, **summarise(rows, wall)}
+
+
+def run(out_dir: Path, names: Sequence[str] = ("demo", "long")) -> list[dict[str, Any]]:
+    """Each setting in both modes, one after the other (never side by side: two cores)."""
+    from bench.bench_peer import set_env
+
+    set_env()  # the Makefile's cache folders, for a run outside make
+    rows = []
+    for name in names:
+        for staleness in (0, 1):
+            rows.append(run_one(name, staleness, out_dir))
+            r = rows[-1]
+            print(f"{name:<5} max_staleness={staleness}  step {r['step_s_median']:.2f} s (median of "
+                  f"{r['steps_timed']})  start-up {r['startup_s']:.1f} s  pass@1 {r['pass1_before']:.3f} -> "
+                  f"{r['pass1_after']:.3f}", flush=True)
+    return rows

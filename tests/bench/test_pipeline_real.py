@@ -1,0 +1,32 @@
+"""`bench.pipeline_real`'s pure pieces: which steps are timed, and what a run reports."""
+from bench.pipeline_real import settings, step_times, summarise
+
+
+def _rows():
+    return [
+        {"step": 0, "perf/startup_s": 28.5, "eval/pass1": 0.5},
+        {"step": 1, "rollout/samples": 8, "perf/step_s": 9.0},  # RM only: no policy loss
+        {"step": 2, "rollout/samples": 8, "perf/step_s": 5.0, "learner/loss": 0.1},  # first update: lazy set-up
+        {"step": 3, "rollout/samples": 8, "perf/step_s": 2.0, "learner/loss": 0.1},
+        {"step": 4, "rollout/samples": 8, "perf/step_s": 4.0, "learner/loss": 0.1, "eval/pass1": 0.75},
+        {"step": 5, "rollout/samples": 8, "perf/step_s": 3.0, "learner/loss": 0.1},
+    ]
+
+
+def test_only_policy_updates_after_the_first_are_timed():
+    assert step_times(_rows()) == [2.0, 4.0, 3.0]
+
+
+def test_a_run_reports_its_median_step_start_up_and_pass1():
+    r = summarise(_rows(), wall_s=60.0)
+    assert r["step_s_median"] == 3.0 and r["steps_timed"] == 3
+    assert r["startup_s"] == 28.5 and (r["pass1_before"], r["pass1_after"]) == (0.5, 0.75)
+
+
+def test_the_long_setting_is_bench_peers_and_both_leave_steps_to_time():
+    from bench.bench_peer import SETTINGS
+
+    demo, long = settings()["demo"], settings()["long"]
+    assert long[0] == SETTINGS["long"]["overrides"]
+    assert demo[1] > 5 + 1  # past the demo's 5 RM-only steps and the untimed first update
+    assert long[1] > 1 + 1
