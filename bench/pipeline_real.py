@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def summarise(rows: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any]:
 def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:
     overrides, steps = settings()[setting]
     run_dir = out_dir / f"{setting}-staleness{staleness}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run folder is appended to: start each one empty
     cmd = [sys.executable, "-m", "launch.train", *overrides, f"steps={steps}", f"algo.max_staleness={staleness}",
            "wandb.mode=disabled", "ckpt.enabled=false", "save_policy=false",
            f"ray.temp_dir={ROOT / '.cache' / 'ray'}", f"output_dir={run_dir}"]
