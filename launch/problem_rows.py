@@ -124,21 +124,13 @@ def last_boxed(text: str) -> str | None:
     >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
     '\\\\frac{1}{2}'
     """
+    from verifier.extract import match_brace  # the verifier's brace matching: escaped braces do not group
+
     start = text.rfind("\\boxed{")
     while start != -1:
-        depth, i = 0, start + len("\\boxed")
-        j = i
-        while j < len(text):
-            c = text[j]
-            if c == "\\":
-                j += 2  # an escaped character such as \{ or \} does not group
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j]
-            j += 1
+        opening = start + len("\\boxed")
+        close = match_brace(text, opening)
+        if close != -1:
+            return text[opening + 1 : close]
         start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
     return None

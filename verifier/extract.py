@@ -32,7 +32,7 @@ def after_reasoning(text: str) -> str:
     return text[cut:] if cut >= 0 else text
 
 
-def _match_brace(text: str, open_idx: int) -> int:
+def match_brace(text: str, open_idx: int) -> int:
     """Index of the `}` closing the `{` at open_idx (escaped `\\{`/`\\}` ignored), or -1."""
     depth, i, n = 0, open_idx, len(text)
     while i < n:
@@ -57,7 +57,7 @@ def boxed_spans(text: str) -> list[tuple[int, int, str]]:
         m = _BOX_RE.search(text, pos)
         if m is None:
             break
-        close = _match_brace(text, m.end() - 1)
+        close = match_brace(text, m.end() - 1)
         if close < 0:  # unclosed (e.g. a truncated box): look for later boxes
             pos = m.end()
             continue
