@@ -196,6 +196,7 @@ def child_main(fd: int, cfg_json: str, target: str) -> None:
     cfg = VerifierConfig(**json.loads(cfg_json))
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
+    takes_question = _takes_question(fn)
     from verifier import symbolic  # noqa: F401  (warm up sympy + math-verify before "ready")
 
     fn("\\boxed{\\frac{1}{2}}", "0.5", finished=True, cfg=cfg)
@@ -207,10 +208,22 @@ def child_main(fd: int, cfg_json: str, target: str) -> None:
         except (EOFError, OSError):
             return
         for i, completion, gold, finished, *question in jobs:
-            # the question only when given: targets with grade()'s older signature still work
-            extra = {"question": question[0]} if question and question[0] is not None else {}
+            # the question only when given and the target takes it: a grading target with
+            # grade()'s older signature (no `question`) still works, in the problem-free domain
+            extra = {"question": question[0]} if takes_question and question and question[0] is not None else {}
             v = fn(completion, gold, finished=finished, cfg=cfg, **extra)
             conn.send((i, v.to_tuple()))
+
+
+def _takes_question(fn) -> bool:
+    """Whether the grading target accepts `question=` (or any keyword)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "question" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ class _StandInRoles:
 
         self.rollout = SimpleNamespace(generate=generate)
         self.verifier = SimpleNamespace(
-            grade=lambda cs, gs, fs: [grade(c, g, finished=f) for c, g, f in zip(cs, gs, fs)])
+            grade=lambda cs, gs, fs, questions=None: [grade(c, g, finished=f) for c, g, f in zip(cs, gs, fs)])
 
 
 def test_measure_counts_correct_samples_and_writes_the_file(tmp_path, capsys):

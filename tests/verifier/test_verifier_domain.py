@@ -137,3 +137,14 @@ def test_pool_sends_each_samples_question(ray_cluster):
             pool.grade([c, c], [g, g], None, [None])
     finally:
         pool.shutdown()
+
+
+def test_a_grading_target_without_question_still_gets_its_jobs():
+    """The worker sends `question=` only to targets that take it (older custom targets keep
+    working, graded in the configured domain)."""
+    from verifier.grade import grade
+    from verifier.worker import _takes_question
+
+    assert _takes_question(grade)
+    assert _takes_question(lambda completion, gold, **kw: None)
+    assert not _takes_question(lambda completion, gold, *, finished=True, cfg=None: None)
