@@ -52,7 +52,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
 
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate_all
-    from launch.metrics import RunLogger, evals_of, timed
+    from launch.metrics import RunLogger, evals_of, opened_beside, timed
     from launch.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
 
@@ -73,13 +73,15 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
     prompt = {p.id: task_prompt(tokenizer, p.question, cfg.task) for p in splits.train + splits.heldout + bench_problems}
     heldout = splits.heldout[: cfg.eval_size or None]
     own_roles = roles is None
-    with timed(startup, "roles"):
-        roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train + bench_problems])
+    with opened_beside(lambda: RunLogger(
+            run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, cfg.wandb.name,
+            list(cfg.wandb.tags), resume_step=resume.step if resume else None,
+            run_id=resume.wandb_run_id if resume else None, group=cfg.wandb.group,
+            job_type=cfg.wandb.job_type), startup) as opening:  # W&B starts while the roles do
+        with timed(startup, "roles"):
+            roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train + bench_problems])
+        logger = opening.result()
     startup.update(roles.startup if own_roles else {})
-    logger = RunLogger(run_dir, asdict(cfg), cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity,
-                       cfg.wandb.name, list(cfg.wandb.tags), resume_step=resume.step if resume else None,
-                       run_id=resume.wandb_run_id if resume else None, group=cfg.wandb.group,
-                       job_type=cfg.wandb.job_type)
     # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.
     first = splits.train[0]
     probe_ids = tokenizer(prompt[first.id] + (first.solution or first.answer))["input_ids"]

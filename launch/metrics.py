@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 # metrics.jsonl's marker row of a resume: {"step": s, "resume/from_step": s}. Rows above it
@@ -135,6 +136,26 @@ def _end_cut_line(path: Path) -> None:
         f.seek(-1, 2)
         if f.read(1) != b"\n":
             f.write(b"\n")
+
+
+@contextmanager
+def opened_beside(open_logger: Callable[[], RunLogger], timings: dict[str, float]) -> Iterator[Future]:
+    """Opens the run's logger in a thread while the block runs (W&B's start takes seconds
+    that the driver would otherwise wait for after the roles have started); yields its
+    future. Its wall seconds go to `timings["timing_s/logger"]`. When the block fails, the
+    logger opened is finished, so that no W&B run is left open."""
+    def timed_open() -> RunLogger:
+        with timed(timings, "logger"):
+            return open_logger()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-logger") as side:
+        opening = side.submit(timed_open)
+        try:
+            yield opening
+        except BaseException:
+            if opening.exception() is None:
+                opening.result().finish()
+            raise
 
 
 @contextmanager

@@ -10,7 +10,8 @@ from typing import Sequence
 def startup_metrics(stages: dict[str, float], run_began: float | None = None) -> dict[str, float]:
     """Start-up as metrics: each stage's wall seconds (`timing_s/<stage>` -> `startup/<stage>_s`)
     and `perf/startup_s`, the seconds from this process's launch to now (the first step):
-    interpreter and imports included, which no stage covers. A later run of the same process
+    interpreter and imports included, which no stage covers (`startup/launch_s`: the launch
+    to `run_began`). A later run of the same process
     (an ablation, a sweep in one process) counts from its own start, `run_began` (a
     `time.time()`), not from the launch."""
     global _runs_started
@@ -19,6 +20,8 @@ def startup_metrics(stages: dict[str, float], run_began: float | None = None) ->
     out = {f"startup/{k.removeprefix('timing_s/')}_s": v for k, v in stages.items()}
     since = psutil.Process().create_time() if _runs_started == 0 or run_began is None else run_began
     _runs_started += 1
+    if run_began is not None and since != run_began:  # the interpreter, Hydra and the imports
+        out["startup/launch_s"] = run_began - since
     out["perf/startup_s"] = time.time() - since
     return out
 

@@ -93,6 +93,48 @@ def test_a_later_run_of_the_same_process_times_its_start_up_from_its_own_start()
     report.startup_metrics({}, time.time())  # the process's first run: from the launch
     m = report.startup_metrics({}, time.time() - 2.0)
     assert 2.0 <= m["perf/startup_s"] < 3.0
+    assert "startup/launch_s" not in m  # no launch of its own to report
+
+
+def test_the_first_run_reports_the_seconds_before_it_began(monkeypatch):
+    """startup/launch_s: from the process's launch to train()'s start (the interpreter,
+    Hydra and the imports), which no stage covers."""
+    import time
+
+    import psutil
+
+    from launch import report
+
+    monkeypatch.setattr(report, "_runs_started", 0)
+    began = time.time() - 1.0
+    m = report.startup_metrics({"timing_s/roles": 1.0}, began)
+    assert m["startup/launch_s"] == pytest.approx(began - psutil.Process().create_time())
+    assert m["perf/startup_s"] >= m["startup/launch_s"] + 1.0
+
+
+def test_the_run_logger_opens_beside_the_roles_and_closes_when_they_fail(tmp_path):
+    """W&B's start overlaps the roles' start-up; a failing start-up finishes the run it opened."""
+    import threading
+
+    from launch.metrics import RunLogger, opened_beside
+
+    timings, threads, finished = {}, [], []
+
+    class Logger(RunLogger):
+        def __init__(self):
+            threads.append(threading.current_thread().name)
+            super().__init__(tmp_path, {}, mode="disabled")
+
+        def finish(self):
+            finished.append(True)
+
+    with opened_beside(Logger, timings) as opening:
+        logger = opening.result()
+    assert isinstance(logger, Logger) and threads[0].startswith("run-logger") and "timing_s/logger" in timings
+    with pytest.raises(RuntimeError, match="roles failed"):
+        with opened_beside(Logger, timings):
+            raise RuntimeError("roles failed")
+    assert finished == [True]
 
 
 @pytest.mark.e2e
