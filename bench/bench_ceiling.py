@@ -14,7 +14,10 @@ micro-batch; torch on every core) and derives:
   trl_step_s / (vllm_decode_s + train_s), the best a mode that trains on every sample
   (shaped) can do against the real TRL, `max_x_trl_no_training` = trl_step_s /
   vllm_decode_s, the best any mode can do, and `train_budget_for_3x` = the share of
-  train_s a step may spend for 3x TRL's samples/s (negative: out of reach).
+  train_s a step may spend for 3x TRL's samples/s (negative: out of reach);
+- per mode of ours (`against_trl.modes`): the ceiling for the share of queries it trains on
+  (oreal drops all-right and all-wrong queries; shaped trains on all), its measured ratio, and whether
+  it reaches TARGET_OF_CEILING of that ceiling.
 
 Writes results/ceiling.json.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -51,6 +55,46 @@ def against_trl(trl_step_s: float, vllm_decode_s: float, train_s: float) -> dict
         "max_x_trl_no_training": trl_step_s / vllm_decode_s,
         "train_budget_for_3x": (trl_step_s / 3 - vllm_decode_s) / train_s,  # the issue's target
     }
+
+
+# Each of our modes should reach this share of the ratio over TRL that its ceiling allows.
+TARGET_OF_CEILING = 0.9
+
+
+def trained_frac(system: dict[str, Any]) -> float | None:
+    """The mean share of queries a mode trained on over its headline (steady) steps: from the
+    report's `per_step`, or else from the run's own metrics.jsonl (`run_dir`)."""
+    first = int(system.get("steady_from_step", 1))
+    fracs = [r["kept_query_frac"] for r in system.get("per_step", [])
+             if r.get("step", 0) >= first and not math.isnan(r.get("kept_query_frac", math.nan))]
+    if not fracs and system.get("run_dir"):
+        rows = Path(system["run_dir"], "metrics.jsonl")
+        if rows.is_file():
+            steps = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
+            steps = [r for r in steps if "rollout/samples" in r]
+            fracs = [r["learner/kept_query_frac"] for r in steps[first - 1:] if "learner/kept_query_frac" in r]
+    return statistics.fmean(fracs) if fracs else None
+
+
+def mode_ceilings(peer_setting: dict[str, Any], vllm_decode_s: float, train_s: float) -> dict[str, dict[str, Any]]:
+    """Per mode of ours: the best ratio over TRL it could reach here, trl_step_s / (decode +
+    trained share x train_s) (the policy's and reference's compute over the samples it keeps;
+    oreal's RM costs more on top, so its real ceiling is lower), its measured ratio, the share
+    of the ceiling it reached, and whether that is at least TARGET_OF_CEILING."""
+    systems = peer_setting.get("systems", {})
+    trl = systems.get("trl", {}).get("step_s_mean")
+    out = {}
+    for mode in ("shaped", "oreal"):
+        sys_ = systems.get(mode)
+        frac = trained_frac(sys_) if sys_ else None
+        if not trl or frac is None:
+            continue
+        ceiling = trl / (vllm_decode_s + frac * train_s)
+        measured = peer_setting["comparison"][f"{mode}_samples_per_s_x_trl"]
+        out[mode] = {"trained_frac": frac, "max_x_trl": ceiling, "x_trl": measured,
+                     "of_ceiling": measured / ceiling, "target": TARGET_OF_CEILING,
+                     "met": measured / ceiling >= TARGET_OF_CEILING}
+    return out
 
 
 def best_of(fn: Callable[[], float], repeats: int) -> dict[str, float]:
@@ -227,13 +271,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results[n] = r = run_setting(n, args.repeats)
         trl = trl_step_s(args.peer, n)
         if trl:
-            r["against_trl"] = {**against_trl(trl, r["vllm_decode"]["best_s"], r["train_compute"]["best_s"]),
-                                "peer_json": str(args.peer)}
+            v, t = r["vllm_decode"]["best_s"], r["train_compute"]["best_s"]
+            r["against_trl"] = {**against_trl(trl, v, t), "peer_json": str(args.peer),
+                                "modes": mode_ceilings(json.loads(args.peer.read_text())["settings"][n], v, t)}
     report = {"by_setting": results, "cpus": os.cpu_count(), "total_s": time.perf_counter() - t0,
               "clock": "best of the timed runs of each part"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(results))
+    for n, r in results.items():
+        for mode, m in (r.get("against_trl") or {}).get("modes", {}).items():
+            print(f"{n:<7} {mode:<7} trains {m['trained_frac']:.0%} of the queries: ceiling {m['max_x_trl']:.2f}x TRL, "
+                  f"measured {m['x_trl']:.2f}x = {m['of_ceiling']:.2f} of it "
+                  f"(target >= {m['target']}: {'met' if m['met'] else 'not met'})")
     print(f"wrote {args.out} ({report['total_s']:.0f} s)")
     return report
 

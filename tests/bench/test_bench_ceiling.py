@@ -60,3 +60,36 @@ def test_table_names_every_setting_with_and_without_a_trl_step():
 def test_cli_rejects_an_unknown_setting():
     with pytest.raises(SystemExit, match="unknown setting"):
         bc.main(["--settings", "huge"])
+
+
+def _peer_setting(run_dir=None, oreal_fracs=(0.6, 0.25, 0.5, 0.0, 0.25)):
+    oreal = {"steady_from_step": 2, "step_s_mean": 5.0,
+             "per_step": [{"step": i + 1, "kept_query_frac": f} for i, f in enumerate(oreal_fracs)]}
+    if run_dir is not None:  # an older report: no kept_query_frac per step, the run folder has it
+        oreal = {"steady_from_step": 2, "step_s_mean": 5.0, "per_step": [{"step": 1}], "run_dir": str(run_dir)}
+    return {"systems": {"trl": {"step_s_mean": 30.0},
+                        "shaped": {"steady_from_step": 2, "per_step": [{"step": 1, "kept_query_frac": 1.0},
+                                                                       {"step": 2, "kept_query_frac": 1.0}]},
+                        "oreal": oreal},
+            "comparison": {"shaped_samples_per_s_x_trl": 1.6, "oreal_samples_per_s_x_trl": 2.0}}
+
+
+def test_each_mode_has_the_ceiling_of_the_share_it_trains_on():
+    """ceiling = trl_step / (decode + trained share x train), by hand: shaped trains every
+    query, oreal a quarter of them over its steady steps (the first step left out)."""
+    m = bc.mode_ceilings(_peer_setting(), vllm_decode_s=6.0, train_s=12.0)
+    assert m["shaped"]["trained_frac"] == 1.0 and m["shaped"]["max_x_trl"] == pytest.approx(30.0 / 18.0)
+    assert m["shaped"]["of_ceiling"] == pytest.approx(0.96) and m["shaped"]["met"]
+    assert m["oreal"]["trained_frac"] == pytest.approx(0.25)
+    assert m["oreal"]["max_x_trl"] == pytest.approx(30.0 / 9.0)
+    assert m["oreal"]["of_ceiling"] == pytest.approx(0.6) and not m["oreal"]["met"]
+
+
+def test_the_trained_share_falls_back_to_the_runs_own_record(tmp_path):
+    rows = [{"step": 0, "eval/pass1": 0.1}] + [
+        {"step": i + 1, "rollout/samples": 64, "learner/kept_query_frac": f} for i, f in enumerate((0.9, 0.5, 0.0))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = bc.mode_ceilings(_peer_setting(run_dir=tmp_path), vllm_decode_s=6.0, train_s=12.0)
+    assert m["oreal"]["trained_frac"] == pytest.approx(0.25)
+    missing = bc.mode_ceilings(_peer_setting(run_dir=tmp_path / "gone"), vllm_decode_s=6.0, train_s=12.0)
+    assert "oreal" not in missing and "shaped" in missing  # no share known: no ceiling claimed
