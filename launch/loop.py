@@ -46,7 +46,10 @@ class RunStopped(RuntimeError):
     limits); the message says where it stopped and how to resume."""
 
 
-def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunResult:
+def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_at: float | None = None) -> RunResult:
+    """The run: start-up, then `cfg.steps` OREAL steps. `roles`: started ones to use (tests,
+    benchmarks, ablations); `launched_at`: the process's launch (`time.time()`), from which
+    `perf/startup_s` counts (else from this call)."""
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -97,7 +100,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None) -> RunRes
         with timed(startup, "first_eval"):
             evals = [evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=0)] \
                 if heldout or benches else []
-    startup = report.startup_metrics(startup, began)  # startup/<stage>_s, perf/startup_s (from the launch)
+    startup = report.startup_metrics(startup, began, launched_at)  # startup/<stage>_s, perf/startup_s
     logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **startup})
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",

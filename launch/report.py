@@ -7,27 +7,17 @@ from pathlib import Path
 from typing import Sequence
 
 
-def startup_metrics(stages: dict[str, float], run_began: float | None = None) -> dict[str, float]:
+def startup_metrics(stages: dict[str, float], run_began: float, launched_at: float | None = None) -> dict[str, float]:
     """Start-up as metrics: each stage's wall seconds (`timing_s/<stage>` -> `startup/<stage>_s`)
-    and `perf/startup_s`, the seconds from this process's launch to now (the first step):
-    interpreter and imports included, which no stage covers (`startup/launch_s`: the launch
-    to `run_began`). A later run of the same process
-    (an ablation, a sweep in one process) counts from its own start, `run_began` (a
-    `time.time()`), not from the launch."""
-    global _runs_started
-    import psutil
-
+    and `perf/startup_s`, the seconds to now (the first step) from `launched_at` (a
+    `time.time()`: the process's launch, given by the entry point for its first run, so that
+    the interpreter and the imports count, as `startup/launch_s`) or else from `run_began`
+    (the run's own start: a later run of the same process, an ablation's runs)."""
     out = {f"startup/{k.removeprefix('timing_s/')}_s": v for k, v in stages.items()}
-    since = psutil.Process().create_time() if _runs_started == 0 or run_began is None else run_began
-    _runs_started += 1
-    if run_began is not None and since != run_began:  # the interpreter, Hydra and the imports
-        out["startup/launch_s"] = run_began - since
-    out["perf/startup_s"] = time.time() - since
+    if launched_at is not None:
+        out["startup/launch_s"] = run_began - launched_at
+    out["perf/startup_s"] = time.time() - (run_began if launched_at is None else launched_at)
     return out
-
-
-# Runs of this process that have reported their start-up (the first counts from the launch).
-_runs_started = 0
 
 
 def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: float,

@@ -19,6 +19,8 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(dict_cfg: DictConfig) -> None:
+    import psutil
+
     from launch.checkpoint import CheckpointError
     from launch.loop import RunStopped, train
     from launch.preflight import ClusterTooSmall
@@ -39,8 +41,11 @@ def main(dict_cfg: DictConfig) -> None:
 
     # A sweep point (-m): its own run folder, the sweep's W&B group, a name from its overrides.
     cfg, run_dir = place_run(cfg, HydraConfig.get())
+    # The first run of this process counts its start-up from the launch (interpreter and
+    # imports included); a sweep's later points (-m, one process) from their own start.
+    launched_at = psutil.Process().create_time() if int(HydraConfig.get().job.get("num") or 0) == 0 else None
     try:
-        result = train(cfg, run_dir)
+        result = train(cfg, run_dir, launched_at=launched_at)
     except (CheckpointError, RunStopped, VerifierAlarm, ClusterTooSmall) as e:  # one line: what, where, how to resume
         sys.exit(f"error: {e}")
     import ray
