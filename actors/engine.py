@@ -37,8 +37,7 @@ class RolloutEngine:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         kwargs.update(cfg.engine_kwargs)
         self.cfg = cfg
-        bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_bind_mask(cfg.cpu_threads_bind)} if cfg.cpu_threads_bind else {}
-        with _environ(bind):  # read by vLLM-cpu's engine process, which inherits it at start
+        with _environ(engine_environ(cfg)):  # read while the engine starts (its processes inherit them)
             self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
@@ -190,6 +189,20 @@ def _environ(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def engine_environ(cfg: RolloutConfig) -> dict[str, str]:
+    """The variables vLLM reads as an engine starts: the OpenMP cores of vLLM-cpu
+    (`rollout.cpu_threads_bind`) and whether its engine core runs in this process
+    (`rollout.in_process_engine`).
+
+    >>> engine_environ(RolloutConfig(in_process_engine=True, cpu_threads_bind="0-1"))
+    {'VLLM_CPU_OMP_THREADS_BIND': '0-1', 'VLLM_ENABLE_V1_MULTIPROCESSING': '0'}
+    """
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_bind_mask(cfg.cpu_threads_bind)} if cfg.cpu_threads_bind else {}
+    if cfg.in_process_engine:
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return env
 
 
 def cpu_bind_mask(bind: str) -> str:

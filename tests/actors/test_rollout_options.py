@@ -44,3 +44,22 @@ def test_engine_environment_is_set_for_the_start_only(monkeypatch):
     with pytest.raises(RuntimeError), _environ({"OREAL_TEST_UNSET": "y"}):
         raise RuntimeError("engine failed to start")
     assert "OREAL_TEST_UNSET" not in os.environ
+
+
+def test_in_process_engine_sets_vllm_single_process_mode_only_when_asked():
+    from actors.engine import engine_environ
+
+    assert engine_environ(RolloutConfig()) == {}  # GPUs: vLLM's own engine-core process
+    assert engine_environ(RolloutConfig(in_process_engine=True)) == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    both = engine_environ(RolloutConfig(in_process_engine=True, cpu_threads_bind="nobind"))
+    assert both == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def test_cpu_config_runs_the_engine_in_process_and_gpu_config_does_not():
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "rollout"
+    assert yaml.safe_load((conf / "cpu.yaml").read_text())["in_process_engine"] is True
+    assert yaml.safe_load((conf / "gpu.yaml").read_text()).get("in_process_engine", False) is False
