@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from verifier.extract import gold_answer
@@ -43,26 +44,33 @@ def self_check(golds: Sequence[str], grade_many: GradeMany = _in_process,
                max_fail_frac: float = 0.02) -> list[str]:
     """Check every gold; raise ValueError naming the failures when too many fail.
 
-    Returns the (tolerated) failure descriptions. `grade_many` is `VerifierPool.grade` in a
-    run (deadline-bounded); the default grades in this process (tests, notebooks).
+    Each distinct gold is graded once; the failed fraction counts every gold, repeats included.
+    Returns the (tolerated) failure descriptions, one per distinct gold. `grade_many` is
+    `VerifierPool.grade` in a run (deadline-bounded); the default grades in this process
+    (tests, notebooks).
     """
-    texts = [gold_answer(g) for g in golds]
+    counts = Counter(golds)  # each distinct gold graded once (the demo's 2000 golds: 27 distinct)
+    distinct = list(counts)
+    texts = [gold_answer(g) for g in distinct]
     completions = [f"The answer is $\\boxed{{{t}}}$." for t in texts]
     completions += [f"The answer is $\\boxed{{{corrupt(t)}}}$." for t in texts]
-    verdicts = grade_many(completions, list(golds) * 2, [True] * len(completions))
-    n = len(texts)
-    failures = []
+    verdicts = grade_many(completions, distinct * 2, [True] * len(completions))
+    n, m = len(golds), len(texts)
+    failures, failed = [], 0  # failed: golds (repeats counted) whose distinct text failed
     for i, t in enumerate(texts):
-        same, bad = verdicts[i], verdicts[n + i]
+        same, bad = verdicts[i], verdicts[m + i]
         if not same.correct:
             failures.append(f"{t!r} vs itself: {same.outcome} ({same.detail})")
         elif bad.correct:
             failures.append(f"{t!r} vs corrupted {corrupt(t)!r}: graded correct")
-    if n and len(failures) / n > max_fail_frac:
+        else:
+            continue
+        failed += counts[distinct[i]]
+    if n and failed / n > max_fail_frac:
         shown = "\n  ".join(failures[:_SHOW])
         more = f"\n  ... and {len(failures) - _SHOW} more" if len(failures) > _SHOW else ""
         raise ValueError(
-            f"verifier self-check failed for {len(failures)}/{n} gold answers "
+            f"verifier self-check failed for {failed}/{n} gold answers "
             f"(> verifier.self_check_max_fail_frac={max_fail_frac}):\n  {shown}{more}")
     for f in failures:
         log.warning("verifier self-check: %s", f)

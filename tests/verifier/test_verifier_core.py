@@ -126,3 +126,17 @@ def test_self_check_in_process_names_failures():
     with pytest.raises(ValueError, match="1/1 gold answers"):
         self_check(["\\frac{1}{2"])
     assert len(self_check(["1", "\\frac{1}{2"], max_fail_frac=0.5)) == 1
+
+
+def test_self_check_grades_each_distinct_gold_once_and_counts_repeats():
+    graded = []
+
+    def grade_many(completions, golds, finished):
+        graded.extend(golds)
+        return [grade(c, g, finished=f) for c, g, f in zip(completions, golds, finished)]
+
+    golds = ["7"] * 50 + ["\\frac{1}{2"] * 3 + ["5"] * 47  # 3 of 100 golds cannot be graded
+    assert len(self_check(golds, grade_many, max_fail_frac=0.05)) == 1  # one distinct failure, tolerated
+    assert sorted(graded) == sorted(["7", "\\frac{1}{2", "5"] * 2)  # itself and corrupted, once each
+    with pytest.raises(ValueError, match="3/100 gold answers"):  # repeats weigh in the fraction
+        self_check(golds, grade_many, max_fail_frac=0.02)
