@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from launch.config import TrainConfig
-from launch.ray_connect import init_ray
-from launch.roles import Roles, prepare_policy
+from launch.roles import Roles, policy_beside_ray
 
 log = logging.getLogger("oreal")
 
@@ -51,8 +50,6 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     benchmarks, ablations); `launched_at`: the process's launch (`time.time()`), from which
     `perf/startup_s` counts (else from this call)."""
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer
-
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate_all
     from launch.metrics import RunLogger, evals_of, opened_beside, timed
@@ -64,14 +61,11 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     with timed(startup, "load_task"):
         splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
         benches = load_eval_benchmarks(cfg)  # scored with the held-out split (eval_benchmarks)
-    with timed(startup, "prepare_policy"):
-        # the warm-up learns from the split as written (a re-balanced one would change its cache
-        # key, and training would start from another policy than launch.passrate measured)
-        warm = load_task(cfg.task, rebalanced=False) if cfg.task.passrate_file and not roles else splits
-        model_path = roles.model_path if roles else prepare_policy(cfg, warm)
-    with timed(startup, "init_ray"):
-        init_ray(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # the warm-up learns from the split as written (a re-balanced one would change its cache
+    # key, and training would start from another policy than launch.passrate measured)
+    warm = load_task(cfg.task, rebalanced=False) if cfg.task.passrate_file and not roles else splits
+    with timed(startup, "policy_and_ray"):
+        model_path, tokenizer = policy_beside_ray(cfg, warm, startup, roles.model_path if roles else None)
     bench_problems = [p for ps in benches.values() for p in ps]
     prompt = {p.id: task_prompt(tokenizer, p.question, cfg.task) for p in splits.train + splits.heldout + bench_problems}
     heldout = splits.heldout[: cfg.eval_size or None]

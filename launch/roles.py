@@ -29,6 +29,30 @@ def prepare_policy(cfg: TrainConfig, splits) -> str:
     return ensure_warmup_model(path, examples, cfg.model.warmup)
 
 
+def policy_beside_ray(cfg: TrainConfig, splits, startup: dict[str, float], model_path: str | None = None):
+    """(initial policy path, its tokenizer), prepared while Ray starts: the tokenizer's
+    transformers import (10-13 s of CPU on 2 cores, torch included) ran alone before Ray, with
+    the second core idle. Ray starts in this thread (its signal handlers need the main one), the
+    policy in another; a bad model path or tokenizer still stops the run before any role starts.
+    `model_path`: roles already started (tests), only the tokenizer is loaded. Stages
+    startup/prepare_policy_s and startup/init_ray_s, side by side."""
+    from launch.metrics import timed
+    from launch.ray_connect import init_ray
+
+    def policy():
+        with timed(startup, "prepare_policy"):
+            from transformers import AutoTokenizer
+
+            path = model_path or prepare_policy(cfg, splits)
+            return path, AutoTokenizer.from_pretrained(path)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="oreal-policy") as pool:
+        loading = pool.submit(policy)
+        with timed(startup, "init_ray"):
+            init_ray(cfg)
+        return loading.result()
+
+
 class Roles:
     """The role handles of one run, started once (tests share them across runs)."""
 
@@ -46,8 +70,8 @@ class Roles:
         # First: a cluster that cannot hold the learner and engines fails before anything starts.
         with timed(self.startup, "placement"):
             self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
-        # The engines take longest to start (three processes import vLLM in turn), so they start
-        # first; beside them the verifier checks the golds (in seconds: golds it cannot grade stop
+        # The engines take longest to start (vLLM's import; three processes in turn unless
+        # rollout.in_process_engine), so they start first; beside them the verifier checks the golds (in seconds: golds it cannot grade stop
         # the run before the first step), then the learner group starts.
         with timed(self.startup, "engines_and_learner"):
             with ThreadPoolExecutor(1, thread_name_prefix="oreal-start") as pool:
