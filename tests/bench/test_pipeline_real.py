@@ -32,3 +32,27 @@ def test_the_long_setting_is_bench_peers_and_both_leave_steps_to_time():
     assert long[0] == SETTINGS["long"]["overrides"]
     assert demo[1] > 5 + 1  # past the demo's 5 RM-only steps and the untimed first update
     assert long[1] > 1 + 1
+
+
+def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
+    import subprocess
+    import sys
+    import time
+
+    from bench.cpu_sampler import TreeSampler, cpu_floor, role_of
+
+    assert role_of(["ray::LearnerWorker.setup"], False) == "LearnerWorker"
+    assert role_of(["/venv/bin/python", "-m", "verifier.worker", "3"], False) == "verifier.worker"
+    assert role_of(["/venv/bin/python", "/venv/ray/dashboard/agent.py", "--x"], False) == "agent.py"
+    assert role_of([], False) == "other" and role_of(["anything"], True) == "driver"
+    # a parent that sleeps and a child that burns CPU for ~1.5 s: the child's CPU is counted
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-m', "
+                               f"'timeit', '-n', '1', '-r', '1', {burn!r}])"])
+    sampler = TreeSampler(parent.pid, every=0.1)
+    parent.wait()
+    sampler.stop()
+    roles = sampler.by_role()
+    assert roles.get("timeit", 0.0) > 1.0, roles
+    assert sampler.at(1e9) == sampler.samples[-1][1] and sampler.at(-1.0) == {}
+    assert cpu_floor({"a": 3.0, "b": 1.0}, cores=2) == {"cpu_s": 4.0, "cores": 2, "floor_s": 2.0}
