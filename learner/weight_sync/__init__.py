@@ -64,9 +64,15 @@ def probe_mismatch(learner_lp: Sequence[float], engine_lp: Sequence[float]) -> f
 
 
 def check_in_sync(learner, rollout, probe_ids: Sequence[int], tolerance: float, version: int) -> SyncReport:
-    """Compare the learner's and every engine's log-probs of the probe sequence."""
-    learner_lp = learner.probe_logprobs(probe_ids)
-    worst = max(probe_mismatch(learner_lp, lp) for lp in rollout.probe_logprobs(probe_ids))
+    """Compare the learner's and every engine's log-probs of the probe sequence, computed side
+    by side (the engines' in a thread while the learner ranks run their forward)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="oreal-probe") as pool:
+        engines = pool.submit(rollout.probe_logprobs, probe_ids)
+        learner_lp = learner.probe_logprobs(probe_ids)
+        engine_lps = engines.result()
+    worst = max(probe_mismatch(learner_lp, lp) for lp in engine_lps)
     if not worst <= tolerance:  # also catches NaN
         raise WeightSyncError(
             f"weights out of sync at version {version}: vLLM and learner log-probs of the probe "

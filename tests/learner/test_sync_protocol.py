@@ -321,3 +321,33 @@ def test_per_tensor_and_raw_broadcast_over_gloo(three_processes):
         stats, names, bad = res[r]["per_tensor"]
         assert names == list(sd) and bad == [] and stats.broadcasts == len(sd) - 1
     assert all(res[r]["raw"] > 0 for r in range(3))
+
+
+def test_probe_check_runs_the_learner_and_engines_side_by_side():
+    """The engines' probe runs while the learner's does: a stand-in learner that waits for
+    the engines' call would time out if the two ran one after the other."""
+    import threading
+
+    import pytest
+
+    from learner.weight_sync import WeightSyncError, check_in_sync
+
+    engines_called = threading.Event()
+
+    class Learner:
+        def probe_logprobs(self, ids):
+            assert engines_called.wait(timeout=10), "the engines' probe did not start beside the learner's"
+            return [-1.0, -2.0]
+
+    class Rollout:
+        def __init__(self, lps):
+            self.lps = lps
+
+        def probe_logprobs(self, ids):
+            engines_called.set()
+            return self.lps
+
+    assert check_in_sync(Learner(), Rollout([[-1.0, -2.0], [-1.0, -2.0 + 1e-6]]), [1, 2, 3], 1e-3, 0).max_abs_diff \
+        == pytest.approx(1e-6)
+    with pytest.raises(WeightSyncError, match="differ by 0.5"):
+        check_in_sync(Learner(), Rollout([[-1.0, -2.5]]), [1, 2, 3], 1e-3, 4)
