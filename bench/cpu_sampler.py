@@ -21,6 +21,8 @@ def role_of(cmdline: list[str], is_root: bool) -> str:
     ('RolloutEngine', 'verifier.worker')
     >>> role_of(["/x/ray/core/src/ray/raylet/raylet", "--node"], False), role_of(["python", "-m", "launch.train"], True)
     ('raylet', 'driver')
+    >>> role_of(["python", "/x/ray/_private/workers/default_worker.py", "--node-ip-address=1"], False)
+    'ray worker (no actor)'
     """
     if is_root:
         return "driver"
@@ -30,8 +32,8 @@ def role_of(cmdline: list[str], is_root: bool) -> str:
         return cmdline[0].removeprefix("ray::").split(".")[0].split()[0] or "ray"
     if "-m" in cmdline[:-1]:
         return cmdline[cmdline.index("-m") + 1]
-    program = next((a for a in cmdline[1:] if a.endswith(".py")), cmdline[0])
-    return os.path.basename(program)
+    program = os.path.basename(next((a for a in cmdline[1:] if a.endswith(".py")), cmdline[0]))
+    return "ray worker (no actor)" if program in ("default_worker.py", "setup_worker.py") else program
 
 
 class TreeSampler:
@@ -59,10 +61,10 @@ class TreeSampler:
                 try:
                     with p.oneshot():
                         t = p.cpu_times()
-                        key = (p.pid, p.create_time())
-                        if key not in self._last:
-                            self._last[key] = (role_of(p.cmdline(), p.pid == self.pid), 0.0)
-                        self._last[key] = (self._last[key][0], t.user + t.system)
+                        # the role from the latest title: a Ray worker starts as default_worker.py and
+                        # takes its actor's name ("ray::LearnerWorker") once it holds one
+                        self._last[(p.pid, p.create_time())] = (role_of(p.cmdline(), p.pid == self.pid),
+                                                                t.user + t.system)
                 except psutil.Error:
                     pass
             self.samples.append((time.time() - self.began, self.by_role()))

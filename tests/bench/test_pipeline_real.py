@@ -45,6 +45,7 @@ def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
     assert role_of(["/venv/bin/python", "-m", "verifier.worker", "3"], False) == "verifier.worker"
     assert role_of(["/venv/bin/python", "/venv/ray/dashboard/agent.py", "--x"], False) == "agent.py"
     assert role_of([], False) == "other" and role_of(["anything"], True) == "driver"
+    assert role_of(["python", "/ray/_private/workers/default_worker.py", "--x"], False) == "ray worker (no actor)"
     # a parent that sleeps and a child that burns CPU for ~1.5 s: the child's CPU is counted
     burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
     parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-m', "
@@ -56,3 +57,28 @@ def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
     assert roles.get("timeit", 0.0) > 1.0, roles
     assert sampler.at(1e9) == sampler.samples[-1][1] and sampler.at(-1.0) == {}
     assert cpu_floor({"a": 3.0, "b": 1.0}, cores=2) == {"cpu_s": 4.0, "cores": 2, "floor_s": 2.0}
+
+
+def test_a_process_that_takes_an_actor_title_counts_under_that_role():
+    """Ray workers start as default_worker.py and take their actor's title later: all their CPU
+    goes to the actor's role, none to the name they started under."""
+    import subprocess
+    import sys
+
+    from bench.cpu_sampler import TreeSampler
+
+    code = ("import time, setproctitle\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+            "setproctitle.setproctitle('ray::Burner.run')\nt = time.process_time()\n"
+            "while time.process_time() - t < 0.6: pass\ntime.sleep(0.5)")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    sampler = TreeSampler(child.pid, every=0.1)
+    child.wait()
+    sampler.stop()
+    roles = sampler.by_role()
+    assert set(roles) == {"driver"}  # the sampled command itself: its own title does not matter
+    child = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"])
+    sampler = TreeSampler(child.pid, every=0.1)
+    child.wait()
+    sampler.stop()
+    roles = sampler.by_role()
+    assert roles.get("Burner", 0.0) > 1.0 and set(roles) == {"driver", "Burner"}, roles
