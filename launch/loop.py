@@ -50,6 +50,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     benchmarks, ablations); `launched_at`: the process's launch (`time.time()`), from which
     `perf/startup_s` counts (else from this call)."""
     from tqdm.auto import tqdm
+
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate_all
     from launch.metrics import RunLogger, evals_of, opened_beside, timed
@@ -59,7 +60,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     start, began, startup = time.perf_counter(), time.time(), {}  # startup: wall seconds of each stage before step 1
     resume = checkpoint.find_resume(cfg, run_dir)  # a checkpoint that cannot be resumed fails before Ray starts
     with timed(startup, "load_task"):
-        splits = load_task(cfg.task)  # bad data, model path or tokenizer: one line before Ray starts
+        splits = load_task(cfg.task)  # bad data: one line before Ray starts (a bad tokenizer: before any role)
         benches = load_eval_benchmarks(cfg)  # scored with the held-out split (eval_benchmarks)
     # the warm-up learns from the split as written (a re-balanced one would change its cache
     # key, and training would start from another policy than launch.passrate measured)

