@@ -54,11 +54,10 @@ VLLM_IMPORT = "import vllm, vllm.v1.engine.core"
 
 
 def engine_processes_cpu() -> int:
-    """Processes that import vLLM in turn to start the demo's engine (conf/rollout/cpu.yaml)."""
-    import yaml
+    """Processes that import vLLM in turn to start the demo's engine (its composed config)."""
+    from bench.bench_peer import compose_config
 
-    cpu = yaml.safe_load((ROOT / "conf" / "rollout" / "cpu.yaml").read_text())
-    return 1 if cpu.get("in_process_engine") else 3
+    return 1 if compose_config([]).rollout.in_process_engine else 3
 
 
 def vllm_import_s(repeats: int = 3) -> dict[str, float]:
