@@ -290,13 +290,14 @@ def _norm(text: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 def load_policy_tokenizer(model_path: str) -> Any:
-    """The policy's tokenizer (`AutoTokenizer`, as vLLM loads it), refused with one line
-    naming `model.path` when it cannot be loaded or has no stop token (`eos_token_id`): the
-    stop token ends every response and is part of the trained response (oreal.md, "Prompt")."""
-    from transformers import AutoTokenizer
+    """The policy's tokenizer (`AutoTokenizer`'s class, as vLLM loads it; see
+    `launch.tokenizer_class`), refused with one line naming `model.path` when it cannot be
+    loaded or has no stop token (`eos_token_id`): the stop token ends every response and is
+    part of the trained response (oreal.md, "Prompt")."""
+    from launch.tokenizer_class import load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = load_tokenizer(model_path)
     except (OSError, ValueError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ValueError(f"model.path={model_path!r}: cannot load its tokenizer ({first})") from e
