@@ -1,4 +1,5 @@
-"""DeepSpeed's just-in-time C++ ops, built once per machine, not at every learner start."""
+"""DeepSpeed's start-up work that ZeRO training never uses: just-in-time C++ ops built once per
+machine, not at every learner start, and no kernels set up for compiling for an optimizer it does not run."""
 from __future__ import annotations
 
 import os
@@ -26,3 +27,27 @@ def steady_jit_builds() -> None:
         os.environ["PATH"] = bin_dir + os.pathsep + path
     if get_accelerator().device_name() == "cpu":
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def eager_muon_kernels() -> None:
+    """Import DeepSpeed's Muon optimizer with TorchDynamo off, before ZeRO-3 does.
+
+    ZeRO-3's optimizer wrapper imports Muon whatever the optimizer is (to test whether it is
+    Muon). That module decorates three kernels with `torch.compile`, whose set-up imports
+    torch._inductor: 2 CPU-seconds per rank at every learner start, on two cores. With Dynamo
+    off for the import, the decorators return the kernels unchanged; only Muon calls them, and
+    `learner.deepspeed_config` asks for AdamW. Nothing else's `torch.compile` is affected."""
+    import sys
+
+    name = "deepspeed.runtime.zero.muon.muon_optimizer"
+    if name in sys.modules:
+        return
+    before = os.environ.get("TORCHDYNAMO_DISABLE")
+    os.environ["TORCHDYNAMO_DISABLE"] = "1"  # read by torch._dynamo's optimize at each call
+    try:
+        __import__(name)
+    finally:
+        if before is None:
+            del os.environ["TORCHDYNAMO_DISABLE"]
+        else:
+            os.environ["TORCHDYNAMO_DISABLE"] = before

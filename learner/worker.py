@@ -48,7 +48,7 @@ class LearnerWorker:
         from transformers.integrations import HfDeepSpeedConfig
 
         from learner.deepspeed_config import ds_config, warmup_cosine
-        from learner.jit_ops import steady_jit_builds
+        from learner.jit_ops import eager_muon_kernels, steady_jit_builds
         from reward_model.model import TokenRewardModel
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
@@ -57,6 +57,7 @@ class LearnerWorker:
         if backend == "auto":
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         steady_jit_builds()
+        eager_muon_kernels()
         deepspeed.init_distributed(dist_backend=backend)
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         dtype = getattr(torch, self.cfg.dtype)
