@@ -30,27 +30,41 @@ def prepare_policy(cfg: TrainConfig, splits) -> str:
 
 
 def policy_beside_ray(cfg: TrainConfig, splits, startup: dict[str, float], model_path: str | None = None):
-    """(initial policy path, its tokenizer), prepared while Ray starts: the tokenizer's
-    transformers import (10-13 s of CPU on 2 cores, torch included) ran alone before Ray, with
-    the second core idle. Ray starts in this thread (its signal handlers need the main one), the
-    policy in another; a bad model path or tokenizer still stops the run before any role starts.
-    `model_path`: roles already started (tests), only the tokenizer is loaded. Stages
-    startup/prepare_policy_s and startup/init_ray_s, side by side."""
+    """(initial policy path, its tokenizer), prepared while Ray starts, then the roles'
+    driver-side modules imported (torch among them): 5-15 s of CPU on 2 cores that ran alone,
+    before Ray or before the roles, with a core idle. Ray starts in this thread (its signal
+    handlers need the main one), the rest in another; a bad model path or tokenizer still stops
+    the run before any role starts. `model_path`: roles already started (tests), only the
+    tokenizer is loaded. Stages startup/prepare_policy_s, startup/role_imports_s and
+    startup/init_ray_s, side by side."""
     from launch.metrics import timed
     from launch.ray_connect import init_ray
 
     def policy():
         with timed(startup, "prepare_policy"):
-            from transformers import AutoTokenizer
+            from launch.tokenizer_class import load_tokenizer
 
             path = model_path or prepare_policy(cfg, splits)
-            return path, AutoTokenizer.from_pretrained(path)
+            tokenizer = load_tokenizer(path)
+        with timed(startup, "role_imports"):
+            _import_role_modules()  # off the roles' own start: Ray is still starting
+        return path, tokenizer
 
     with ThreadPoolExecutor(1, thread_name_prefix="oreal-policy") as pool:
         loading = pool.submit(policy)
         with timed(startup, "init_ray"):
             init_ray(cfg)
         return loading.result()
+
+
+def _import_role_modules() -> None:
+    """The driver-side modules of the roles (torch among them: 3-4 s of CPU)."""
+    import actors.group  # noqa: F401
+    import launch.placement  # noqa: F401
+    import launch.streaming  # noqa: F401
+    import learner.group  # noqa: F401
+    import learner.weight_sync  # noqa: F401
+    import verifier  # noqa: F401
 
 
 class Roles:

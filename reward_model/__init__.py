@@ -11,7 +11,18 @@ from reward_model.loss import (
     token_weights,
     topk_rescale,
 )
-from reward_model.model import ScoreHead, TokenRewardModel
+
+_MODEL = ("ScoreHead", "TokenRewardModel")
+
+
+def __getattr__(name: str):
+    """The model classes import transformers' modelling code (seconds of CPU); the loss
+    functions need torch only, and the driver reaches them through the learner's modules."""
+    if name in _MODEL:
+        from reward_model import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'reward_model' has no attribute {name!r}")
 
 __all__ = [
     "ScoreHead",
