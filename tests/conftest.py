@@ -138,12 +138,12 @@ def ray_cluster():
     """One local Ray cluster for the whole test session."""
     import ray
 
-    from launch.ray_connect import ray_temp_dir, worker_env
+    from launch.ray_connect import LOCAL_SYSTEM_CONFIG, ray_temp_dir, worker_env
 
     if not ray.is_initialized():
         # logical CPUs: the shared e2e roles and a second topology (colocated test) fit at once
         ray.init(num_cpus=4, include_dashboard=False, _temp_dir=ray_temp_dir(str(CACHE / "ray")),
-                 runtime_env={"env_vars": worker_env()})
+                 runtime_env={"env_vars": worker_env()}, _system_config=LOCAL_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
 
