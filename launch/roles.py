@@ -30,9 +30,9 @@ def prepare_policy(cfg: TrainConfig, splits) -> str:
 
 
 def policy_beside_ray(cfg: TrainConfig, splits, startup: dict[str, float], model_path: str | None = None):
-    """(initial policy path, its tokenizer), prepared while Ray starts, then the roles'
-    driver-side modules imported (torch among them): 5-15 s of CPU on 2 cores that ran alone,
-    before Ray or before the roles, with a core idle. Ray starts in this thread (its signal
+    """(initial policy path, its tokenizer), prepared while Ray starts, followed by the import
+    of the roles' driver-side modules (torch among them). Each used to run alone, before Ray or
+    before the first role started, with a core idle. Ray starts in this thread (its signal
     handlers need the main one), the rest in another; a bad model path or tokenizer still stops
     the run before any role starts. `model_path`: roles already started (tests), only the
     tokenizer is loaded. Stages startup/prepare_policy_s, startup/role_imports_s and
