@@ -207,10 +207,12 @@ def _offload_main(port: int, model_path: str, out) -> None:
     from transformers.integrations import HfDeepSpeedConfig
 
     from learner.deepspeed_config import ds_config
+    from learner.jit_ops import steady_jit_builds
 
     torch.set_num_threads(1)
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        steady_jit_builds()  # as the learner: no shared-memory op compiled (50 s on a fresh clone)
         deepspeed.init_distributed(dist_backend="gloo")
         ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))
         res = {}

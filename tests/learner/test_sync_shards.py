@@ -190,8 +190,10 @@ def _deepspeed_rank(rank: int, port: int, out) -> None:
         import deepspeed
         import torch.distributed as dist
 
+        from learner.jit_ops import steady_jit_builds
         from learner.weight_sync.zero3 import partition_reader, policy_plan
 
+        steady_jit_builds()  # as the learner: no shared-memory op compiled (50 s on a fresh clone)
         deepspeed.init_distributed(dist_backend="gloo")
         torch.manual_seed(0)
         conf = {"train_batch_size": W, "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}}
