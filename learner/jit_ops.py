@@ -1,5 +1,5 @@
-"""DeepSpeed's start-up work that ZeRO training never uses: just-in-time C++ ops built once per
-machine, not at every learner start, and no kernels set up for compiling for an optimizer it does not run."""
+"""DeepSpeed's start-up work that ZeRO training never uses: just-in-time C++ ops are built once
+per machine, not at every learner start; no compiler is set up for an optimizer it never runs."""
 from __future__ import annotations
 
 import os
