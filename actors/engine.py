@@ -37,7 +37,7 @@ class RolloutEngine:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         kwargs.update(cfg.engine_kwargs)
         self.cfg = cfg
-        with _environ(engine_environ(cfg)):  # read while the engine starts (its processes inherit them)
+        with scoped_environ(engine_environ(cfg)):  # read while the engine starts (its processes inherit them)
             self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
@@ -177,7 +177,7 @@ def request_seeds(key: Sequence[int], query_ids: Sequence[str]) -> list[int]:
 
 
 @contextmanager
-def _environ(values: dict[str, str]):
+def scoped_environ(values: dict[str, str]):
     """`values` in os.environ for the block only (a later engine in this process starts clean)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

@@ -37,17 +37,9 @@ def eager_muon_kernels() -> None:
     torch._inductor: 2 CPU-seconds per rank at every learner start, on two cores. With Dynamo
     off for the import, the decorators return the kernels unchanged; only Muon calls them, and
     `learner.deepspeed_config` asks for AdamW. Nothing else's `torch.compile` is affected."""
-    import sys
+    import importlib
 
-    name = "deepspeed.runtime.zero.muon.muon_optimizer"
-    if name in sys.modules:
-        return
-    before = os.environ.get("TORCHDYNAMO_DISABLE")
-    os.environ["TORCHDYNAMO_DISABLE"] = "1"  # read by torch._dynamo's optimize at each call
-    try:
-        __import__(name)
-    finally:
-        if before is None:
-            del os.environ["TORCHDYNAMO_DISABLE"]
-        else:
-            os.environ["TORCHDYNAMO_DISABLE"] = before
+    from actors.engine import scoped_environ
+
+    with scoped_environ({"TORCHDYNAMO_DISABLE": "1"}):  # read by torch._dynamo's optimize at each call
+        importlib.import_module("deepspeed.runtime.zero.muon.muon_optimizer")

@@ -34,14 +34,14 @@ def test_rollout_logprobs_are_optional_but_never_misaligned():
 
 
 def test_engine_environment_is_set_for_the_start_only(monkeypatch):
-    from actors.engine import _environ
+    from actors.engine import scoped_environ
 
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
     monkeypatch.delenv("OREAL_TEST_UNSET", raising=False)
-    with _environ({"VLLM_CPU_OMP_THREADS_BIND": "0,1", "OREAL_TEST_UNSET": "x"}):
+    with scoped_environ({"VLLM_CPU_OMP_THREADS_BIND": "0,1", "OREAL_TEST_UNSET": "x"}):
         assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and os.environ["OREAL_TEST_UNSET"] == "x"
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0" and "OREAL_TEST_UNSET" not in os.environ
-    with pytest.raises(RuntimeError), _environ({"OREAL_TEST_UNSET": "y"}):
+    with pytest.raises(RuntimeError), scoped_environ({"OREAL_TEST_UNSET": "y"}):
         raise RuntimeError("engine failed to start")
     assert "OREAL_TEST_UNSET" not in os.environ
 
