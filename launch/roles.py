@@ -58,7 +58,7 @@ def policy_beside_ray(cfg: TrainConfig, splits, startup: dict[str, float], model
 
 
 def _import_role_modules() -> None:
-    """The driver-side modules of the roles (torch among them: 3-4 s of CPU)."""
+    """The modules `Roles.__init__` imports (torch among them: 3-4 s of CPU), loaded ahead."""
     import actors.group  # noqa: F401
     import launch.placement  # noqa: F401
     import launch.streaming  # noqa: F401

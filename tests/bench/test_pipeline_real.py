@@ -35,11 +35,9 @@ def test_the_long_setting_is_bench_peers_and_both_leave_steps_to_time():
 
 
 def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
-    import subprocess
     import sys
-    import time
 
-    from bench.cpu_sampler import TreeSampler, cpu_floor, role_of
+    from bench.cpu_sampler import cpu_floor, role_of
 
     assert role_of(["ray::LearnerWorker.setup"], False) == "LearnerWorker"
     assert role_of(["/venv/bin/python", "-m", "verifier.worker", "3"], False) == "verifier.worker"
@@ -48,11 +46,8 @@ def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
     assert role_of(["python", "/ray/_private/workers/default_worker.py", "--x"], False) == "ray worker (no actor)"
     # a parent that sleeps and a child that burns CPU for ~1.5 s: the child's CPU is counted
     burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
-    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-m', "
-                               f"'timeit', '-n', '1', '-r', '1', {burn!r}])"])
-    sampler = TreeSampler(parent.pid, every=0.1)
-    parent.wait()
-    sampler.stop()
+    sampler = _sampled([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-m', "
+                        f"'timeit', '-n', '1', '-r', '1', {burn!r}])"])
     roles = sampler.by_role()
     assert roles.get("timeit", 0.0) > 1.0, roles
     assert sampler.at(1e9) == sampler.samples[-1][1] and sampler.at(-1.0) == {}
@@ -62,23 +57,26 @@ def test_the_cpu_sampler_names_roles_and_counts_a_child_process_cpu():
 def test_a_process_that_takes_an_actor_title_counts_under_that_role():
     """Ray workers start as default_worker.py and take their actor's title later: all their CPU
     goes to the actor's role, none to the name they started under."""
-    import subprocess
     import sys
-
-    from bench.cpu_sampler import TreeSampler
 
     code = ("import time, setproctitle\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
             "setproctitle.setproctitle('ray::Burner.run')\nt = time.process_time()\n"
             "while time.process_time() - t < 0.6: pass\ntime.sleep(0.5)")
-    child = subprocess.Popen([sys.executable, "-c", code])
-    sampler = TreeSampler(child.pid, every=0.1)
-    child.wait()
-    sampler.stop()
-    roles = sampler.by_role()
+    roles = _sampled([sys.executable, "-c", code]).by_role()
     assert set(roles) == {"driver"}  # the sampled command itself: its own title does not matter
-    child = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"])
-    sampler = TreeSampler(child.pid, every=0.1)
-    child.wait()
-    sampler.stop()
-    roles = sampler.by_role()
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"
+    roles = _sampled([sys.executable, "-c", parent]).by_role()
     assert roles.get("Burner", 0.0) > 1.0 and set(roles) == {"driver", "Burner"}, roles
+
+
+def _sampled(argv: list[str]):
+    """`argv` run to its end under a `TreeSampler` (every 0.1 s); the sampler."""
+    import subprocess
+
+    from bench.cpu_sampler import TreeSampler
+
+    proc = subprocess.Popen(argv)
+    sampler = TreeSampler(proc.pid, every=0.1)
+    proc.wait()
+    sampler.stop()
+    return sampler
