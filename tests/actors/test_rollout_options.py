@@ -63,3 +63,22 @@ def test_cpu_config_runs_the_engine_in_process_and_gpu_config_does_not():
     conf = Path(__file__).resolve().parents[2] / "conf" / "rollout"
     assert yaml.safe_load((conf / "cpu.yaml").read_text())["in_process_engine"] is True
     assert yaml.safe_load((conf / "gpu.yaml").read_text()).get("in_process_engine", False) is False
+
+
+def test_torch_compile_off_disables_dynamo_while_the_engine_starts_and_needs_eager_mode():
+    from actors.engine import engine_environ
+
+    assert "TORCHDYNAMO_DISABLE" not in engine_environ(RolloutConfig())  # GPUs: vLLM compiles its helpers
+    assert engine_environ(RolloutConfig(torch_compile=False)) == {"TORCHDYNAMO_DISABLE": "1"}
+    with pytest.raises(ValueError, match="rollout.torch_compile=false contradicts rollout.enforce_eager=false"):
+        RolloutConfig(torch_compile=False, enforce_eager=False)
+
+
+def test_cpu_config_turns_torch_compile_off_and_gpu_config_keeps_it():
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "rollout"
+    assert yaml.safe_load((conf / "cpu.yaml").read_text())["torch_compile"] is False
+    assert yaml.safe_load((conf / "gpu.yaml").read_text()).get("torch_compile", True) is True

