@@ -55,14 +55,18 @@ def test_in_process_engine_sets_vllm_single_process_mode_only_when_asked():
     assert both == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def test_cpu_config_runs_the_engine_in_process_and_gpu_config_does_not():
+def _rollout_yaml(name: str) -> dict:
+    """conf/rollout/<name>.yaml as written."""
     from pathlib import Path
 
     import yaml
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "rollout"
-    assert yaml.safe_load((conf / "cpu.yaml").read_text())["in_process_engine"] is True
-    assert yaml.safe_load((conf / "gpu.yaml").read_text()).get("in_process_engine", False) is False
+    return yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "rollout" / f"{name}.yaml").read_text())
+
+
+def test_cpu_config_runs_the_engine_in_process_and_gpu_config_does_not():
+    assert _rollout_yaml("cpu")["in_process_engine"] is True
+    assert _rollout_yaml("gpu").get("in_process_engine", False) is False
 
 
 def test_torch_compile_off_disables_dynamo_while_the_engine_starts_and_needs_eager_mode():
@@ -75,10 +79,5 @@ def test_torch_compile_off_disables_dynamo_while_the_engine_starts_and_needs_eag
 
 
 def test_cpu_config_turns_torch_compile_off_and_gpu_config_keeps_it():
-    from pathlib import Path
-
-    import yaml
-
-    conf = Path(__file__).resolve().parents[2] / "conf" / "rollout"
-    assert yaml.safe_load((conf / "cpu.yaml").read_text())["torch_compile"] is False
-    assert yaml.safe_load((conf / "gpu.yaml").read_text()).get("torch_compile", True) is True
+    assert _rollout_yaml("cpu")["torch_compile"] is False
+    assert _rollout_yaml("gpu").get("torch_compile", True) is True

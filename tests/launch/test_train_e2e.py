@@ -140,14 +140,12 @@ def test_cpu_engines_compile_nothing(e2e_roles, e2e_cfg):
 def test_engines_and_learner_ranks_freeze_their_start_up_heap(e2e_roles):
     """The objects alive once vLLM (or DeepSpeed and transformers) are imported are frozen, so
     the full collections of the start that follows, and of every step, skip them."""
-    import gc
-
     def frozen(_actor):
         import gc
 
-        return gc.get_freeze_count()
+        return gc.get_freeze_count(), gc.isenabled()
 
     handles = [*e2e_roles.rollout.actors, *e2e_roles.learner.workers]
-    counts = ray.get([h.__ray_call__.remote(frozen) for h in handles])
-    assert len(counts) == 4 and min(counts) > 100_000, counts
-    assert gc.isenabled()  # freezing is not disabling: the driver and the roles still collect
+    states = ray.get([h.__ray_call__.remote(frozen) for h in handles])
+    assert len(states) == 4 and min(count for count, _ in states) > 100_000, states
+    assert all(enabled for _, enabled in states)  # freezing is not disabling: the roles still collect
