@@ -76,12 +76,16 @@ def vllm_import_s(repeats: int = 3) -> dict[str, float]:
     return {"import_wall_s": wall, "import_cpu_s": cpu, "engine_processes": n, "engine_chain_floor_s": n * wall}
 
 
-def run_one(setting: str, staleness: int, out_dir: Path) -> dict[str, Any]:
-    overrides, steps = settings()[setting]
-    run_dir = out_dir / f"{setting}-staleness{staleness}"
+def run_one(setting: str, staleness: int, out_dir: Path, steps: int | None = None,
+            wandb_mode: str = "disabled", tag: str = "") -> dict[str, Any]:
+    """One fresh `python -m launch.train` of `setting` (its own step count unless `steps`),
+    every process of it sampled for CPU; its summary (`summarise`) and start-up CPU by role."""
+    overrides, default_steps = settings()[setting]
+    steps = steps or default_steps
+    run_dir = out_dir / f"{setting}-staleness{staleness}{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a run folder is appended to: start each one empty
     cmd = [sys.executable, "-m", "launch.train", *overrides, f"steps={steps}", f"algo.max_staleness={staleness}",
-           "wandb.mode=disabled", "ckpt.enabled=false", "save_policy=false",
+           f"wandb.mode={wandb_mode}", "ckpt.enabled=false", "save_policy=false",
            f"ray.temp_dir={ROOT / '.cache' / 'ray'}", f"output_dir={run_dir}"]
     from bench.cpu_sampler import TreeSampler, cpu_floor
 
@@ -116,3 +120,23 @@ def run(out_dir: Path, names: Sequence[str] = ("demo", "long")) -> list[dict[str
                   f"{r['steps_timed']})  start-up {r['startup_s']:.1f} s  pass@1 {r['pass1_before']:.3f} -> "
                   f"{r['pass1_after']:.3f}", flush=True)
     return rows
+
+
+# Start-up varies by a second or two from launch to launch on two shared cores: the figure is
+# the median of the demo's launches, its two mode runs (W&B off) and these, as `make demo`
+# runs it (W&B offline, one step).
+STARTUP_LAUNCHES = 3
+
+
+def startup_launches(out_dir: Path, mode_runs: Sequence[dict[str, Any]], n: int = STARTUP_LAUNCHES) -> dict[str, Any]:
+    """Launch to the first step of the demo over several launches: `mode_runs` (the demo's
+    runs already made) and `n` more with W&B offline. Keys `startup_s` (the median),
+    `startup_max_s` and `startup_runs` (each launch's seconds and W&B mode)."""
+    runs = [{"startup_s": r["startup_s"], "wandb": "disabled", "run": f"max_staleness={r['max_staleness']}"}
+            for r in mode_runs]
+    for i in range(n):
+        r = run_one("demo", 0, out_dir, steps=1, wandb_mode="offline", tag=f"-launch{i}")
+        runs.append({"startup_s": r["startup_s"], "wandb": "offline", "run": "steps=1"})
+        print(f"demo launch {i + 1}/{n} (W&B offline, steps=1): start-up {r['startup_s']:.1f} s", flush=True)
+    secs = [r["startup_s"] for r in runs]
+    return {"startup_s": statistics.median(secs), "startup_max_s": max(secs), "startup_runs": runs}

@@ -80,3 +80,24 @@ def _sampled(argv: list[str]):
     proc.wait()
     sampler.stop()
     return sampler
+
+
+def test_the_start_up_figure_is_the_median_over_the_demos_launches(monkeypatch, tmp_path):
+    """The two mode runs count, and the extra launches run as `make demo` does (W&B offline,
+    one step), each a fresh demo process of its own folder."""
+    import bench.pipeline_real as pr
+
+    launched = []
+
+    def fake_run_one(setting, staleness, out_dir, steps=None, wandb_mode="disabled", tag=""):
+        launched.append((setting, staleness, steps, wandb_mode, tag))
+        return {"startup_s": [31.0, 27.0, 28.0][len(launched) - 1], "max_staleness": staleness}
+
+    monkeypatch.setattr(pr, "run_one", fake_run_one)
+    modes = [{"startup_s": 29.0, "max_staleness": 0}, {"startup_s": 30.0, "max_staleness": 1}]
+    out = pr.startup_launches(tmp_path, modes, n=3)
+    assert out["startup_s"] == 29.0 and out["startup_max_s"] == 31.0  # median and max of 29, 30, 31, 27, 28
+    assert [r["startup_s"] for r in out["startup_runs"]] == [29.0, 30.0, 31.0, 27.0, 28.0]
+    assert [r["wandb"] for r in out["startup_runs"]] == ["disabled"] * 2 + ["offline"] * 3
+    assert launched == [("demo", 0, 1, "offline", f"-launch{i}") for i in range(3)]
+    assert len({t for *_, t in launched}) == 3  # no launch reuses another's run folder
