@@ -97,8 +97,9 @@ def run_mode(roles, staleness: int) -> list[float]:
 
 
 def main(real: bool = True) -> dict:
-    """The simulated schedule, then (`real`) the loop itself on this machine in both modes
-    (`bench.pipeline_real`, about 11 minutes with the demo's three start-up launches); `--simulated-only` skips the latter."""
+    """The simulated schedule, then (`real`) the loop itself on this machine in both modes and
+    the demo's start-up launches (`bench.pipeline_real`, about 11 minutes); `--simulated-only`
+    skips the latter."""
     import ray
 
     import learner.weight_sync as ws
