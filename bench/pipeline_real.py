@@ -99,7 +99,8 @@ def run_one(setting: str, staleness: int, out_dir: Path, steps: int | None = Non
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    out = {"setting": setting, "max_staleness": staleness, "steps": steps, **summarise(rows, wall)}
+    out = {"setting": setting, "max_staleness": staleness, "steps": steps, "wandb_mode": wandb_mode,
+           **summarise(rows, wall)}
     # CPU-seconds of the start-up by role, and the floor they set on this machine's cores
     out["startup_cpu_s"] = sampler.at(out["startup_s"] or 0.0)
     out["startup_cpu_floor"] = cpu_floor(out["startup_cpu_s"])
@@ -132,11 +133,12 @@ def startup_launches(out_dir: Path, mode_runs: Sequence[dict[str, Any]], n: int 
     """Launch to the first step of the demo over several launches: `mode_runs` (the demo's
     runs already made) and `n` more with W&B offline. Keys `startup_s` (the median),
     `startup_max_s` and `startup_runs` (each launch's seconds and W&B mode)."""
-    runs = [{"startup_s": r["startup_s"], "wandb": "disabled", "run": f"max_staleness={r['max_staleness']}"}
-            for r in mode_runs]
+    launches = list(mode_runs)
     for i in range(n):
-        r = run_one("demo", 0, out_dir, steps=1, wandb_mode="offline", tag=f"-launch{i}")
-        runs.append({"startup_s": r["startup_s"], "wandb": "offline", "run": "steps=1"})
-        print(f"demo launch {i + 1}/{n} (W&B offline, steps=1): start-up {r['startup_s']:.1f} s", flush=True)
+        launches.append(run_one("demo", 0, out_dir, steps=1, wandb_mode="offline", tag=f"-launch{i}"))
+        print(f"demo launch {i + 1}/{n} (W&B offline, steps=1): start-up {launches[-1]['startup_s']:.1f} s",
+              flush=True)
+    runs = [{"startup_s": r["startup_s"], "wandb": r["wandb_mode"],
+             "run": f"max_staleness={r['max_staleness']}, steps={r['steps']}"} for r in launches]
     secs = [r["startup_s"] for r in runs]
     return {"startup_s": statistics.median(secs), "startup_max_s": max(secs), "startup_runs": runs}

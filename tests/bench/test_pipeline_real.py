@@ -91,13 +91,16 @@ def test_the_start_up_figure_is_the_median_over_the_demos_launches(monkeypatch, 
 
     def fake_run_one(setting, staleness, out_dir, steps=None, wandb_mode="disabled", tag=""):
         launched.append((setting, staleness, steps, wandb_mode, tag))
-        return {"startup_s": [31.0, 27.0, 28.0][len(launched) - 1], "max_staleness": staleness}
+        return {"startup_s": [31.0, 27.0, 28.0][len(launched) - 1], "max_staleness": staleness, "steps": steps,
+                "wandb_mode": wandb_mode}
 
     monkeypatch.setattr(pr, "run_one", fake_run_one)
-    modes = [{"startup_s": 29.0, "max_staleness": 0}, {"startup_s": 30.0, "max_staleness": 1}]
+    modes = [{"startup_s": 29.0, "max_staleness": 0, "steps": 12, "wandb_mode": "disabled"},
+             {"startup_s": 30.0, "max_staleness": 1, "steps": 12, "wandb_mode": "disabled"}]
     out = pr.startup_launches(tmp_path, modes, n=3)
     assert out["startup_s"] == 29.0 and out["startup_max_s"] == 31.0  # median and max of 29, 30, 31, 27, 28
     assert [r["startup_s"] for r in out["startup_runs"]] == [29.0, 30.0, 31.0, 27.0, 28.0]
     assert [r["wandb"] for r in out["startup_runs"]] == ["disabled"] * 2 + ["offline"] * 3
+    assert [r["run"] for r in out["startup_runs"]][1:3] == ["max_staleness=1, steps=12", "max_staleness=0, steps=1"]
     assert launched == [("demo", 0, 1, "offline", f"-launch{i}") for i in range(3)]
     assert len({t for *_, t in launched}) == 3  # no launch reuses another's run folder
