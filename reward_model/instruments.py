@@ -75,3 +75,36 @@ class RMStats:
                 n = float(self.buckets[1, c, k])
                 out[f"reward_model/prefix_score/{cls}/q{k + 1}"] = float(self.buckets[0, c, k]) / n if n else nan
         return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def first_error_hit(scores: Tensor, k: int) -> tuple[bool, float]:
+    """Whether the RM's biggest score drop lands at a response's first wrong token (the arith
+    task's ground truth, `launch.first_error`), and how often a random guess would.
+
+    ``scores`` is 1-D of length n + 1 for a response of n tokens: ``scores[0]`` is the RM's raw
+    score at the last prompt position, ``scores[i]`` (i = 1..n) the score at response token
+    i - 1's own position (which has seen response tokens 0..i-1). The first wrong token is
+    response index ``k``, so the first score that has seen it is ``scores[k + 1]``.
+    Drops ``d_i = scores[i - 1] - scores[i]`` for i = 1..n; ``i* = argmax d_i`` (the first on
+    ties). hit = ``|i* - (k + 1)| <= 1``; chance = #{i in 1..n : |i - (k + 1)| <= 1} / n, the hit
+    rate of a uniformly random i*. ValueError for n < 1 or k outside [0, n - 1].
+    """
+    if scores.dim() != 1 or scores.numel() < 2:
+        raise ValueError(f"first_error_hit: need 1-D scores of length n + 1 >= 2, got shape {tuple(scores.shape)}")
+    n = scores.numel() - 1
+    if not 0 <= k <= n - 1:
+        raise ValueError(f"first_error_hit: k={k} is outside [0, {n - 1}] for a response of {n} tokens")
+    drops = scores[:-1].detach().double() - scores[1:].detach().double()
+    i_star = int(torch.argmax(drops)) + 1  # torch.argmax returns the first maximal index
+    chance = (min(n, k + 2) - max(1, k) + 1) / n
+    return abs(i_star - (k + 1)) <= 1, chance
+
+
+def first_error_rates(results: Sequence[tuple[bool, float]]) -> dict[str, float]:
+    """Mean hit and chance of `first_error_hit` over responses with a known first error ({} if none)."""
+    if not results:
+        return {}
+    n = len(results)
+    return {"reward_model/first_error_hit": sum(float(h) for h, _ in results) / n,
+            "reward_model/first_error_chance": sum(c for _, c in results) / n,
+            "reward_model/first_error_n": float(n)}
