@@ -43,9 +43,11 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from learner.rm_data import RMReplay
 
 log = logging.getLogger("oreal")
 
@@ -106,10 +108,13 @@ class DriverState:
     order: list[str]
     # Queries drawn so far (step x prompts_per_step).
     drawn: int = 0
+    # The token RM's replay buffer (algo.rm_replay_steps; learner.rm_data): the last steps'
+    # RM samples, trained on again; empty when the RM trains on the kept pairs alone.
+    rm_replay: RMReplay = field(default_factory=lambda: RMReplay())
 
     @classmethod
-    def start(cls, seed: int) -> DriverState:
-        return cls(step=0, policy_version=0, rng=random.Random(seed), order=[])
+    def start(cls, seed: int, rm_replay_steps: int = 1) -> DriverState:
+        return cls(step=0, policy_version=0, rng=random.Random(seed), order=[], rm_replay=RMReplay(rm_replay_steps))
 
     def next_queries(self, train: Sequence, count: int) -> list:
         """The next `count` problems: the rest of the current pass, then a new shuffle of `train`."""
@@ -131,15 +136,16 @@ class DriverState:
     def to_json(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         return {"step": self.step, "policy_version": self.policy_version, "order": self.order,
-                "drawn": self.drawn, "rng": [version, list(internal), gauss]}
+                "drawn": self.drawn, "rng": [version, list(internal), gauss], "rm_replay": self.rm_replay.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DriverState:
         rng = random.Random()
         version, internal, gauss = d["rng"]
         rng.setstate((version, tuple(internal), gauss))
+        replay = RMReplay.from_json(d["rm_replay"]) if "rm_replay" in d else RMReplay()  # older checkpoints
         return cls(step=d["step"], policy_version=d["policy_version"], rng=rng, order=list(d["order"]),
-                   drawn=d["drawn"])
+                   drawn=d["drawn"], rm_replay=replay)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
 
     from launch import checkpoint, report, samples_table
     from launch.evaluate import evaluate_all
+    from launch.rm_heldout import RMHeldout
     from launch.metrics import RunLogger, evals_of, opened_beside, timed
     from launch.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
@@ -91,12 +92,15 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     else:
         with timed(startup, "probe_check"):
             check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
-        state = checkpoint.DriverState.start(cfg.seed)  # step, data order, the driver's RNG
+        state = checkpoint.DriverState.start(cfg.seed, cfg.algo.rm_replay_steps)  # step, data order, RNG, RM replay
         with timed(startup, "first_eval"):
             evals = [evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=0)] \
                 if heldout or benches else []
+    with timed(startup, "rm_heldout"):  # the token RM's fixed held-out pairs (rm_heldout_pairs.jsonl)
+        rm_heldout = RMHeldout.open(cfg, roles, run_dir, splits.heldout, prompt, tokenizer)
+        rm_evals = rm_heldout.metrics(roles.learner) if rm_heldout and not resume else {}
     startup = report.startup_metrics(startup, began, launched_at)  # startup/<stage>_s, perf/startup_s
-    logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **startup})
+    logger.log(state.step, {**(evals[-1] if evals and not resume else {}), **rm_evals, **startup})
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
                dynamic_ncols=True)
@@ -107,11 +111,13 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
         with _stops_cleanly(cfg, run_dir, step, saver, logger,
                             save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
-                                               run_dir=run_dir, next_queries=ahead)
+                                               run_dir=run_dir, next_queries=ahead, rm_replay=state.rm_replay)
         with _stops_cleanly(cfg, run_dir, step, saver, logger):
             if (heldout or benches) and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
                 evals.append(evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=step + 1))
                 metrics.update(evals[-1])
+            if rm_heldout and rm_heldout.due(step + 1, cfg.steps):
+                metrics.update(rm_heldout.metrics(roles.learner))
             logger.log(step + 1, metrics)
             samples_table.log_step(logger, cfg.wandb, run_dir, step + 1, groups,
                                    roles.learner if cfg.algo.uses_rm else None)
@@ -124,7 +130,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     if cfg.save_policy:
         with _stops_cleanly(cfg, run_dir, cfg.steps, saver, logger):
             roles.learner.save_pretrained(str(run_dir / "policy"))
-    examples = _weight_examples(roles, groups, correct, tokenizer) if cfg.algo.uses_rm and cfg.steps else []
+    examples = _weight_examples(roles, groups, correct, tokenizer, rm_heldout) if cfg.algo.uses_rm and cfg.steps else []
     logger.finish()
     if own_roles:
         roles.shutdown()
@@ -135,7 +141,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
 
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
-            rng: random.Random, run_dir: Path | None = None, next_queries=None):
+            rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None):
     """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync.
 
     Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
@@ -145,6 +151,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     from launch.evaluate import rollout_metrics
     from launch.metrics import timed
     from launch.streaming import generate_and_grade
+    from learner.rm_data import rm_step_data
     from learner.selection import select
     from learner.weight_sync import sync_weights
     from verifier import VerifierAlarm, check_verdicts
@@ -174,8 +181,10 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
         if cfg.algo.max_staleness and next_queries is not None:  # step t+1 generates while step t trains
             roles.ahead.prefetch(step + 1, next_queries, prompt, cfg.seed)
+        # the token RM's own data (algo.rm_samples, rm_replay_steps, rm_minibatches), if not the kept pairs
+        rm_batches, rm_fresh = rm_step_data(cfg.algo, rm_replay, groups, correct, selection, cfg.seed, step)
         with timed(timings, "train"):
-            metrics.update(roles.learner.train_step(selection.samples, step))
+            metrics.update(roles.learner.train_step(selection.samples, step, rm_batches, rm_fresh))
         with timed(timings, "generate_wait"):
             roles.ahead.wait()  # the engines finish step t+1 on the weights they hold, then take the new ones
         with timed(timings, "sync"):
@@ -235,21 +244,29 @@ def _loss_text(metrics: dict) -> str:
     return "RM only" if metrics.get("learner/policy_frozen") else "no update"
 
 
-def _weight_examples(roles: Roles, groups, correct, tokenizer) -> list[dict]:
-    """The token RM's w+/w- along one correct and one incorrect sample of the last step."""
+def _weight_examples(roles: Roles, groups, correct, tokenizer, rm_heldout=None) -> list[dict]:
+    """The token RM's w+/w- along one correct and one incorrect response: a held-out pair whose
+    incorrect response has a known first wrong token (`first_error`, marked in the plot), else
+    one of each from the last step."""
     from learner.batch import TrainSample
 
-    picks = []
-    for want in (True, False):
-        hit = next(((r, c) for g, cs in zip(groups, correct) for r, c in zip(g, cs) if c == want and r.response_ids), None)
-        if hit:
-            picks.append(hit)
-    if not picks:
+    known = next((p for p in rm_heldout.pairs if p.first_error is not None), None) if rm_heldout else None
+    if known is not None:
+        samples, first_errors = [known.pos, known.neg], [None, known.first_error]
+    else:
+        picks = []
+        for want in (True, False):
+            hit = next(((r, c) for g, cs in zip(groups, correct) for r, c in zip(g, cs) if c == want and r.response_ids),
+                       None)
+            if hit:
+                picks.append(hit)
+        samples = [TrainSample(r.prompt_ids, r.response_ids, 1.0 if c else -1.0, 0.0) for r, c in picks]
+        first_errors = [None] * len(samples)
+    if not samples:
         return []
-    samples = [TrainSample(r.prompt_ids, r.response_ids, 1.0 if c else -1.0, 0.0) for r, c in picks]
     weights = roles.learner.token_weights(samples)
-    return [{"correct": c, "tokens": [tokenizer.decode([t]) for t in r.response_ids], "w_pos": wp, "w_neg": wn}
-            for (r, c), (wp, wn) in zip(picks, weights)]
+    return [{"correct": s.positive, "tokens": [tokenizer.decode([t]) for t in s.response_ids], "w_pos": wp,
+             "w_neg": wn, "first_error": k} for s, (wp, wn), k in zip(samples, weights, first_errors)]
 
 
 def _line(m: dict[str, float]) -> str:

@@ -38,8 +38,23 @@ def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: f
         "rl_wall_s": sum(r.get("perf/step_s", 0.0) for r in steps),
         "wall_s": wall_s,
         "startup_s": (startup or {}).get("perf/startup_s"),
+        **_rm_summary(history),
         "startup": {k.removeprefix("startup/"): v for k, v in (startup or {}).items() if k.startswith("startup/")},
     }
+
+
+def _rm_summary(history: Sequence[dict]) -> dict:
+    """The token RM's held-out figures at the first and last step they were scored."""
+    rows = [r for r in history if "reward_model/heldout_pair_accuracy" in r]
+    if not rows:
+        return {}
+    out = {"rm_heldout_pair_accuracy_before": rows[0]["reward_model/heldout_pair_accuracy"],
+           "rm_heldout_pair_accuracy_after": rows[-1]["reward_model/heldout_pair_accuracy"],
+           "rm_heldout_bce_after": rows[-1]["reward_model/heldout_bce"]}
+    for key in ("first_error_hit", "first_error_chance"):
+        if f"reward_model/{key}" in rows[-1]:
+            out[f"rm_{key}_after"] = rows[-1][f"reward_model/{key}"]
+    return out
 
 
 def table(s: dict) -> str:
@@ -50,6 +65,9 @@ def table(s: dict) -> str:
         ("held-out pass@1 before RL", _pct(s["heldout_pass1_before"])),
         ("held-out pass@1 after RL", _pct(s["heldout_pass1_after"])),
         ("train pass rate, first -> last step", f"{_pct(s['train_pass_rate_first'])} -> {_pct(s['train_pass_rate_last'])}"),
+        *([("token RM held-out pair accuracy", f"{_pct(s['rm_heldout_pair_accuracy_before'])} -> "
+                                                f"{_pct(s['rm_heldout_pair_accuracy_after'])}")]
+          if "rm_heldout_pair_accuracy_after" in s else []),
         ("start-up (launch to step 1)", f"{s['startup_s']:.0f} s" if s.get("startup_s") is not None else "-"),
         ("RL wall time", f"{s['rl_wall_s']:.0f} s"),
         ("total wall time", f"{s['wall_s']:.0f} s"),
@@ -111,6 +129,22 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
     ax.set(xlabel="RL step", ylabel="fraction", ylim=(0, 1.05), title="Queries kept (mixed outcomes)")
     out.append(_save(fig, run_dir / "kept.png"))
 
+    rm = [r for r in history if "reward_model/heldout_pair_accuracy" in r or "reward_model/fit_bce" in r]
+    if rm:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key, label in (("reward_model/heldout_pair_accuracy", "held-out pair accuracy"),
+                           ("reward_model/heldout_bce", "held-out BCE"), ("reward_model/fit_bce", "BCE on the step's batch"),
+                           ("reward_model/first_error_hit", "first-error hit"),
+                           ("reward_model/first_error_chance", "first-error hit by chance")):
+            pts = [(r["step"], r[key]) for r in rm if key in r]
+            if pts:
+                ax.plot(*zip(*pts), "o-" if key.startswith("reward_model/heldout") or "first" in key else "-",
+                        label=label, markersize=3)
+        ax.axhline(0.6931, color="grey", lw=0.6, ls=":")
+        ax.set(xlabel="RL step", title="Token RM: held-out pairs (ln 2 dotted)")
+        ax.legend(fontsize=8)
+        out.append(_save(fig, run_dir / "reward_model.png"))
+
     if weight_examples:
         fig, axes = plt.subplots(len(weight_examples), 1, figsize=(8, 2.4 * len(weight_examples)), squeeze=False)
         for ax, ex in zip(axes[:, 0], weight_examples):
@@ -119,7 +153,13 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
             ax.bar(t, [-w for w in ex["w_neg"]], color="tab:red", label="-w-")
             ax.set_xticks(list(t))
             ax.set_xticklabels(ex["tokens"], rotation=90, fontsize=6)
-            ax.set_title(f"{'correct' if ex['correct'] else 'incorrect'} sample", fontsize=9)
+            title = f"{'correct' if ex['correct'] else 'incorrect'} sample"
+            if ex.get("first_error") is not None:  # where the response first goes wrong (launch.first_error)
+                k = ex["first_error"]
+                ax.axvspan(k - 0.5, k + 0.5, color="tab:orange", alpha=0.3, label="first wrong token")
+                ax.get_xticklabels()[k].set_color("tab:orange")
+                title += f" (first wrong token: #{k} {ex['tokens'][k]!r})"
+            ax.set_title(title, fontsize=9)
             ax.legend(fontsize=7)
         out.append(_save(fig, run_dir / "token_weights.png"))
     return out

@@ -25,6 +25,9 @@ class TrainSample:
     # log pi_old of each response token under the policy that sampled it (the engine's), for
     # the off-policy ratio (algo.max_staleness=1); None: on-policy.
     behaviour_logprobs: tuple[float, ...] | None = None
+    # Weight of this sequence in the token RM's BCE (algo.rm_samples=all: 1 / its class's
+    # count in the query); 1 for a kept pair (oreal.md step 5).
+    rm_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.response_ids:
@@ -54,6 +57,19 @@ class GlobalCounts:
 
 
 @dataclass
+class RMPlan:
+    """One rank's part of the token RM's updates in a step (`algo.rm_own_data`)."""
+
+    # Per mini-batch (one optimiser step each), this rank's micro-batches.
+    minibatches: list[list[list[TrainSample]]]
+    # Per mini-batch, the sum of its samples' rm_weight over all ranks (the BCE's normaliser).
+    totals: list[float]
+    # This rank's micro-batches of the step's own RM samples, and their global weight.
+    fresh: list[list[TrainSample]]
+    fresh_total: float
+
+
+@dataclass
 class Batch:
     input_ids: torch.Tensor  # [S, L] long
     attention_mask: torch.Tensor  # [S, L] long
@@ -64,6 +80,8 @@ class Batch:
     dummy: bool = False
     # [S, L-1] behaviour log-probs in the loss's layout (0 off the response); None: on-policy.
     old_logprobs: torch.Tensor | None = None
+    # [S] each sequence's weight in the RM's BCE (TrainSample.rm_weight); None: all 1.
+    rm_weights: torch.Tensor | None = None
 
 
 def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
@@ -102,6 +120,7 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
         rewards=torch.tensor([s.reward for s in samples], device=device),
         advantages=torch.tensor([s.advantage for s in samples], device=device),
         old_logprobs=None if old is None else old.to(device),
+        rm_weights=torch.tensor([s.rm_weight for s in samples], device=device),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("reinforce", "shaped", "bc", "oreal")
+# algo.rm_samples: what the token RM trains on.
+RM_SAMPLES = ("pair", "all")
 # The learner's models, as named by learner.offload_params / learner.offload_optimizer.
 OFFLOAD_MODELS = ("policy", "rm", "reference")
 # learner.sync_mode: how the policy's weights reach the engines (learner.weight_sync).
@@ -90,6 +92,30 @@ class AlgoConfig:
     # paper's; more let an RM that sees few pairs per step learn faster (like a critic's
     # epochs). The token weights always come from the RM before the first pass.
     rm_epochs: int = 1
+    # What the token RM trains on (a deviation from the paper when not "pair"): "pair" = the
+    # kept (correct, incorrect) pair of each mixed query (oreal.md step 5); "all" = all K
+    # samples of each mixed query, each weighted 1 / (its class's count in the query), so
+    # every query counts once per class as a pair does, with K/2 times the sequences.
+    rm_samples: str = "pair"
+    # The RM trains on the RM samples of the last N steps (this one included), a replay
+    # buffer the driver keeps (saved in checkpoints). 1: this step's only (the paper).
+    rm_replay_steps: int = 1
+    # Each of the rm_epochs passes over the RM's data (the replay buffer) is split into this
+    # many shuffled mini-batches, one optimiser step each: rm_epochs x rm_minibatches RM
+    # updates per RL step. 1: one step per pass (the paper, with rm_epochs 1).
+    rm_minibatches: int = 1
+    # RL steps at the start in which only the RM trains (the policy frozen): the issue's name
+    # for actor_freeze_steps (the authors'); null keeps actor_freeze_steps, a number sets it.
+    rm_only_steps: int | None = None
+    # The RM's held-out instruments (reward_model/heldout_*): scored at step 0 and every N
+    # steps on a fixed set of (correct, incorrect) pairs sampled once from the starting
+    # policy on held-out problems (rm_heldout_pairs.jsonl in the run folder). 0: off.
+    rm_eval_every: int = 5
+    # Pairs in that fixed set (at least; from as many held-out problems as it takes).
+    rm_eval_pairs: int = 256
+    # Keep EVERY correct sample of a mixed query (and one incorrect): the authors' no-RM
+    # baseline (conf/algo/wo_tokenrm.yaml: mode bc, no freeze). false: one of each (oreal.md step 4).
+    keep_all_correct: bool = False
     # 0: on-policy (oreal.md: generate, grade, train, sync, in turn). 1: one step off-policy:
     # step t+1's rollouts are generated on the weights of before step t's update while the
     # learner trains step t (launch.streaming.Prefetcher); the negative term's ratio then uses
@@ -112,8 +138,17 @@ class AlgoConfig:
         for key in ("topk_ratio_pos", "topk_ratio_neg"):
             if not 0 < getattr(self, key) <= 1:
                 raise ValueError(f"algo.{key} must be in (0, 1], got {getattr(self, key)}")
-        if self.rm_epochs < 1:
-            raise ValueError(f"algo.rm_epochs must be >= 1, got {self.rm_epochs}")
+        for key in ("rm_epochs", "rm_replay_steps", "rm_minibatches", "rm_eval_pairs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
+        if self.rm_samples not in RM_SAMPLES:
+            raise ValueError(f"algo.rm_samples must be one of {RM_SAMPLES}, got {self.rm_samples!r}")
+        if self.rm_eval_every < 0:
+            raise ValueError(f"algo.rm_eval_every must be >= 0 (0: off), got {self.rm_eval_every}")
+        if self.rm_only_steps is not None:
+            if self.rm_only_steps < 0:
+                raise ValueError(f"algo.rm_only_steps must be >= 0 or null, got {self.rm_only_steps}")
+            self.actor_freeze_steps = self.rm_only_steps
         for key in ("eta", "beta", "actor_freeze_steps"):  # coefficients: a negative one flips a term
             if getattr(self, key) < 0:
                 raise ValueError(f"algo.{key} must be >= 0, got {getattr(self, key)}")
@@ -129,6 +164,17 @@ class AlgoConfig:
         """The policy waits `actor_freeze_steps` steps: oreal's RM-only steps, or any mode's
         with `freeze_without_rm`."""
         return self.uses_rm or self.freeze_without_rm
+
+    @property
+    def rm_updates_per_step(self) -> int:
+        """RM optimiser steps in one RL step (rm_epochs passes x rm_minibatches each)."""
+        return self.rm_epochs * self.rm_minibatches
+
+    @property
+    def rm_own_data(self) -> bool:
+        """The RM trains on data of its own (all samples, a replay buffer, or mini-batches),
+        not in one pass over the policy's kept pairs."""
+        return self.rm_samples != "pair" or self.rm_replay_steps > 1 or self.rm_minibatches > 1
 
     @property
     def topk_ratios(self) -> tuple[float, float] | None:

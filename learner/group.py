@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import ray
 
-from learner.batch import GlobalCounts, TrainSample, shard
+from learner.batch import GlobalCounts, RMPlan, TrainSample, shard
 from learner.config import AlgoConfig, LearnerConfig
 from learner.worker import LearnerWorker
 
@@ -61,19 +61,50 @@ class LearnerGroup:
         addr, port = ray.get(self.workers[0].master_address.remote())
         gather([w.setup.remote(addr, port) for w in self.workers], "setup")
 
-    def train_step(self, samples: Sequence[TrainSample], step: int) -> dict[str, float]:
+    def train_step(self, samples: Sequence[TrainSample], step: int,
+                   rm_batches: Sequence[Sequence[TrainSample]] | None = None,
+                   rm_fresh: Sequence[TrainSample] = ()) -> dict[str, float]:
         """Shard the kept samples over ranks (balanced tokens, equal micro-batch counts),
-        run one step everywhere, and reduce the per-rank metric sums."""
+        run one step everywhere, and reduce the per-rank metric sums. `rm_batches`: the token
+        RM's own mini-batches, one optimiser step each (`learner.rm_data`), and `rm_fresh` this
+        step's RM samples (its `reward_model/fit_bce`); None: the RM trains on `samples`."""
         counts = GlobalCounts.of(samples)
         shards = shard(samples, self.cfg.world_size, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
+        plans = [None] * self.cfg.world_size if rm_batches is None else self._rm_plans(rm_batches, rm_fresh)
         # Slice before shipping: each rank receives only its own shard.
-        refs = [w.train_step.remote(ray.put(s), counts, step) for w, s in zip(self.workers, shards)]
+        refs = [w.train_step.remote(ray.put(s), counts, step, p) for w, s, p in zip(self.workers, shards, plans)]
         per_rank = gather(refs, "train_step")
         total: dict[str, float] = {}
         for m in per_rank:
             for k, v in m.items():
                 total[k] = total.get(k, 0.0) + v
         return _finalise(total, counts)
+
+    def _rm_plans(self, rm_batches: Sequence[Sequence[TrainSample]], fresh: Sequence[TrainSample]) -> list[RMPlan]:
+        """Each rank's share of the RM's mini-batches (every rank the same micro-batch count in
+        each) with each mini-batch's global weight, and of the fresh samples."""
+        def split(samples):
+            return shard(samples, self.cfg.world_size, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro_batch)
+
+        per_batch = [split(mb) for mb in rm_batches]
+        fresh_shards = split(fresh)
+        totals = [sum(s.rm_weight for s in mb) for mb in rm_batches]
+        return [RMPlan([b[r] for b in per_batch], totals, fresh_shards[r], sum(s.rm_weight for s in fresh))
+                for r in range(self.cfg.world_size)]
+
+    def rm_position_scores(self, samples: Sequence[TrainSample]) -> list[list[float]]:
+        """The token RM's raw scores along each sample (the last prompt position, then each
+        response token's own), in `samples`' order: the held-out instruments' input."""
+        world = self.cfg.world_size
+        parts = [list(samples[r::world]) for r in range(world)]
+        longest = max(len(p) for p in parts)  # equal forwards on every rank: pad with a repeat
+        padded = [p + [samples[0]] * (longest - len(p)) if samples else p for p in parts]
+        out = gather([w.rm_position_scores.remote(p) for w, p in zip(self.workers, padded)], "rm_position_scores")
+        scores: list[list[float]] = [[] for _ in samples]
+        for r, rows in enumerate(out):
+            for j, row in enumerate(rows[:len(parts[r])]):
+                scores[r + j * world] = row
+        return scores
 
     def set_algo(self, algo: AlgoConfig) -> None:
         gather([w.set_algo.remote(algo) for w in self.workers], "set_algo")

@@ -62,7 +62,8 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
             if not pos or not neg:
                 why.append(["all_wrong" if not pos else "all_correct"] * len(group))
                 continue  # all correct or all wrong: no signal under RLOO
-            idx = [rng.choice(pos), rng.choice(neg)]
+            # one correct (every correct with algo.keep_all_correct: wo_tokenrm) + one incorrect
+            idx = (pos if algo.keep_all_correct else [rng.choice(pos)]) + [rng.choice(neg)]
         why.append(["not_picked"] * len(group))
         for i in idx:
             why[-1][i] = "kept" if group[i].response_ids else "empty_response"

@@ -17,11 +17,11 @@ from typing import Sequence
 
 import torch
 
-from learner.batch import Batch, GlobalCounts, TrainSample, collate
+from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, collate
 from learner.config import AlgoConfig, LearnerConfig
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
 from reward_model.instruments import RMStats
-from reward_model.loss import score_columns, token_rm_loss, token_weights
+from reward_model.loss import rm_accuracy, score_columns, token_rm_loss, token_weights
 
 # DeepSpeed's checkpoint tag: one checkpoint per folder (the driver names the folders by step).
 CKPT_TAG = "state"
@@ -101,16 +101,16 @@ class LearnerWorker:
             rm_checkpointing = self.cfg.rm_gradient_checkpointing
             rm = _for_training(TokenRewardModel.from_pretrained(self.model_path, dtype=dtype),
                                self.cfg.gradient_checkpointing if rm_checkpointing is None else rm_checkpointing)
-            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_epochs, "rm")
+            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_updates_per_step, "rm")
         return self.rank
 
     def set_algo(self, algo: AlgoConfig) -> None:
         """Switch the ablation mode / coefficients between steps (the models stay)."""
         if algo.uses_rm and self.rm is None:
             raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
-        if algo.uses_rm and algo.rm_epochs != self.algo.rm_epochs:
-            raise ValueError(f"algo.rm_epochs={algo.rm_epochs} differs from the {self.algo.rm_epochs} this "
-                             "learner's RM schedule was built for")
+        if algo.uses_rm and algo.rm_updates_per_step != self.algo.rm_updates_per_step:
+            raise ValueError(f"algo.rm_epochs x rm_minibatches = {algo.rm_updates_per_step} differs from the "
+                             f"{self.algo.rm_updates_per_step} RM updates per step this learner's RM schedule was built for")
         if self._unscheduled_freeze(algo) != self._unscheduled_freeze(self.algo):
             raise ValueError("algo.schedule_through_freeze / actor_freeze_steps change the length this learner's "
                              "policy LR schedule was built for")
@@ -126,32 +126,39 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
-                   step: int) -> dict[str, float]:
-        """`algo.rm_epochs` optimiser steps of the RM (mode oreal) and one of the policy (unless frozen).
+                   step: int, rm_plan: RMPlan | None = None) -> dict[str, float]:
+        """The RM's updates (mode oreal) and one policy update (unless frozen).
 
-        The token weights come from the RM's forward in this same call, before its update
-        (oreal.md step 5), and so do the RM's instruments (`_rm_instruments`). During the
-        RM-only steps the policy's LR schedule still advances (algo.schedule_through_freeze).
-        `learner/lr`, `reward_model/lr`: the LR of this step's (first) update. Losses are
-        per-rank shares of the global loss (normalised by the global N+, N-, S); DeepSpeed
-        averages gradients over ranks, hence `* world_size`.
+        The token weights come from the RM as it was before this step's updates (oreal.md step
+        5), and so do the RM's instruments (`_rm_instruments`). Without `rm_plan` the RM makes
+        `algo.rm_epochs` passes over the policy's kept pairs (the first pass's forward gives the
+        weights); with it (`algo.rm_own_data`: all samples, a replay buffer, mini-batches) the
+        weights come from a forward without gradient, then the RM takes one optimiser step per
+        mini-batch of the plan. `reward_model/fit_bce`: the BCE on the step's own RM samples
+        after the updates (on the steps the held-out instruments are scored). During the RM-only steps the policy's LR schedule still advances
+        (algo.schedule_through_freeze). `learner/lr`, `reward_model/lr`: the LR of this step's
+        (first) update. Losses are per-rank shares of the global loss (normalised by the global
+        N+, N-, S); DeepSpeed averages gradients over ranks, hence `* world_size`.
         """
         batches = [collate(mb, self.pad_id, self.device) for mb in micro_batches]
         sums: dict[str, float] = {}
         rm_scores: list[torch.Tensor | None] = [None] * len(batches)
         if self.algo.uses_rm:
             sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
-            for epoch in range(self.algo.rm_epochs):
-                for i, b in enumerate(batches):
-                    self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
-                    scores = score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
-                    loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
-                    self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
-                    if epoch == 0:  # weights and metrics: the RM as it was before this step
-                        rm_scores[i] = scores.detach()
-                        _add(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * _rows(b)})
-                self.rm.step()
+            if rm_plan is None:
+                rm_scores = self._train_rm_on_pairs(batches, counts, sums)
+                fresh, fresh_total = batches, float(counts.n_seqs)
+            else:
+                with torch.no_grad():
+                    rm_scores = [self._rm_scores(b) for b in batches]
+                for b, scores in zip(batches, rm_scores):
+                    _add(sums, {"reward_model/correct": rm_accuracy(scores, b.mask, b.rewards > 0) * _rows(b)})
+                self._train_rm_on_plan(rm_plan, sums)
+                fresh = [collate(mb, self.pad_id, self.device) for mb in rm_plan.fresh]
+                fresh_total = rm_plan.fresh_total
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
+            if self._rm_eval_due(step):  # an RM forward more: on the held-out instruments' steps only
+                sums["reward_model/fit_bce"] = self._rm_bce(fresh, fresh_total)
             sums.update({k: v / self.cfg.world_size for k, v in
                          self._rm_instruments(batches, micro_batches, rm_scores, counts).items()})
 
@@ -192,6 +199,82 @@ class LearnerWorker:
         sums["learner/tokens"] = float(sum(b.mask.sum().item() for b in batches))
         sums["learner/policy_frozen"] = float(frozen) / self.cfg.world_size
         return sums
+
+    def _rm_eval_due(self, step: int) -> bool:
+        """After step `step` (0-based) the RM's instruments are logged: every algo.rm_eval_every
+        steps and after the last (as `launch.rm_heldout.RMHeldout.due`)."""
+        every = self.algo.rm_eval_every
+        return bool(every) and ((step + 1) % every == 0 or step + 1 == self.total_steps)
+
+    def _rm_scores(self, b: Batch) -> torch.Tensor:
+        """The RM's per-token scores of a batch in the loss layout (the columns of algo.rm_score)."""
+        return score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
+
+    def _rm_update(self, batches: Sequence[Batch], total: float | int, weighted: bool) -> float:
+        """One RM optimiser step over this rank's micro-batches of one global batch whose
+        sequences (or weights) sum to `total`; returns this rank's share of its loss."""
+        loss_sum = 0.0
+        for i, b in enumerate(batches):
+            self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
+            scores = self._rm_scores(b)
+            loss, _ = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=total,
+                                    weights=b.rm_weights if weighted else None)
+            self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
+            loss_sum += float(loss.detach())
+        self.rm.step()
+        return loss_sum
+
+    def _train_rm_on_pairs(self, batches: Sequence[Batch], counts: GlobalCounts,
+                           sums: dict[str, float]) -> list[torch.Tensor]:
+        """The paper's RM update: `algo.rm_epochs` passes over the kept pairs, one optimiser step
+        each; the scores of the first pass's forward (the RM before this step) are returned."""
+        scores_before: list[torch.Tensor] = []
+        for epoch in range(self.algo.rm_epochs):
+            for i, b in enumerate(batches):
+                self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
+                scores = self._rm_scores(b)
+                loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
+                self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
+                if epoch == 0:  # weights and metrics: the RM as it was before this step
+                    scores_before.append(scores.detach())
+                    _add(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * _rows(b)})
+            self.rm.step()
+        return scores_before
+
+    def _train_rm_on_plan(self, plan: RMPlan, sums: dict[str, float]) -> None:
+        """One RM optimiser step per mini-batch of `plan` (every rank runs equally many
+        micro-batches in each); `reward_model/loss` is the mean of their losses."""
+        losses = [self._rm_update([collate(mb, self.pad_id, self.device) for mb in mbs], total, weighted=True)
+                  for mbs, total in zip(plan.minibatches, plan.totals)]
+        sums["reward_model/loss"] = sum(losses) / max(1, len(losses))
+        sums["reward_model/updates"] = len(losses) / self.cfg.world_size
+
+    def _rm_bce(self, batches: Sequence[Batch], total: float) -> float:
+        """This rank's share of the weighted BCE of `batches` (a global batch of weight
+        `total`) under the RM as it is now: `reward_model/fit_bce` after the step's updates."""
+        out = 0.0
+        with torch.no_grad():
+            for b in batches:
+                loss, _ = token_rm_loss(self._rm_scores(b), b.mask, (b.rewards > 0).float(), n_seqs=total,
+                                        weights=b.rm_weights)
+                out += 0.0 if b.dummy else float(loss)
+        return out
+
+    def rm_position_scores(self, samples: Sequence[TrainSample]) -> list[list[float]]:
+        """The RM's raw score at the last prompt position and at each response token's own
+        position (n + 1 values for n response tokens), per sample: what the held-out
+        instruments read (`reward_model.instruments`). Collective: every rank calls it with
+        equally many samples (an empty list runs one placeholder forward)."""
+        out = []
+        with torch.no_grad():
+            for i in range(0, max(1, len(samples)), self.cfg.micro_batch_size):
+                chunk = samples[i:i + self.cfg.micro_batch_size]
+                b = collate(chunk, self.pad_id, self.device)
+                scores = self.rm(b.input_ids, b.attention_mask).float().cpu()
+                for row, s in zip(scores, chunk):
+                    p, n = len(s.prompt_ids), len(s.response_ids)
+                    out.append(row[p - 1:p + n].tolist())
+        return out
 
     def _rm_instruments(self, batches: Sequence[Batch], micro_batches: Sequence[Sequence[TrainSample]],
                         rm_scores: Sequence[torch.Tensor | None], counts: GlobalCounts) -> dict[str, float]:

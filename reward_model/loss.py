@@ -73,19 +73,22 @@ def sequence_score(rm_scores: Tensor, mask: Tensor) -> Tensor:
 
 
 def token_rm_loss(rm_scores: Tensor, mask: Tensor, labels: Tensor,
-                  n_seqs: int | Tensor | None = None) -> tuple[Tensor, Metrics]:
+                  n_seqs: int | float | Tensor | None = None, weights: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """RM loss: ``sum_i BCE_with_logits(wbar_n(i), label_i) / S``, ``label = 1[r > 0]``.
 
     ``labels`` ``[S]`` in {0, 1}. ``n_seqs`` is S over all ranks (default: the sequences of
     this batch that have response tokens; rows without any are skipped, so padding rows are
-    harmless). Returns ``(loss, metrics)`` with detached ``loss``, ``accuracy``
-    (see ``rm_accuracy``), ``score_mean`` (mean ``wbar_n``) and ``n_seqs`` (local count).
+    harmless). ``weights`` ``[S]`` (``algo.rm_samples=all``): ``sum_i u_i BCE_i / n_seqs``,
+    where ``n_seqs`` is then the weights' global sum (default: this batch's). Returns
+    ``(loss, metrics)`` with detached ``loss``, ``accuracy`` (see ``rm_accuracy``),
+    ``score_mean`` (mean ``wbar_n``) and ``n_seqs`` (local count).
     """
     has_tokens = mask.bool().any(-1)
     wbar_n = sequence_score(rm_scores, mask)
     bce = F.binary_cross_entropy_with_logits(wbar_n, labels.to(wbar_n.dtype), reduction="none")
-    S = has_tokens.sum() if n_seqs is None else torch.as_tensor(n_seqs, device=bce.device)
-    loss = _masked(bce, has_tokens).sum() / S.to(bce.dtype).clamp(min=1)
+    u = has_tokens.to(bce.dtype) if weights is None else _masked(weights.to(bce.dtype), has_tokens)
+    S = u.sum() if n_seqs is None else torch.as_tensor(n_seqs, device=bce.device)
+    loss = (u * bce).sum() / S.to(bce.dtype).clamp(min=1e-12 if weights is not None else 1)
     n_local = has_tokens.sum().clamp(min=1)
     return loss, {
         "loss": loss.detach(),
