@@ -2,8 +2,8 @@
 trained on, and does its score drop where a response first goes wrong?
 
 A fixed set of at least `algo.rm_eval_pairs` (correct, incorrect) pairs is sampled once, from
-the starting policy, on held-out problems (K samples each, as a rollout; disjoint pairs of a
-mixed problem), and written to `<run folder>/rm_heldout_pairs.jsonl`, which a resumed run
+the starting policy, on held-out problems (16 samples each at the rollout's temperature;
+disjoint pairs of each mixed problem), and written to `<run folder>/rm_heldout_pairs.jsonl`, which a resumed run
 reads back. Every `algo.rm_eval_every` steps (and at step 0) the learner scores them:
 
     reward_model/heldout_pair_accuracy   the correct response's sequence score wbar_n above the incorrect one's
@@ -66,10 +66,15 @@ def pairs_of(problem, prompt_ids: Sequence[int], responses: Sequence[Sequence[in
                         first_error(n) if first_error else None) for p, n in zip(pos, neg)]
 
 
+# Samples per held-out problem: the paper's K. Small tasks' errors are systematic (a problem is
+# mostly right or mostly wrong), so more samples find more of the mixed problems pairs come from.
+SAMPLES_PER_PROBLEM = 16
+
+
 def sample_pairs(rollout, verifier, problems: Sequence, prompt: dict[str, str], want: int, seed: int,
-                 first_error=None, chunk: int = 64) -> list[HeldoutPair]:
+                 first_error=None, chunk: int = 64, n: int = SAMPLES_PER_PROBLEM) -> list[HeldoutPair]:
     """At least `want` pairs from `problems` in order (fewer if they run out, with a warning),
-    sampled by the engines as a rollout is (K samples, the rollout's temperature and top-p)."""
+    sampled by the engines as a rollout is (`n` samples each, the rollout's temperature and top-p)."""
     from launch.streaming import generate_and_grade
 
     rng = random.Random(f"rm-heldout-{seed}")
@@ -80,7 +85,7 @@ def sample_pairs(rollout, verifier, problems: Sequence, prompt: dict[str, str], 
         part = problems[start:start + chunk]
         got = generate_and_grade(rollout, verifier, [p.id for p in part], [prompt[p.id] for p in part],
                                  [p.answer for p in part], seed_key=(seed, -1 - start // chunk),
-                                 questions=[p.question for p in part])
+                                 questions=[p.question for p in part], n=n)
         K = len(got.groups[0])
         for i, (p, group) in enumerate(zip(part, got.groups)):
             verdicts = got.verdicts[i * K:(i + 1) * K]

@@ -1,4 +1,4 @@
-"""Rollout and judge as one stream (oreal.md steps 1-2): each query's K samples go to the
+"""Rollout and judge as one stream (docs/algorithm.md steps 1-2): each query's K samples go to the
 verifier pool the moment its last sample finishes, so grading overlaps generation and a slow
 query never holds back the grading of the others.
 
@@ -37,10 +37,12 @@ class Streamed:
 
 def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Sequence[str],
                        golds: Sequence[str], seed_key: Sequence[int] | None = None,
-                       max_grading: int | None = None, questions: Sequence[str] | None = None) -> Streamed:
-    """Every query's K samples (`rollout.stream`) and their verdicts (`verifier.grade`, one call
-    per query, `max_grading` at a time: default two per verifier actor). `questions`: each
-    query's problem text, graded in the symbol domain it states (verifier.domain_from_problem)."""
+                       max_grading: int | None = None, questions: Sequence[str] | None = None,
+                       n: int | None = None) -> Streamed:
+    """Every query's K samples (`rollout.stream`; `n` of them if given) and their verdicts
+    (`verifier.grade`, one call per query, `max_grading` at a time: default two per verifier
+    actor). `questions`: each query's problem text, graded in the symbol domain it states
+    (verifier.domain_from_problem)."""
     n = len(query_ids)
     start = time.perf_counter()
     groups: list = [None] * n
@@ -56,7 +58,7 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
                 per_query[i] = f.result()
                 graded_at[i] = time.perf_counter() - start
 
-        for i, group in rollout.stream(query_ids, prompts, seed_key=seed_key):
+        for i, group in rollout.stream(query_ids, prompts, n=n, seed_key=seed_key):
             groups[i] = group
             generated_at[i] = time.perf_counter() - start
             extra = {} if questions is None else {"questions": [questions[i]] * len(group)}

@@ -37,6 +37,8 @@ E2E_OVERRIDES = [
     "eval_size=8",
     "steps=50",
     "algo.actor_freeze_steps=0",
+    # no held-out RM set sampled at each short run's start (tests/launch/test_rm_e2e.py turns it on)
+    "algo.rm_eval_every=0",
     # a shorter warm-up than the demo's (enough for mixed queries; ~40 s on a fresh clone)
     "model.warmup.steps=400",
     # two engines, both updated by every broadcast; 64 KiB buckets: the tiny policy (~0.5 MB)
