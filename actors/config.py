@@ -9,9 +9,9 @@ from typing import Any
 class RolloutConfig:
     # Number of vLLM engines (one Ray actor each); queries are split evenly across them.
     num_engines: int = 1
-    # K: samples drawn per query (oreal.md step 1: 16).
+    # K: samples drawn per query (docs/algorithm.md step 1: 16).
     n_samples: int = 16
-    # Sampling temperature and nucleus top-p of the behaviour policy (oreal.md: 1.0 / 0.9).
+    # Sampling temperature and nucleus top-p of the behaviour policy (docs/algorithm.md: 1.0 / 0.9).
     temperature: float = 1.0
     top_p: float = 0.9
     # Longest response in tokens; a response cut here is `truncated` and gets reward -1.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Rollout:
-    """One sampled response y ~ pi_old(. | d) for one query d (oreal.md step 1)."""
+    """One sampled response y ~ pi_old(. | d) for one query d (docs/algorithm.md step 1)."""
 
     query_id: str
     # [P] prompt token ids, chat template applied.

@@ -6,7 +6,7 @@ figure with its source (`Figure.source`): public hardware specs, the sync estima
 `bench.bench_sync` derives from its measured per-bucket cost, or an assumption stated as one.
 `tests/gpu` replaces the assumed per-GPU figures with measured ones when a GPU is lent.
 
-One step (oreal.md): B x K responses are generated, graded, the mixed queries' samples
+One step (docs/algorithm.md): B x K responses are generated, graded, the mixed queries' samples
 trained on (policy fwd+bwd, reference fwd, token RM fwd+bwd), and the policy synced.
   decode_s = max(tokens / (rollout GPUs x decode tok/s per GPU),   # the batch's volume
                  longest response / single-sequence tok/s)         # its slowest sample
@@ -35,12 +35,12 @@ class Figure:
     source: str
 
 
-# The run: +experiment=paper_7b (conf/experiment/paper_7b.yaml) and oreal.md.
+# The run: +experiment=paper_7b (conf/experiment/paper_7b.yaml) and docs/algorithm.md.
 RUN = {
-    "steps": Figure(90, "oreal.md: 10 RM-only + 80 policy steps"),
+    "steps": Figure(90, "docs/algorithm.md: 10 RM-only + 80 policy steps"),
     "queries": Figure(64, "conf/experiment/paper_7b.yaml prompts_per_step"),
-    "samples": Figure(16, "oreal.md K"),
-    "max_response_tokens": Figure(16384, "oreal.md: 16k"),
+    "samples": Figure(16, "docs/algorithm.md K"),
+    "max_response_tokens": Figure(16384, "docs/algorithm.md: 16k"),
     "mean_response_tokens": Figure(1500, "assumption: math responses of a 7B instruct model, 16k cap"),
     "prompt_tokens": Figure(200, "assumption: a MATH problem in the chat template"),
     "trained_frac": Figure(0.5, "assumption: share of samples in mixed queries (the rest filtered)"),

@@ -108,9 +108,9 @@ class TrainConfig:
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     # Memory plan checked before anything starts (launch.memory_plan; `python -m launch.plan`).
     plan: PlanConfig = field(default_factory=PlanConfig)
-    # RL steps (oreal.md: 10 RM-only steps + 80 policy steps).
+    # RL steps (docs/algorithm.md: 10 RM-only steps + 80 policy steps).
     steps: int = 90
-    # B: queries per step (oreal.md: 64).
+    # B: queries per step (docs/algorithm.md: 64).
     prompts_per_step: int = 64
     seed: int = 0
     # Greedy pass@1 on the held-out split before RL, every `eval_every` steps and at the end

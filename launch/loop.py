@@ -1,4 +1,4 @@
-"""The OREAL training loop, in the order of oreal.md's "One training step".
+"""The OREAL training loop, in the order of docs/algorithm.md's "One training step".
 
     rollout -> judge -> advantage + filter -> RM + policy update -> push weights -> log
 
@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
             rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None):
-    """One OREAL step (oreal.md steps 1-7): rollout, judge, advantage + filter, update, sync.
+    """One OREAL step (docs/algorithm.md steps 1-7): rollout, judge, advantage + filter, update, sync.
 
     Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
     step + 1, as logged; `launch.records`; not written when `run_dir` is None). A step whose

@@ -3,7 +3,7 @@
     python -m launch.passrate model.path=/models/my-sft task=math passrate.k=16
     python -m launch.train task=math model.path=/models/my-sft task.passrate_file=<output_dir>/passrate.jsonl
 
-The paper's data step (oreal.md "Data"): K responses (`passrate.k`, 16) per problem of the
+The paper's data step (docs/algorithm.md "Data"): K responses (`passrate.k`, 16) per problem of the
 configured task's train split (`task.*`, never re-balanced here), sampled with the policy
 training will start from (`model.path`; with `model.warmup.enabled`, the same cached warm-up
 that training runs first) at `rollout.temperature` / `rollout.top_p`, graded by the verifier

@@ -1,4 +1,4 @@
-"""Difficulty re-balancing of the training prompts by pass rate (oreal.md, "Data").
+"""Difficulty re-balancing of the training prompts by pass rate (docs/algorithm.md, "Data").
 
 The paper samples 16 responses per training problem with the initial policy and repeats each
 problem by its pass rate p: p in [0, 0.2) x6, [0.2, 0.4) x4, [0.4, 0.6) x4, [0.6, 0.8) x2,
@@ -28,7 +28,7 @@ from launch.problem import Problem
 log = logging.getLogger("oreal")
 
 Bucket = tuple[float, float, int]
-# oreal.md "Data": [low, high, repeats].
+# docs/algorithm.md "Data": [low, high, repeats].
 PAPER_BUCKETS: tuple[Bucket, ...] = ((0.0, 0.2, 6), (0.2, 0.4, 4), (0.4, 0.6, 4), (0.6, 0.8, 2), (0.8, 1.0, 0))
 MAX_LISTED = 10  # bad lines / unknown ids named in one warning
 

@@ -14,11 +14,11 @@ Two sources, chosen by `TaskConfig.name`:
   dataset by name (``hf:AI-MO/NuminaMath-CoT`` with `hf_config` / `hf_split` / `hf_revision`).
 
 With `task.passrate_file` the train split is re-balanced by pass rate (`launch.rebalance`,
-oreal.md "Data"): hard problems repeated, the always-solved dropped.
+docs/algorithm.md "Data"): hard problems repeated, the always-solved dropped.
 
 The prompt (`build_prompt`) is the policy's own chat template, a system prompt asking for
 step-by-step reasoning and a final ``\\boxed{}`` answer, and the raw question as the user
-turn (oreal.md, "Prompt").
+turn (docs/algorithm.md, "Prompt").
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class TaskConfig:
     chat_template: str | None = None
     # chat only: extra keyword arguments the chat template sees (e.g. {enable_thinking: false}).
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Difficulty re-balancing (oreal.md "Data"): a passrate.jsonl written by
+    # Difficulty re-balancing (docs/algorithm.md "Data"): a passrate.jsonl written by
     # `python -m launch.passrate`; the train split repeats each problem as its pass-rate bucket
     # in `rebalance` says (a problem the file does not list is kept once). null = off.
     passrate_file: str | None = None
@@ -293,7 +293,7 @@ def load_policy_tokenizer(model_path: str) -> Any:
     """The policy's tokenizer (`AutoTokenizer`'s class, as vLLM loads it; see
     `launch.tokenizer_class`), refused with one line naming `model.path` when it cannot be
     loaded or has no stop token (`eos_token_id`): the stop token ends every response and is
-    part of the trained response (oreal.md, "Prompt")."""
+    part of the trained response (docs/algorithm.md, "Prompt")."""
     from launch.tokenizer_class import load_tokenizer
 
     try:

@@ -14,7 +14,7 @@ import torch
 
 @dataclass(frozen=True)
 class TrainSample:
-    """One kept response with its outcome reward r and advantage A (oreal.md steps 2-4)."""
+    """One kept response with its outcome reward r and advantage A (docs/algorithm.md steps 2-4)."""
 
     prompt_ids: tuple[int, ...]
     response_ids: tuple[int, ...]
@@ -26,7 +26,7 @@ class TrainSample:
     # the off-policy ratio (algo.max_staleness=1); None: on-policy.
     behaviour_logprobs: tuple[float, ...] | None = None
     # Weight of this sequence in the token RM's BCE (algo.rm_samples=all: 1 / its class's
-    # count in the query); 1 for a kept pair (oreal.md step 5).
+    # count in the query); 1 for a kept pair (docs/algorithm.md step 5).
     rm_weight: float = 1.0
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
 """Learner and algorithm configuration: the Hydra schemas behind `conf/learner/*.yaml`
-and `conf/algo/*.yaml`. Defaults are oreal.md's (the authors' released configs)."""
+and `conf/algo/*.yaml`. Defaults are docs/algorithm.md's (the authors' released configs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ class OptimConfig:
 
 @dataclass
 class AlgoConfig:
-    # Ablation row (oreal.md): reinforce | shaped | bc | oreal (the full method).
+    # Ablation row (docs/algorithm.md): reinforce | shaped | bc | oreal (the full method).
     mode: str = "oreal"
     # eta: weight of the negative (shaped) term.
     eta: float = 0.5
@@ -93,7 +93,7 @@ class AlgoConfig:
     # epochs). The token weights always come from the RM before the first pass.
     rm_epochs: int = 1
     # What the token RM trains on (a deviation from the paper when not "pair"): "pair" = the
-    # kept (correct, incorrect) pair of each mixed query (oreal.md step 5); "all" = all K
+    # kept (correct, incorrect) pair of each mixed query (docs/algorithm.md step 5); "all" = all K
     # samples of each mixed query, each weighted 1 / (its class's count in the query), so
     # every query counts once per class as a pair does, with K/2 times the sequences.
     rm_samples: str = "pair"
@@ -114,9 +114,9 @@ class AlgoConfig:
     # Pairs in that fixed set (at least; from as many held-out problems as it takes).
     rm_eval_pairs: int = 256
     # Keep EVERY correct sample of a mixed query (and one incorrect): the authors' no-RM
-    # baseline (conf/algo/wo_tokenrm.yaml: mode bc, no freeze). false: one of each (oreal.md step 4).
+    # baseline (conf/algo/wo_tokenrm.yaml: mode bc, no freeze). false: one of each (docs/algorithm.md step 4).
     keep_all_correct: bool = False
-    # 0: on-policy (oreal.md: generate, grade, train, sync, in turn). 1: one step off-policy:
+    # 0: on-policy (docs/algorithm.md: generate, grade, train, sync, in turn). 1: one step off-policy:
     # step t+1's rollouts are generated on the weights of before step t's update while the
     # learner trains step t (launch.streaming.Prefetcher); the negative term's ratio then uses
     # the sampling engine's log-probs as pi_old (rollout.behaviour_logprobs is turned on);
@@ -215,9 +215,9 @@ class LearnerConfig:
     gradient_checkpointing: bool = False
     # Gradient checkpointing of the token RM's backbone; null: as gradient_checkpointing.
     rm_gradient_checkpointing: bool | None = None
-    # Policy optimiser (oreal.md: 5e-7 cosine to 1e-7, 10 warm-up steps).
+    # Policy optimiser (docs/algorithm.md: 5e-7 cosine to 1e-7, 10 warm-up steps).
     policy_optim: OptimConfig = field(default_factory=OptimConfig)
-    # Token RM optimiser (oreal.md: 2e-6 cosine to 4e-7).
+    # Token RM optimiser (docs/algorithm.md: 2e-6 cosine to 4e-7).
     rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
     # Ray resources per rank (the ranks are packed on as few nodes as possible).
     num_cpus_per_rank: float = 0.5

@@ -64,7 +64,7 @@ def _offload(cfg: LearnerConfig, optim: OptimConfig | None, model: str | None) -
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
-    """Linear warm-up to `lr`, then cosine down to `min_lr` at `total_steps` (oreal.md step 7)."""
+    """Linear warm-up to `lr`, then cosine down to `min_lr` at `total_steps` (docs/algorithm.md step 7)."""
     floor = optim.min_lr / optim.lr
 
     def factor(step: int) -> float:

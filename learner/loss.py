@@ -1,4 +1,4 @@
-"""OREAL policy loss, one function per term (notes: ``docs/oreal.md``, step 6).
+"""OREAL policy loss, one function per term (notes: ``docs/algorithm.md``, step 6).
 
 Symbols follow the notes: ``A_pos``/``A_neg`` are the RLOO advantages A+ / A- of a kept
 positive / negative sample, ``w_pos``/``w_neg`` the token weights w+ / w- from the token-level

@@ -1,4 +1,4 @@
-"""From K judged samples per query to the learner's TrainSamples (oreal.md steps 2-4).
+"""From K judged samples per query to the learner's TrainSamples (docs/algorithm.md steps 2-4).
 
 Advantages use ALL K samples of a query; filtering happens after, so a kept sample carries
 the advantage of its full group (A+ = 2K(1-p)/(K-1), A- = -2Kp/(K-1) for +-1 rewards).

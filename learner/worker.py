@@ -1,6 +1,6 @@
 """LearnerWorker: one rank of the ZeRO-3 learner group (one Ray actor per rank).
 
-Each rank holds a shard of three models (oreal.md steps 5-7):
+Each rank holds a shard of three models (docs/algorithm.md steps 5-7):
   policy    pi_theta, trained (AdamW, warm-up + cosine);
   reference the frozen initial policy for the k3 KL (beta > 0, kl_target initial);
   token RM  the initial policy's backbone + zero `Linear(hidden, 1)` (only in mode oreal).
@@ -129,7 +129,7 @@ class LearnerWorker:
                    step: int, rm_plan: RMPlan | None = None) -> dict[str, float]:
         """The RM's updates (mode oreal) and one policy update (unless frozen).
 
-        The token weights come from the RM as it was before this step's updates (oreal.md step
+        The token weights come from the RM as it was before this step's updates (docs/algorithm.md step
         5), and so do the RM's instruments (`_rm_instruments`). Without `rm_plan` the RM makes
         `algo.rm_epochs` passes over the policy's kept pairs (the first pass's forward gives the
         weights); with it (`algo.rm_own_data`: all samples, a replay buffer, mini-batches) the

@@ -1,4 +1,4 @@
-"""Token-level reward model: per-token scores from the outcome only (``docs/oreal.md``, step 5)."""
+"""Token-level reward model: per-token scores from the outcome only (``docs/algorithm.md``, step 5)."""
 from reward_model.loss import (
     heldout_metrics,
     pair_accuracy,

@@ -1,4 +1,4 @@
-"""Token-level reward model: its loss and the token weights it gives the policy (``docs/oreal.md``, step 5).
+"""Token-level reward model: its loss and the token weights it gives the policy (``docs/algorithm.md``, step 5).
 
 The RM is trained from the outcome only: a sequence's score is the mean of its per-token
 scores, ``wbar_n``, fitted to the label ``1[r > 0]`` with a BCE. Per-token credit is the

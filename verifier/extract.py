@@ -1,6 +1,6 @@
 """Answer extraction: completion text -> final answer text (pure, linear-time string code).
 
-Rules (oreal.md, "Judge" and "Verifier in the paper"):
+Rules (docs/algorithm.md, "Judge" and "Verifier in the paper"):
 1. keep only the text after the last of `</think>`, `**Final Answer**`, `<conclude>`;
 2. take the last `\\boxed{...}` / `\\fbox{...}` (brace-matched; adjacent boxes joined by
    "," / "and" / "or" become one comma list: `\\boxed{1}$ and $\\boxed{2}` -> "1, 2");

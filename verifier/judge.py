@@ -1,4 +1,4 @@
-"""Optional LLM judge (oreal.md, "Verifier in the paper").
+"""Optional LLM judge (docs/algorithm.md, "Verifier in the paper").
 
 Asked only about answers the rules graded `incorrect`; it can turn them `correct` (a
 rescue) but never overturns a rule-`correct` verdict. Anything but a clear YES (a NO, an

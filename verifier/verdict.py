@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Every grading path ends in exactly one of these. Only `correct` earns reward r = +1;
-# everything else is r = -1 (oreal.md, step 2 "Judge").
+# everything else is r = -1 (docs/algorithm.md, step 2 "Judge").
 OUTCOMES = ("correct", "incorrect", "no_answer", "truncated", "timeout", "error")
 
 

@@ -1,4 +1,4 @@
-"""Difficulty re-balancing (oreal.md "Data") and `python -m launch.passrate`: the repeat counts
+"""Difficulty re-balancing (docs/algorithm.md "Data") and `python -m launch.passrate`: the repeat counts
 of the paper's buckets, the pass-rate file's writer and reader (bad lines, unknown ids, another
 task's file), the train split re-balanced by `task.passrate_file`, the measurement with stand-in
 engines and in-process grading, and an e2e run through real engines and the verifier pool."""

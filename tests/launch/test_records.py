@@ -64,7 +64,7 @@ def test_one_record_per_sample_with_the_audit_fields(tmp_path):
         assert key in first, key
     assert first["prompt"] == "<user>Compute 0 + 1.<assistant>" and first["response"] == "answer 0"
     assert first["policy_version"] == 2 and first["step"] == 3 and first["gold"] == "1"
-    # r and A over all K before filtering: p = 1/4 -> A+ = 2, A- = -2/3 (oreal.md step 3)
+    # r and A over all K before filtering: p = 1/4 -> A+ = 2, A- = -2/3 (docs/algorithm.md step 3)
     assert [r["reward"] for r in rows[:K]] == [1.0, -1.0, -1.0, -1.0]
     assert rows[0]["advantage"] == pytest.approx(2.0) and rows[1]["advantage"] == pytest.approx(-2 / 3)
     # filtering: query 0 keeps one correct (the only one) and one incorrect; the others say why not
