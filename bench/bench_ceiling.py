@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.bench_peer import RESULTS, SETTINGS, compose_config, set_env, setting_overrides
+from launch.provenance import invoked, stamp
 
 OUT_JSON = RESULTS / "ceiling.json"
 OUT_ROOT = Path(__file__).resolve().parents[1] / "outputs" / "bench_ceiling"
@@ -277,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = {"by_setting": results, "cpus": os.cpu_count(), "total_s": time.perf_counter() - t0,
               "clock": "best of the timed runs of each part"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.write_text(json.dumps({"provenance": stamp(invoked("bench.bench_ceiling")), **report}, indent=2) + "\n")
     print(format_table(results))
     for n, r in results.items():
         for mode, m in (r.get("against_trl") or {}).get("modes", {}).items():

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_eval.json"
 PROBLEMS, K, MAX_NEW_TOKENS = 64, 8, 48
@@ -96,7 +98,7 @@ def main() -> dict:
               "eval_over_training_samples_per_s": evaluated["samples_per_s"] / training["samples_per_s"],
               "eval_over_training_tokens_per_s": evaluated["tokens_per_s"] / training["tokens_per_s"]}
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    OUT.write_text(json.dumps({"provenance": stamp(invoked("bench.bench_eval")), **result}, indent=2) + "\n")
     print(f"{PROBLEMS} problems x {K} samples, tiny model, {cfg.rollout.num_engines} engine(s), "
           f"<= {MAX_NEW_TOKENS} new tokens")
     print(f"{'path':<40} {'problems/s':>10} {'samples/s':>10} {'tokens/s':>10}")

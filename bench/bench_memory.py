@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_memory.json"
 MB = 1 << 20
@@ -226,7 +228,7 @@ def run(tokens: tuple[int, ...] = TOKENS, model: list[str] | None = None, out: P
                   dtype="bfloat16", world_size=1, budget_tokens=BUDGET, malloc=CHILD_ENV)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        out.write_text(json.dumps({"provenance": stamp(invoked("bench.bench_memory")), **result}, indent=1) + "\n")
     return result
 
 

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, QUERIES, K = 6, 16, 8
 TRAIN_S, SYNC_S = 2.0, 0.2  # the stand-in learner's and sync's fixed costs
@@ -172,7 +174,8 @@ def main(real: bool = True) -> dict:
               "(by role: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(demo["startup_cpu_s"].items(),
                                                                          key=lambda kv: -kv[1])[:6]) + ")")
     (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "bench_pipeline.json").write_text(json.dumps(out, indent=1) + "\n")
+    (ROOT / "results" / "bench_pipeline.json").write_text(
+        json.dumps({"provenance": stamp(invoked("bench.bench_pipeline")), **out}, indent=1) + "\n")
     return out
 
 

@@ -36,6 +36,8 @@ from typing import Sequence
 
 import ray
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_sync.json"
 MB = 1 << 20
@@ -235,7 +237,7 @@ def main(args: list[str] | None = None) -> None:
     for e in est[1:]:
         print(f"{e['model']} | {e['link_gbps']} | {e['wire_s']:.2f} | {e['bucketed_s']:.2f} | {e['per_tensor_s']:.2f}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "estimate": est,
+    out.write_text(json.dumps({"provenance": stamp(invoked("bench.bench_sync")), "rows": rows, "estimate": est,
                                "median_bucketed_vs_raw": statistics.median(r["bucketed_vs_raw"] for r in rows)},
                               indent=2) + "\n")
     print(f"wrote {out}")

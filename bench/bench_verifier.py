@@ -15,6 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_verifier.json"
 N_PROBLEMS = 200  # timed set: problems [0, 200) -> 400 pairs
@@ -127,7 +129,7 @@ def main() -> dict:
         },
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
+    OUT.write_text(json.dumps({"provenance": stamp(invoked("bench.bench_verifier")), **result}, indent=2))
     print(f"verifier bench: {len(pairs)} MATH-500 pairs, {os.cpu_count()} CPUs")
     print(f"  math-verify direct, 1 process : {direct['pairs_per_s']:8.1f} pairs/s  "
           f"p50 {direct['latency_p50_s'] * 1e3:6.1f} ms  p99 {direct['latency_p99_s'] * 1e3:6.1f} ms")

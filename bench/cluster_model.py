@@ -25,6 +25,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from launch.provenance import invoked, stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
            "inputs": {k: asdict(f) for k, f in {**run, **HW}.items()},
            "note": "a model from stated figures, not a measurement; see bench/cluster_model.py"}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cluster_model.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / "cluster_model.json").write_text(
+        json.dumps({"provenance": stamp(invoked("bench.cluster_model")), **out}, indent=1) + "\n")
     return out
 
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from launch.provenance import invoked, stamp
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 OUT_JSON = RESULTS / "peer.json"
 OUT_PNG = RESULTS / "peer.png"
@@ -227,7 +229,8 @@ def _finite(x: Any) -> Any:
 
 def write_json(report: dict[str, Any], path: Path = OUT_JSON) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(report), indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(_finite({"provenance": stamp(invoked("bench.bench_peer")), **report}), indent=2,
+                               sort_keys=False) + "\n")
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launch.config import TrainConfig
+from launch.provenance import invoked, stamp
 
 MODES = ("reinforce", "shaped", "bc", "oreal")
 DEFAULT_NAME = "ablation"
@@ -96,7 +97,7 @@ def run_ablation(base: TrainConfig, out_dir: Path, seeds: Sequence[int] = (0,), 
                         "actor_freeze_steps": base.algo.actor_freeze_steps,
                         "freeze_without_rm": base.algo.freeze_without_rm, "noise": stated}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(json.dumps(out, indent=2))
+    paths["json"].write_text(json.dumps({"provenance": stamp(invoked("launch.ablation")), **out}, indent=2))
     paths["md"].write_text(markdown(table, stated))
     _plot(runs, modes, paths["png"])
     return out
