@@ -22,7 +22,7 @@ export HF_HUB_OFFLINE       := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED     := 1
 
-.PHONY: install test test-fast test-clone demo bench bench-peer ablation ablation-long clean
+.PHONY: install test test-fast test-clone demo bench bench-peer ablation ablation-long ablation-rm clean
 
 install: $(STAMP)
 
@@ -94,3 +94,10 @@ ablation: install
 # the table); results/ablation_long.*
 ablation-long: install
 	$(BIN)/python -m launch.ablation --name ablation_long --seeds 0 1 -- steps=100 eval_every=10 task.num_heldout=500 eval_size=500 ray.temp_dir=$(CACHE)/ray ckpt.enabled=false
+
+# What the token RM buys (launch/ablation_rm.py): bc, wo_tokenrm, oreal (the paper's RM regime),
+# oreal with the RM regime that learns (conf/rm/learns.yaml) and the same with shuffled token
+# weights; 4 seeds x 100 steps, 500 held-out problems; results/ablation_rm.*. Interrupted, it
+# continues where it stopped (finished runs are read back from results/runs/ablation_rm/).
+ablation-rm: install
+	$(BIN)/python -m launch.ablation_rm --seeds 0 1 2 3 -- steps=100 eval_every=10 algo.rm_eval_every=10 algo.actor_freeze_steps=10 task.num_heldout=500 eval_size=500 ray.temp_dir=$(CACHE)/ray ckpt.enabled=false wandb.mode=disabled

@@ -49,7 +49,7 @@ class _Learner:
     def __init__(self, rollout):
         self.rollout, self.trained = rollout, []  # (step, learner version, sample versions seen by it)
 
-    def train_step(self, samples, step):
+    def train_step(self, samples, step, rm_batches=None, rm_fresh=()):
         time.sleep(0.1)
         self.trained.append((step, self.rollout.version, [s.behaviour_logprobs for s in samples]))
         return {"learner/loss": 0.0}

@@ -44,7 +44,7 @@ class _Learner:
     def __init__(self):
         self.calls = []
 
-    def train_step(self, samples, step):
+    def train_step(self, samples, step, rm_batches=None, rm_fresh=()):
         self.calls.append((len(samples), step))
         return {"learner/loss": 0.5}
 
