@@ -288,12 +288,14 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
 
 
 def renderer(stem: str, d: dict) -> Callable[[dict], list[str]]:
-    """By file name (bench_sync_<overrides> as bench_sync); else launch.ablation's and
+    """By file name (bench_sync_<overrides> as bench_sync; bench.rm_probe's by their keys); else launch.ablation's and
     launch.ablation_rm's files (any --name) by their rows; else the generic one."""
     if stem in RENDERERS:
         return RENDERERS[stem]
     if stem.startswith("bench_sync_"):
         return bench_sync
+    if "variants" in d and "best_variant" in d:  # bench.rm_probe --out <other file>
+        return rm_probe
     first = rows_of(d, "table")[:1]
     if first and "mode" in first[0]:
         return ablation
