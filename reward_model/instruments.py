@@ -23,7 +23,7 @@ CLASSES = ("neg", "pos")
 
 
 def metric_names(n_buckets: int = N_BUCKETS) -> list[str]:
-    """Every name ``RMStats.metrics`` can return (as documented in README's "Logged metrics")."""
+    """Every name ``RMStats.metrics`` can return (as documented in docs/metrics.md)."""
     return ["reward_model/pair_accuracy", "reward_model/score_abs_mean", "reward_model/w_pos_on_neg_mean",
             "reward_model/w_neg_on_pos_mean"] + [f"reward_model/prefix_score/{c}/q{k + 1}"
                                                   for c in ("pos", "neg") for k in range(n_buckets)]

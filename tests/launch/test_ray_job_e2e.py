@@ -1,4 +1,4 @@
-"""End to end on loopback: the tiny default submitted as a Ray job, as README's "Ray Jobs"
+"""End to end on loopback: the tiny default submitted as a Ray job, as docs/cluster.md ("Ray jobs")
 section does it.
 
 A cluster of its own is started with `ray start --head` (its own temp dir, short for Ray's

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 FREEZE, WARMUP, STEPS, LR = 2, 2, 6, 1e-3
 
-# The names documented in README's "Logged metrics" (reward_model/...).
+# The names documented in docs/metrics.md (reward_model/...).
 INSTRUMENTS = (
     "reward_model/pair_accuracy",
     "reward_model/score_abs_mean",
