@@ -3,6 +3,8 @@ import json
 import re
 import shutil
 
+import pytest
+
 from bench import report
 from launch import provenance
 
@@ -75,3 +77,26 @@ def test_stamp():
     assert s["command"] == "make bench" and "-core" in s["machine"] and "GiB" in s["machine"]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", s["date"])
     assert provenance.invoked("bench.not_main") == "python -m bench.not_main"
+
+
+def test_the_readme_results_block_comes_from_the_results(tmp_path):
+    from bench import headline
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "peer.json").write_text(json.dumps({"speedup_samples_per_s": 2.5, "ours_samples_per_s": 5.0,
+                                                   "trl_samples_per_s": 2.0}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{headline.BEGIN}\nstale\n{headline.END}\n\nrest\n")
+    out = tmp_path / "benchmarks.md"
+    assert report.main(["--results", str(results), "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "| samples/s against Hugging Face TRL" in text and "2.50x (5.00 vs 2.00)" in text
+    assert "stale" not in text and text.endswith("\n\nrest\n")
+    assert report.main(["--check", "--results", str(results), "--out", str(out), "--readme", str(readme)]) == 0
+    (results / "peer.json").write_text(json.dumps({"speedup_samples_per_s": 3.0, "ours_samples_per_s": 6.0,
+                                                   "trl_samples_per_s": 2.0}))
+    report.main(["--results", str(results), "--out", str(out)])  # the page alone: the README's block is now stale
+    assert report.main(["--check", "--results", str(results), "--out", str(out), "--readme", str(readme)]) == 1
+    with pytest.raises(ValueError, match="results:begin"):
+        headline.splice("no markers", "x")

@@ -1,0 +1,75 @@
+"""The README's results table: a few rows of docs/benchmarks.md, read from the same results
+files by `python -m bench.report` (which writes it between the README's markers and checks it
+with `--check`), so the README's figures never drift from the measurements."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(results: Path, name: str) -> dict[str, Any]:
+    try:
+        return json.loads((results / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if not isinstance(x, (int, float)) else f"{100 * x:.1f}"
+
+
+def rows(results: Path) -> list[tuple[str, str, str]]:
+    """(what, figure, source file) for each headline the results hold."""
+    out = []
+    abl = _load(results, "ablation_rm")
+    by = {r.get("row"): r for r in abl.get("table", [])}
+    if by:
+        seeds = max(r.get("seeds", 0) for r in by.values())
+        steps = abl.get("settings", {}).get("steps")
+        cells = ", ".join(f"`{k}` {_pct(by[k].get('pass1_after'))}" for k in
+                          ("bc", "wo_tokenrm", "oreal", "oreal_rm", "oreal_rm_shuffled") if k in by)
+        out.append((f"held-out pass@1 after {steps} steps, demo task, mean of {seeds} seed(s) (before: "
+                    f"{_pct(next(iter(by.values())).get('pass1_before'))})", cells, "ablation_rm.json"))
+        rm = ", ".join(f"`{k}` {_pct(by[k].get('heldout_pair_accuracy'))}" for k in ("oreal", "oreal_rm") if k in by)
+        out.append(("token RM's held-out pair accuracy at the end (chance 50.0): paper regime, `rm=learns`", rm,
+                    "ablation_rm.json"))
+    probe = _load(results, "rm_probe")
+    best = next((v for v in probe.get("variants", []) if v.get("variant") == probe.get("best_variant")), None)
+    if best:
+        m = best.get("mean", {})
+        out.append((f"token RM offline, best regime (`{probe['best_variant']}`): held-out pair accuracy / BCE / "
+                    "first-error hit (chance)",
+                    f"{_pct(m.get('heldout_pair_accuracy'))} / {m.get('heldout_bce', float('nan')):.2f} / "
+                    f"{_pct(m.get('first_error_hit'))} ({_pct(m.get('first_error_chance'))})", "rm_probe.json"))
+    peer = _load(results, "peer")
+    if "speedup_samples_per_s" in peer:
+        out.append(("samples/s against Hugging Face TRL `GRPOTrainer`, same task and machine (long setting)",
+                    f"{peer['speedup_samples_per_s']:.2f}x ({peer['ours_samples_per_s']:.2f} vs "
+                    f"{peer['trl_samples_per_s']:.2f})", "peer.json"))
+    pipe = _load(results, "bench_pipeline")
+    if "pipelined_over_ceiling" in pipe:
+        out.append(("one-step off-policy step time over its ceiling (generation alone + sync)",
+                    f"{pipe['pipelined_over_ceiling']:.2f} (target <= {pipe.get('target', 'n/a')})",
+                    "bench_pipeline.json"))
+    if "startup_s" in pipe:
+        out.append(("demo start-up, launch to the first step (median of the launches)", f"{pipe['startup_s']:.1f} s",
+                    "bench_pipeline.json"))
+    return out
+
+
+def block(results: Path) -> str:
+    lines = [BEGIN, "| what | figure | from |", "|---|---|---|"]
+    lines += [f"| {what} | {fig} | [results/{src}](docs/benchmarks.md) |" for what, fig, src in rows(results)]
+    return "\n".join(lines + [END])
+
+
+def splice(readme: str, new_block: str) -> str:
+    """`readme` with the text between the markers (markers included) replaced; ValueError when
+    the markers are missing."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no {BEGIN} ... {END} block")
+    return readme[:start] + new_block + readme[end + len(END):]
