@@ -132,7 +132,7 @@ def write(paths: dict, name: str, configs: dict, seeds: Sequence[int], runs: lis
     table = [table_row(row, [r for r in runs if r["row"] == row]) for row in configs if any(r["row"] == row for r in runs)]
     base = next(iter(configs.values()))
     eval_size = heldout_size(base)
-    stated = noise(runs, eval_size, len(seeds))
+    stated = noise(runs, eval_size, min((r["seeds"] for r in table), default=1))  # the seeds finished
     diffs = differences(table)
     out = {"name": name, "rows": {k: ROWS.get(k, []) for k in configs}, "seeds": list(seeds), "table": table,
            "differences": diffs, "runs": runs,
