@@ -43,11 +43,11 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
     (`verifier.grade`, one call per query, `max_grading` at a time: default two per verifier
     actor). `questions`: each query's problem text, graded in the symbol domain it states
     (verifier.domain_from_problem)."""
-    n = len(query_ids)
+    queries = len(query_ids)
     start = time.perf_counter()
-    groups: list = [None] * n
-    per_query: list = [None] * n
-    generated_at, graded_at = [0.0] * n, [0.0] * n
+    groups: list = [None] * queries
+    per_query: list = [None] * queries
+    generated_at, graded_at = [0.0] * queries, [0.0] * queries
     workers = max_grading or 2 * max(1, len(getattr(verifier, "actors", ())) or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="oreal-grade") as graders:
         grading: dict[Future, int] = {}
@@ -58,7 +58,8 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
                 per_query[i] = f.result()
                 graded_at[i] = time.perf_counter() - start
 
-        for i, group in rollout.stream(query_ids, prompts, n=n, seed_key=seed_key):
+        more = {} if n is None else {"n": n}  # rollout.n_samples unless asked for
+        for i, group in rollout.stream(query_ids, prompts, seed_key=seed_key, **more):
             groups[i] = group
             generated_at[i] = time.perf_counter() - start
             extra = {} if questions is None else {"questions": [questions[i]] * len(group)}
