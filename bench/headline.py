@@ -31,7 +31,8 @@ def rows(results: Path) -> list[tuple[str, str, str]]:
         steps = abl.get("settings", {}).get("steps")
         cells = ", ".join(f"`{k}` {_pct(by[k].get('pass1_after'))}" for k in
                           ("bc", "wo_tokenrm", "oreal", "oreal_rm", "oreal_rm_shuffled") if k in by)
-        out.append((f"held-out pass@1 after {steps} steps, demo task, mean of {seeds} seed(s) (before: "
+        k = abl.get("settings", {}).get("n_samples")
+        out.append((f"held-out pass@1 after {steps} steps, demo task, K = {k}, mean of {seeds} seed(s) (before: "
                     f"{_pct(next(iter(by.values())).get('pass1_before'))})", cells, "ablation_rm.json"))
         rm = ", ".join(f"`{k}` {_pct(by[k].get('heldout_pair_accuracy'))}" for k in ("oreal", "oreal_rm") if k in by)
         out.append(("token RM's held-out pair accuracy at the end (chance 50.0): paper regime, `rm=learns`", rm,

@@ -117,7 +117,9 @@ def ablation_rm(d: dict) -> list[str]:
     s = d.get("settings") or {}
     n = s.get("noise") or {}
     out = [f"Held-out greedy pass@1 (%) and the token RM's held-out pair accuracy (%): {fmt(s.get('steps'))} steps, "
-           f"seeds {fmt(d.get('seeds'))}, {fmt(s.get('heldout_evaluated'))} held-out problems.", ""]
+           f"seeds {fmt(d.get('seeds'))}, {fmt(s.get('heldout_evaluated'))} held-out problems, "
+           f"K = {fmt(s.get('n_samples'))} samples per query.", ""]
+    out += [f"**Note.** {s['note']}", ""] if s.get("note") else []
     out += table(rows_of(d, "table"), [
         ("row", "row", ""), ("seeds", "seeds", ""), ("pass@1 before (%)", "pass1_before", "pct"),
         ("after, mean (%)", "pass1_after", "pct"), ("s.e. (points)", "pass1_after_sem", "pct"),
