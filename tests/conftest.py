@@ -1,4 +1,5 @@
 """Test session set-up: keep every cache inside the work tree's ignored `.cache/`."""
+import contextlib
 import os
 from pathlib import Path
 
@@ -93,6 +94,37 @@ def run_spawned(target, args_list, timeout: float) -> dict:
     for key, (status, res) in results.items():
         assert status == "ok", f"{key}:\n{res}"
     return {key: res for key, (_, res) in results.items()}
+
+
+@contextlib.contextmanager
+def in_process_learners(algos: dict, total_steps: int):
+    """One in-process learner rank (gloo, ZeRO-3, no Ray) on the tiny model per AlgoConfig of
+    `algos` (same keys out), RM LR 1e-3 with no warm-up; the process group and the environment
+    are put back afterwards."""
+    import torch
+
+    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from learner.config import LearnerConfig, OptimConfig
+    from learner.worker import LearnerWorker
+
+    saved = dict(os.environ)
+    path = ensure_tiny_model(TinyModelConfig())
+    cfg = LearnerConfig(world_size=1, backend="gloo", micro_batch_size=4,
+                        rm_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0))
+    out = {}
+    try:
+        for key, algo in algos.items():
+            w = LearnerWorker(0, cfg, algo, path, seed=0, total_steps=total_steps)
+            w.setup(*w.master_address())  # a later one finds the process group already up
+            out[key] = w
+        yield out
+    finally:
+        if torch.distributed.is_initialized():
+            import deepspeed.comm
+
+            deepspeed.comm.destroy_process_group()  # DeepSpeed's call: releases its group references too
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def separable_group(vocab: int = 512, response_len: int = 24):

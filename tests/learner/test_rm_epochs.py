@@ -3,11 +3,10 @@ no Ray). The token weights and logged RM metrics stay those of the RM before the
 RM's LR schedule stretches so that a run ends at the same point of the cosine."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from conftest import separable_group
+from conftest import in_process_learners, separable_group
 
 pytestmark = pytest.mark.slow
 
@@ -16,29 +15,11 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def learners():
-    import torch
+    from learner.config import AlgoConfig
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
-    from learner.config import AlgoConfig, LearnerConfig, OptimConfig
-    from learner.worker import LearnerWorker
-
-    saved = dict(os.environ)
-    path = ensure_tiny_model(TinyModelConfig())
-    cfg = LearnerConfig(world_size=1, backend="gloo", micro_batch_size=4,
-                        rm_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0))
-    out = {}
-    for epochs in (1, 3):
-        w = LearnerWorker(0, cfg, AlgoConfig(mode="oreal", actor_freeze_steps=STEPS, rm_epochs=epochs), path,
-                          seed=0, total_steps=STEPS)
-        w.setup(*w.master_address())  # the second finds the process group already up
-        out[epochs] = w
-    yield out
-    if torch.distributed.is_initialized():
-        import deepspeed.comm
-
-        deepspeed.comm.destroy_process_group()  # DeepSpeed's call: releases its group references too
-    os.environ.clear()
-    os.environ.update(saved)
+    algos = {e: AlgoConfig(mode="oreal", actor_freeze_steps=STEPS, rm_epochs=e) for e in (1, 3)}
+    with in_process_learners(algos, STEPS) as out:
+        yield out
 
 
 def test_more_rm_epochs_lower_the_next_steps_rm_loss_on_the_same_schedule(learners):

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import separable_group
+from conftest import in_process_learners, separable_group
 
 STEPS = 3
 
@@ -40,27 +39,12 @@ def test_the_plan_gives_every_rank_equal_micro_batches_and_the_global_weights():
 
 @pytest.fixture(scope="module")
 def learner():
-    import torch
+    from learner.config import AlgoConfig
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
-    from learner.config import AlgoConfig, LearnerConfig, OptimConfig
-    from learner.worker import LearnerWorker
-
-    saved = dict(os.environ)
-    path = ensure_tiny_model(TinyModelConfig())
-    cfg = LearnerConfig(world_size=1, backend="gloo", micro_batch_size=4,
-                        rm_optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0))
     algo = AlgoConfig(mode="oreal", actor_freeze_steps=STEPS, rm_epochs=2, rm_minibatches=2, rm_replay_steps=2,
                       rm_eval_every=1)
-    w = LearnerWorker(0, cfg, algo, path, seed=0, total_steps=STEPS)
-    w.setup(*w.master_address())
-    yield w
-    if torch.distributed.is_initialized():
-        import deepspeed.comm
-
-        deepspeed.comm.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved)
+    with in_process_learners({0: algo}, STEPS) as out:
+        yield out[0]
 
 
 @pytest.mark.slow
