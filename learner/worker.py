@@ -147,18 +147,17 @@ class LearnerWorker:
             sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
             if rm_plan is None:
                 rm_scores = self._train_rm_on_pairs(batches, counts, sums)
-                fresh, fresh_total = batches, float(counts.n_seqs)
             else:
                 with torch.no_grad():
                     rm_scores = [self._rm_scores(b) for b in batches]
                 for b, scores in zip(batches, rm_scores):
                     _add(sums, {"reward_model/correct": rm_accuracy(scores, b.mask, b.rewards > 0) * _rows(b)})
                 self._train_rm_on_plan(rm_plan, sums)
-                fresh = [collate(mb, self.pad_id, self.device) for mb in rm_plan.fresh]
-                fresh_total = rm_plan.fresh_total
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
             if self._rm_eval_due(step):  # an RM forward more: on the held-out instruments' steps only
-                sums["reward_model/fit_bce"] = self._rm_bce(fresh, fresh_total)
+                fresh = batches if rm_plan is None else [collate(mb, self.pad_id, self.device) for mb in rm_plan.fresh]
+                total = float(counts.n_seqs) if rm_plan is None else rm_plan.fresh_total
+                sums["reward_model/fit_bce"] = self._rm_bce(fresh, total)
             sums.update({k: v / self.cfg.world_size for k, v in
                          self._rm_instruments(batches, micro_batches, rm_scores, counts).items()})
 
