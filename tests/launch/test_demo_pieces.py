@@ -48,6 +48,38 @@ def test_warmup_raises_accuracy_on_a_tiny_budget(tmp_path):
     assert ensure_warmup_model(base, train, cfg, cache_root=tmp_path) == path  # cached
 
 
+def test_warmup_weights_do_not_depend_on_the_callers_thread_count(tmp_path):
+    """The demo's starting figure must hold on another machine: the warm-up trains on
+    `warmup.threads` whatever torch's thread count is, and gives it back afterwards."""
+    import hashlib
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from launch.tasks import TaskConfig, build_prompt, load_task
+    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.warmup import WarmupConfig, sft
+
+    base = ensure_tiny_model(TinyModelConfig())
+    tok = AutoTokenizer.from_pretrained(base)
+    task = TaskConfig(num_train=64, num_heldout=4, max_digits=2)
+    train = [(build_prompt(tok, p.question, task.system_prompt), p.solution) for p in load_task(task).train]
+
+    def weights(threads_outside: int, **cfg) -> str:
+        out = tmp_path / f"w{threads_outside}-{len(cfg)}-{cfg.get('threads', 2)}"
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads_outside)
+        try:
+            sft(base, train, WarmupConfig(enabled=True, steps=12, batch_size=16, **cfg), out)
+            assert torch.get_num_threads() == threads_outside  # restored
+        finally:
+            torch.set_num_threads(before)
+        return hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+
+    assert weights(1) == weights(2)
+    assert weights(2, threads=1) != weights(2, threads=2)
+
+
 def test_report_writes_summary_table_and_plots(tmp_path):
     from launch import report
 
