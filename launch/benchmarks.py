@@ -147,7 +147,7 @@ def resolve_benchmark_path(path: str, configured_dir: str | Path | None = None) 
     folder = benchmarks_dir(configured_dir)
     p = folder / (path if path.endswith(".jsonl") else f"{path}.jsonl")
     if not p.is_file():
-        from launch.preflight import in_ray_job
+        from launch.ray_job import in_ray_job
 
         where = (" (under a Ray job, a folder beside the repository is inside the job's temporary working "
                  "directory: give an absolute path on storage every node reads)") if in_ray_job() else ""

@@ -7,6 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_cache_root() -> Path:
+    """$OREAL_CACHE, else the ignored `.cache/oreal` of the work tree."""
+    return Path(os.environ.get("OREAL_CACHE") or REPO_ROOT / ".cache" / "oreal")
+
 
 def build_once(final: Path, build: Callable[[Path], object]) -> str:
     """`final` if it holds a finished build (its config.json), else `build(tmp)` and rename.

@@ -60,6 +60,12 @@ RESUME_MAY_CHANGE = ("ckpt", "output_dir", "ray", "wandb", "save_policy")
 _NAME = re.compile(r"^step_(\d{6})$")
 
 
+def eval_score(row: dict[str, float]) -> float | None:
+    """What picks the best checkpoint: the benchmarks' mean pass@1 when any are evaluated,
+    else the held-out pass@1."""
+    return row.get("eval/benchmarks/pass1", row.get("eval/pass1"))
+
+
 @dataclass
 class CkptConfig:
     """Checkpoints and resume (schema of `ckpt:` in conf/train.yaml)."""
@@ -344,8 +350,6 @@ class Checkpointer:
         (tmp / "learner").mkdir(parents=True)
         roles.learner.save_checkpoint(str(tmp / "learner"), state.step)
         roles.learner.save_pretrained(str(tmp / "policy"))
-        from launch.evaluate import eval_score
-
         scored = [eval_score(e) for e in evals if int(e["eval/step"]) == state.step]
         meta = {"format": FORMAT, "state": state.to_json(), "wandb_run_id": wandb_run_id,
                 "heldout_pass1": scored[-1] if scored else None, "run_dir": str(self.run_dir),

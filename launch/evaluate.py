@@ -31,12 +31,6 @@ def evaluate_all(rollout, verifier, heldout: Sequence, benchmarks: dict[str, Seq
     return out
 
 
-def eval_score(row: dict[str, float]) -> float | None:
-    """What picks the best checkpoint: the benchmarks' mean pass@1 when any are evaluated,
-    else the held-out pass@1."""
-    return row.get("eval/benchmarks/pass1", row.get("eval/pass1"))
-
-
 def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]]) -> dict[str, float]:
     flat = [r for g in groups for r in g]
     n = max(1, len(flat))

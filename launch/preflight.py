@@ -28,32 +28,14 @@ is requested) compares the resources the config asks for with what the cluster h
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from launch.ray_job import in_ray_job
+
 if TYPE_CHECKING:
     from launch.config import TrainConfig
-
-# Set by Ray's job supervisor in the environment of a job's driver: the job's runtime env.
-RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-
-
-def in_ray_job() -> bool:
-    """Whether this process is the driver of a Ray job (`ray job submit`)."""
-    return RAY_JOB_ENV in os.environ
-
-
-def job_runtime_env() -> dict:
-    """The runtime env the Ray job was submitted with ({} outside a job)."""
-    raw = os.environ.get(RAY_JOB_ENV)
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw).get("runtime_env") or {}
-    except (ValueError, AttributeError):
-        return {}
 
 
 def on_cluster(cfg: TrainConfig) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from launch.ray_job import job_runtime_env
+
 # Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry).
 _ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "OREAL_", "TOKENIZERS_",
                  "DO_NOT_TRACK", "TRANSFORMERS_", "OMP_NUM_THREADS")
@@ -15,8 +17,6 @@ def worker_env() -> dict[str, str]:
     env's env_vars. Left out: secrets (the W&B key, the hub token: only the driver uses them,
     so they never enter Ray's job records) and any variable the Ray job's own runtime env
     already sets (workers inherit those; Ray refuses the same key twice)."""
-    from launch.preflight import job_runtime_env
-
     job_keys = set((job_runtime_env().get("env_vars") or {}).keys())
     return {k: v for k, v in os.environ.items()
             if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k) and k not in job_keys}

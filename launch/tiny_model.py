@@ -28,7 +28,6 @@ from launch.tasks import DEFAULT_SYSTEM_PROMPT, arith_corpus
 
 # Bump when the build recipe changes, so cached folders from the old recipe are not reused.
 BUILD_VERSION = 2
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PAD_TOKEN, IM_START, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 # Head sizes vLLM 0.32's CPU attention backend accepts (CPUAttentionBackend).
@@ -197,11 +196,6 @@ def config_hash(cfg: TinyModelConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def default_cache_root() -> Path:
-    """$OREAL_CACHE, else the ignored `.cache/oreal` of the work tree."""
-    return Path(os.environ.get("OREAL_CACHE") or REPO_ROOT / ".cache" / "oreal")
-
-
 def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None = None) -> str:
     """Path of the tiny model for `cfg`, building it the first time.
 
@@ -209,7 +203,7 @@ def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None
     and renamed into place, so a reader never sees a half-written model and two processes
     building at once both end up with one complete folder.
     """
-    from launch.cache import build_once
+    from launch.cache import build_once, default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     return build_once(root / f"tiny-{config_hash(cfg)}", lambda tmp: build_tiny_model(cfg, tmp))

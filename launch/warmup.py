@@ -52,7 +52,7 @@ def ensure_warmup_model(model_path: str, examples: Sequence[tuple[str, str]], cf
                         cache_root: str | os.PathLike | None = None) -> str:
     """Path of `model_path` fine-tuned on (prompt, response) pairs; built once, then cached."""
     from launch.cache import build_once
-    from launch.tiny_model import default_cache_root
+    from launch.cache import default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     return build_once(root / f"warmup-{cache_key(model_path, examples, cfg)}",

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import compose
 from launch.config import TrainConfig, to_train_config
-from launch.preflight import RAY_JOB_ENV, cluster_fits, resolve_paths
+from launch.preflight import cluster_fits, resolve_paths
+from launch.ray_job import RAY_JOB_ENV
 
 
 def _cfg(*overrides: str) -> TrainConfig:

@@ -185,7 +185,7 @@ def test_as_written_it_passes_or_is_refused_before_ray_naming_the_key(args, stan
 @pytest.mark.parametrize("args", [a for a, e in EXAMPLES.items() if e.job])
 def test_the_job_entrypoints_pass_the_checks_of_a_ray_jobs_driver(args, stand_ins, tmp_path, monkeypatch):
     """Under `ray job submit` (the job supervisor's variable set): the run folder is given, absolute."""
-    from launch.preflight import RAY_JOB_ENV
+    from launch.ray_job import RAY_JOB_ENV
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(RAY_JOB_ENV, json.dumps({"runtime_env": {"env_vars": {"WANDB_MODE": "offline"}}}))
