@@ -95,9 +95,9 @@ ablation: install
 ablation-long: install
 	$(BIN)/python -m launch.ablation --name ablation_long --seeds 0 1 -- steps=100 eval_every=10 task.num_heldout=500 eval_size=500 ray.temp_dir=$(CACHE)/ray ckpt.enabled=false
 
-# What the token RM buys (launch/ablation_rm.py): bc, wo_tokenrm, oreal (the paper's RM regime),
+# What the token RM buys (launch/ablation/rm.py): bc, wo_tokenrm, oreal (the paper's RM regime),
 # oreal with the RM regime that learns (conf/rm/learns.yaml) and the same with shuffled token
 # weights; 4 seeds x 100 steps, 500 held-out problems; results/ablation_rm.*. Interrupted, it
 # continues where it stopped (finished runs are read back from results/runs/ablation_rm/).
 ablation-rm: install
-	$(BIN)/python -m launch.ablation_rm --seeds 0 1 2 3 -- steps=100 eval_every=10 algo.rm_eval_every=10 algo.actor_freeze_steps=10 task.num_heldout=500 eval_size=500 ray.temp_dir=$(CACHE)/ray ckpt.enabled=false wandb.mode=disabled
+	$(BIN)/python -m launch.ablation.rm --seeds 0 1 2 3 -- steps=100 eval_every=10 algo.rm_eval_every=10 algo.actor_freeze_steps=10 task.num_heldout=500 eval_size=500 ray.temp_dir=$(CACHE)/ray ckpt.enabled=false wandb.mode=disabled

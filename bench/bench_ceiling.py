@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.bench_peer import RESULTS, SETTINGS, compose_config, set_env, setting_overrides
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 OUT_JSON = RESULTS / "ceiling.json"
 OUT_ROOT = Path(__file__).resolve().parents[1] / "outputs" / "bench_ceiling"
@@ -107,7 +107,7 @@ def best_of(fn: Callable[[], float], repeats: int) -> dict[str, float]:
 
 def prompts_for(cfg, tokenizer) -> list[str]:
     """B distinct held-out prompts of the setting, each repeated K times (one step's batch)."""
-    from launch.tasks import build_prompt, load_task
+    from launch.data.tasks import build_prompt, load_task
 
     heldout = load_task(cfg.task).heldout[: cfg.prompts_per_step]
     return [build_prompt(tokenizer, p.question, cfg.task.system_prompt) for p in heldout]
@@ -202,7 +202,7 @@ def run_setting(name: str, repeats: int) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from launch.roles import prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     cfg = compose_config(setting_overrides(name, None, None, None, "shaped", OUT_ROOT / name))
     model_path = prepare_policy(cfg, load_task(cfg.task))

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_eval.json"
@@ -28,7 +28,7 @@ def _config(bench_file: Path, out_dir: Path):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from launch.eval_config import register_eval_configs, to_eval_config
+    from launch.evaluation.config import register_eval_configs, to_eval_config
 
     register_eval_configs()
     GlobalHydra.instance().clear()
@@ -52,8 +52,8 @@ def main() -> dict:
     from launch.eval import EvalRoles, build_prompts, load_benchmarks, run_eval
     from launch.ray_connect import connect_ray
     from launch.streaming import generate_and_grade
-    from launch.tasks import TaskConfig, make_arith_problems
-    from launch.tiny_model import resolve_model_path
+    from launch.data.tasks import TaskConfig, make_arith_problems
+    from launch.model.tiny_model import resolve_model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -69,7 +69,7 @@ def main() -> dict:
         roles = EvalRoles(cfg, model_path, [p.answer for p in benchmarks[0].problems])
         try:
             warm = problems[PROBLEMS:]  # other problems: engines and graders warm, nothing cached
-            from launch.tasks import load_policy_tokenizer, task_prompt
+            from launch.data.tasks import load_policy_tokenizer, task_prompt
 
             tok = load_policy_tokenizer(model_path)
             generate_and_grade(roles.rollout, roles.verifier, [p.id for p in warm],

@@ -1,5 +1,5 @@
 """Peak memory and time of one OREAL train step on this CPU, today's learner path against the
-new one, next to the memory planner's estimate (`launch.memory_plan`).
+new one, next to the memory planner's estimate (`launch.planning.memory_plan`).
 
 One in-process learner rank (world size 1, gloo, ZeRO-3, bfloat16, mode oreal: policy, token
 RM and reference, no frozen steps) on a randomly initialised Qwen2-style model of 104.9M
@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_memory.json"
@@ -77,8 +77,8 @@ def bench_config(path: str, tokens: int, model: list[str] | None = None):
 
 def planned_mb(path: str, tokens: int, model: list[str] | None = None) -> tuple[float, float]:
     """(peak, model state + process) MiB of one learner process, as planned."""
-    from launch.memory_plan import LOGPROB_CHUNK_TOKENS, build_plan
-    from launch.model_shape import load_shape
+    from launch.planning.memory_plan import LOGPROB_CHUNK_TOKENS, build_plan
+    from launch.planning.model_shape import load_shape
 
     cfg = bench_config(path, tokens, model)
     chunk = LOGPROB_CHUNK_TOKENS if PATHS[path]["chunked"] else None
@@ -118,7 +118,7 @@ def child(path: str, tokens: tuple[int, ...], model: list[str] | None) -> None:
 
     import learner.loss
     import learner.worker
-    from launch.tiny_model import ensure_tiny_model
+    from launch.model.tiny_model import ensure_tiny_model
     from learner.batch import GlobalCounts, shard
     from learner.weight_sync import memory
 
@@ -210,8 +210,8 @@ def table(rows: list[dict]) -> str:
 
 def run(tokens: tuple[int, ...] = TOKENS, model: list[str] | None = None, out: Path | None = OUT,
         paths: list[str] | None = None) -> dict:
-    from launch.memory_plan import build_plan  # noqa: F401  (fail early if the planner is broken)
-    from launch.model_shape import load_shape
+    from launch.planning.memory_plan import build_plan  # noqa: F401  (fail early if the planner is broken)
+    from launch.planning.model_shape import load_shape
 
     cfg = bench_config("new", max(tokens), model)
     params = load_shape(None, cfg.model.tiny).params

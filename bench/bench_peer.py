@@ -10,7 +10,7 @@ One run (`python -m bench.bench_peer`, or `make bench-peer`), per setting:
 2. our loop (`launch.loop.train`) runs `algo=shaped`, then `algo=oreal`, each with fresh
    roles (Ray cluster, vLLM actor, verifier pool, ZeRO-3 learner) started from that policy;
 3. TRL `GRPOTrainer` (CPU, `use_vllm=False`) trains the same policy with the same prompts
-   (`launch.tasks.build_prompt`), B prompts x K completions per optimiser step,
+   (`launch.data.tasks.build_prompt`), B prompts x K completions per optimiser step,
    `max_completion_length`, temperature/top-p, a reward of +1/-1 from `verifier.grade`
    (a completion without the stop token is truncated: -1, as in our loop), the KL weight
    and the optimiser of our learner config (AdamW, lr, cosine floor, betas, weight decay,
@@ -157,7 +157,7 @@ def setting_overrides(name: str, steps: int | None, eval_every: int | None, eval
 def _stamped_logger(stamps: list[tuple[float, dict[str, float], float]], probe: ForeignLoad):
     """Stamp every RunLogger.log call of our loop (train() imports RunLogger when called),
     with the share of the machine that other processes used since the previous call."""
-    import launch.metrics as metrics
+    import launch.state.metrics as metrics
 
     original = metrics.RunLogger
 
@@ -180,7 +180,7 @@ def run_ours(cfg, model_path: str, run_dir: Path) -> dict[str, Any]:
     from launch.roles import Roles
     from launch.ray_connect import init_ray
     from launch.loop import train
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     t0 = time.perf_counter()
     init_ray(cfg)
@@ -256,7 +256,7 @@ def describe(cfg) -> dict[str, Any]:
 def run_setting(name: str, steps: int, eval_every: int, eval_size: int | None, systems: Sequence[str],
                 out_root: Path, trl_micro_batch: int | None) -> dict[str, Any]:
     from launch.roles import prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     base = compose_config(setting_overrides(name, steps, eval_every, eval_size, "oreal", out_root / name))
     t = time.perf_counter()

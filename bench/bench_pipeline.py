@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, QUERIES, K = 6, 16, 8
@@ -75,7 +75,7 @@ def _stand_in_sync(learner, rollout, version, *args, **kwargs):
 
 
 def _problems(step: int):
-    from launch.problem import Problem
+    from launch.data.problem import Problem
 
     return [Problem(str(100 * step + i), "stand-in", str(100 * step + i)) for i in range(QUERIES)]
 

@@ -36,7 +36,7 @@ from typing import Sequence
 
 import ray
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_sync.json"
@@ -81,7 +81,7 @@ def _timed(fn) -> float:
 def measure(name: str, engines: int, extra: Sequence[str] = ()) -> dict:
     from actors.group import RolloutGroup
     from launch.placement import build_placement
-    from launch.tiny_model import resolve_model_path
+    from launch.model.tiny_model import resolve_model_path
     from learner.group import LearnerGroup
     from learner.weight_sync import broadcast, connect
     from learner.weight_sync.buckets import ALIGN, plan_buckets

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench_verifier.json"
@@ -27,7 +27,7 @@ def realistic_pairs(start: int = 0, stop: int = N_PROBLEMS) -> list[tuple[str, s
     from verifier.extract import boxed_spans
     from verifier.self_check import corrupt
 
-    from launch.benchmarks import resolve_benchmark_path
+    from launch.data.benchmarks import resolve_benchmark_path
 
     rows = [json.loads(line) for line in resolve_benchmark_path("math500").open()][start:stop]
     pairs = []

@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 OUT_JSON = RESULTS / "peer.json"

@@ -116,7 +116,7 @@ def run_trl(cfg, model_path: str, run_dir: Path, micro_batch: int | None = None)
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from launch.tasks import build_prompt, load_task
+    from launch.data.tasks import build_prompt, load_task
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -293,7 +293,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
 
 def renderer(stem: str, d: dict) -> Callable[[dict], list[str]]:
     """By file name (bench_sync_<overrides> as bench_sync; bench.rm_probe's by their keys); else launch.ablation's and
-    launch.ablation_rm's files (any --name) by their rows; else the generic one."""
+    launch.ablation.rm's files (any --name) by their rows; else the generic one."""
     if stem in RENDERERS:
         return RENDERERS[stem]
     if stem.startswith("bench_sync_"):

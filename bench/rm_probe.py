@@ -9,8 +9,8 @@ step by step, offline, in one process (plain PyTorch, no Ray or DeepSpeed):
    HF `generate` (the demo's temperature, top-p, max_new_tokens; K = rollout.n_samples) and
    graded by `verifier.grade`: a stream of `--steps` "RL steps" of B = prompts_per_step train
    problems each (drawn as the loop draws them, `DriverState.next_queries`), and >= 200
-   (correct, incorrect) pairs of held-out problems (`launch.rm_heldout.pairs_of`, first wrong
-   token from `launch.first_error`; the demo's 200 held-out problems give ~160 pairs per pass,
+   (correct, incorrect) pairs of held-out problems (`launch.evaluation.rm_heldout.pairs_of`, first wrong
+   token from `launch.data.first_error`; the demo's 200 held-out problems give ~160 pairs per pass,
    so a second pass with fresh samples tops them up). The policy does NOT change here (the
    loop's does): this isolates the RM's supervision and optimisation from the policy's drift.
 2. Per variant and seed, an RM (`TokenRewardModel` from the warm-up policy, zero head) trains as
@@ -127,10 +127,10 @@ def sample_data(cfg, policy_path: str, splits, steps: int, want: int):
     from transformers import AutoModelForCausalLM
 
     from actors.types import Rollout
-    from launch.checkpoint import DriverState
-    from launch.first_error import first_error_token
-    from launch.rm_heldout import pairs_of
-    from launch.tasks import load_policy_tokenizer, task_prompt
+    from launch.state.checkpoint import DriverState
+    from launch.data.first_error import first_error_token
+    from launch.evaluation.rm_heldout import pairs_of
+    from launch.data.tasks import load_policy_tokenizer, task_prompt
     from verifier import grade
 
     tok = load_policy_tokenizer(policy_path)
@@ -185,7 +185,7 @@ def score_heldout(rm, pairs, pad_id: int, chunk: int = 128) -> dict[str, float]:
     """`heldout_metrics` of the RM's raw per-position scores, as the loop reads them."""
     import torch
 
-    from launch.rm_heldout import heldout_metrics
+    from launch.evaluation.rm_heldout import heldout_metrics
     from learner.batch import collate
 
     samples, scores = [s for p in pairs for s in (p.pos, p.neg)], []
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def probe(args: argparse.Namespace) -> dict:
     from launch.roles import prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     t0 = time.perf_counter()
     cfg = compose_config(["output_dir=outputs/rm_probe"])
@@ -359,7 +359,7 @@ def probe(args: argparse.Namespace) -> dict:
     print(format_table(rows, args.steps))
     print(f"best: {best} {VARIANTS[best].overrides()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from launch.provenance import invoked, stamp
+    from launch.state.provenance import invoked, stamp
 
     args.out.write_text(json.dumps({"provenance": stamp(invoked("bench.rm_probe")), **report}, indent=2) + "\n")
     print(f"wrote {args.out} ({report['total_s']:.0f} s)")

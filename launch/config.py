@@ -12,12 +12,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from actors.config import RolloutConfig
-from launch.checkpoint import CkptConfig
-from launch.memory_plan import PlanConfig
+from launch.state.checkpoint import CkptConfig
+from launch.planning.memory_plan import PlanConfig
 from launch.placement import check_placement
-from launch.tasks import TaskConfig
-from launch.tiny_model import TinyModelConfig, is_local_path
-from launch.warmup import WarmupConfig
+from launch.data.tasks import TaskConfig
+from launch.model.tiny_model import TinyModelConfig, is_local_path
+from launch.model.warmup import WarmupConfig
 from learner.config import AlgoConfig, LearnerConfig
 from verifier.config import VerifierConfig
 
@@ -28,7 +28,7 @@ class ModelConfig:
     # relative folder is resolved against the launch folder (launch.preflight).
     path: str | None = None
     # A hub model's revision (branch, tag or commit) to pin; null: the default branch. The
-    # driver downloads a hub model once, before any role starts (launch.hub_model).
+    # driver downloads a hub model once, before any role starts (launch.model.hub_model).
     revision: str | None = None
     # Where the driver downloads a hub model to (Hugging Face cache layout); null: the driver's
     # Hugging Face cache ($HF_HOME/hub). On a Ray cluster a folder every node reads: required.
@@ -40,7 +40,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # A local folder must exist now, before Ray starts. A hub id ("Qwen/...") cannot be
-        # checked here: launch.train downloads it before Ray starts (launch.hub_model), and
+        # checked here: launch.train downloads it before Ray starts (launch.model.hub_model), and
         # fails there naming model.path.
         if self.path and self.path != "tiny" and is_local_path(self.path):
             local = Path(self.path).expanduser()
@@ -106,7 +106,7 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     # Checkpoints (every `ckpt.every` steps and after the last) and exact resume (`ckpt.resume`).
     ckpt: CkptConfig = field(default_factory=CkptConfig)
-    # Memory plan checked before anything starts (launch.memory_plan; `python -m launch.plan`).
+    # Memory plan checked before anything starts (launch.planning.memory_plan; `python -m launch.plan`).
     plan: PlanConfig = field(default_factory=PlanConfig)
     # RL steps (docs/algorithm.md: 10 RM-only steps + 80 policy steps).
     steps: int = 90
@@ -119,7 +119,7 @@ class TrainConfig:
     # Held-out problems evaluated (0 = all of the held-out split).
     eval_size: int = 0
     # Benchmarks scored with the held-out split, at the same steps, as `python -m launch.eval`
-    # scores greedy pass@1 (presets of launch/benchmarks.py or paths, read from
+    # scores greedy pass@1 (presets of launch/data/benchmarks.py or paths, read from
     # task.benchmarks_dir); their mean pass@1 (eval/benchmarks/pass1) picks the best checkpoint.
     eval_benchmarks: list[str] = field(default_factory=list)
     # The first N problems of each of them (0 = all).
@@ -141,7 +141,7 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.eval_benchmark_limit < 0:
             raise ValueError(f"eval_benchmark_limit must be >= 0, got {self.eval_benchmark_limit}")
-        from launch.benchmarks import PRESETS
+        from launch.data.benchmarks import PRESETS
 
         for name in self.eval_benchmarks:
             if ("/" not in name and not name.endswith((".jsonl", ".parquet")) and not name.startswith("hf:")

@@ -6,7 +6,7 @@
 Only the rollout engines (`actors.group.RolloutGroup`) and the verifier pool
 (`verifier.VerifierPool`) start, no learner. Per benchmark: greedy pass@1 (`eval.greedy`)
 and, with `eval.n` samples per problem, mean pass@1 over the samples, unbiased pass@k and
-maj@k for each k of `eval.k` (`launch.passk`), and the truncation rate. The table is printed
+maj@k for each k of `eval.k` (`launch.evaluation.passk`), and the truncation rate. The table is printed
 and written to `<output_dir>/eval.md` and `eval.json`; every response, its extracted answer
 and verdict to `samples.jsonl`; the metrics to W&B (`eval/<benchmark>/<metric>`) when
 `wandb.mode` is not disabled. Bad config fails before Ray starts, naming the key.
@@ -24,8 +24,8 @@ from typing import Sequence
 import hydra
 from omegaconf import DictConfig
 
-from launch.eval_config import EvalRunConfig, register_eval_configs, to_eval_config
-from launch.problem import Problem
+from launch.evaluation.config import EvalRunConfig, register_eval_configs, to_eval_config
+from launch.data.problem import Problem
 
 register_eval_configs()
 log = logging.getLogger("oreal")
@@ -39,7 +39,7 @@ class Benchmark:
 
 def load_benchmarks(cfg: EvalRunConfig) -> list[Benchmark]:
     """Each of eval.benchmarks, its first eval.limit problems (before Ray starts)."""
-    from launch.benchmarks import dataset_stem, load_problems
+    from launch.data.benchmarks import dataset_stem, load_problems
 
     out = []
     for name in cfg.eval.benchmarks:
@@ -50,10 +50,10 @@ def load_benchmarks(cfg: EvalRunConfig) -> list[Benchmark]:
 
 
 def build_prompts(cfg: EvalRunConfig, model_path: str, benchmarks: Sequence[Benchmark]) -> dict[str, str]:
-    """Every problem's prompt (`launch.tasks.task_prompt`: chat template or raw, task.system_prompt,
+    """Every problem's prompt (`launch.data.tasks.task_prompt`: chat template or raw, task.system_prompt,
     task.chat_template, task.chat_template_kwargs); a prompt that leaves no
     room to answer within rollout.max_model_len is refused, naming the key."""
-    from launch.tasks import load_policy_tokenizer, task_prompt
+    from launch.data.tasks import load_policy_tokenizer, task_prompt
 
     tokenizer = load_policy_tokenizer(model_path)
     prompts, too_long = {}, []
@@ -96,8 +96,8 @@ def run_eval(cfg: EvalRunConfig, run_dir: Path, model_path: str, benchmarks: Seq
     returns eval.json's content."""
     from tqdm.auto import tqdm
 
-    from launch.eval_report import Scorer, markdown_table, write_outputs
-    from launch.metrics import RunLogger
+    from launch.evaluation.report import Scorer, markdown_table, write_outputs
+    from launch.state.metrics import RunLogger
 
     start = time.perf_counter()
     own = roles is None
@@ -163,7 +163,7 @@ def run_eval(cfg: EvalRunConfig, run_dir: Path, model_path: str, benchmarks: Seq
 def main(dict_cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from launch.tiny_model import resolve_model_path
+    from launch.model.tiny_model import resolve_model_path
 
     try:  # unknown benchmark, missing model folder, bad data: one line, before Ray starts
         cfg = to_eval_config(dict_cfg)

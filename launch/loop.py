@@ -33,7 +33,7 @@ class RunResult:
 def load_eval_benchmarks(cfg: TrainConfig) -> dict[str, list]:
     """`eval_benchmarks`' problems (the first `eval_benchmark_limit` of each), read before Ray
     starts: a missing file fails here, naming task.benchmarks_dir."""
-    from launch.benchmarks import load_problems
+    from launch.data.benchmarks import load_problems
 
     return {name: load_problems(name, cfg.task.benchmarks_dir, hub=cfg.task.hub,
                                 key="eval_benchmarks")[:cfg.eval_benchmark_limit or None]
@@ -51,11 +51,11 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     `perf/startup_s` counts (else from this call)."""
     from tqdm.auto import tqdm
 
-    from launch import checkpoint, report, samples_table
-    from launch.evaluate import evaluate_all
-    from launch.rm_heldout import RMHeldout
-    from launch.metrics import RunLogger, evals_of, opened_beside, timed
-    from launch.tasks import load_task, task_prompt
+    from launch.state import checkpoint, report, samples_table
+    from launch.evaluation.evaluate import evaluate_all
+    from launch.evaluation.rm_heldout import RMHeldout
+    from launch.state.metrics import RunLogger, evals_of, opened_beside, timed
+    from launch.data.tasks import load_task, task_prompt
     from learner.weight_sync import check_in_sync
 
     start, began, startup = time.perf_counter(), time.time(), {}  # startup: wall seconds of each stage before step 1
@@ -148,8 +148,8 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     step + 1, as logged; `launch.records`; not written when `run_dir` is None). A step whose
     grading broke (`verifier.stop_frac`) raises `VerifierAlarm` before the learner sees it."""
     from launch import records
-    from launch.evaluate import rollout_metrics
-    from launch.metrics import timed
+    from launch.evaluation.evaluate import rollout_metrics
+    from launch.state.metrics import timed
     from launch.streaming import generate_and_grade
     from learner.rm_data import rm_step_data
     from learner.selection import select

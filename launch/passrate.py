@@ -27,9 +27,9 @@ from omegaconf import DictConfig
 
 from actors.config import RolloutConfig
 from launch.config import ModelConfig, RayConfig
-from launch.problem import Problem
-from launch.rebalance import PassRate, check_buckets, format_histogram, rebalance_counts, write_pass_rates
-from launch.tasks import TaskConfig
+from launch.data.problem import Problem
+from launch.data.rebalance import PassRate, check_buckets, format_histogram, rebalance_counts, write_pass_rates
+from launch.data.tasks import TaskConfig
 from verifier.config import VerifierConfig
 
 
@@ -75,7 +75,7 @@ def to_passrate_config(cfg) -> PassRateRunConfig:
     """Hydra's DictConfig -> PassRateRunConfig (every check runs; paths made absolute)."""
     from omegaconf import OmegaConf, open_dict
 
-    from launch.eval_config import policy_folder
+    from launch.evaluation.config import policy_folder
 
     with open_dict(cfg):
         cfg.model.path = policy_folder(cfg.model.path)
@@ -98,7 +98,7 @@ def problems_and_policy(cfg: PassRateRunConfig) -> tuple[list[Problem], str]:
     training starts from: model.path, warmed up (cached, as training does) when
     model.warmup.enabled."""
     from launch.roles import prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     splits = load_task(cfg.task, rebalanced=False)
     return splits.train[: cfg.passrate.limit or None], prepare_policy(cfg, splits)

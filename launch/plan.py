@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from launch.memory_plan import GiB, MemoryPlan
+from launch.planning.memory_plan import GiB, MemoryPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,15 +88,15 @@ def render(plan: MemoryPlan, cfg) -> str:
 
 def plan_for(cfg) -> MemoryPlan:
     """The checked plan of a TrainConfig (reads the model's config.json, no weights)."""
-    from launch.model_shape import load_shape
-    from launch.plan_check import check
+    from launch.planning.model_shape import load_shape
+    from launch.planning.plan_check import check
 
     return check(cfg, load_shape(cfg.model.path, cfg.model.tiny))
 
 
 def run_check(cfg) -> int:
     """Print the plan; 0 when it fits, 1 when not (each problem one line on stderr too)."""
-    from launch.model_shape import ShapeError
+    from launch.planning.model_shape import ShapeError
 
     try:
         plan = plan_for(cfg)

@@ -10,10 +10,10 @@ from, and refuses an input that does not exist, naming its key:
     model.cache_dir       output   -
     task.path             input    a path (with a "/") that is not there (a JSONL or Parquet
     task.exclude_path              file, a dataset folder); a bare name ("math500") is a
-                                   preset, looked up by launch.benchmarks
+                                   preset, looked up by launch.data.benchmarks
     task.benchmarks_dir   input    not a folder
     output_dir, ckpt.dir  output   under a Ray job: relative (see below)
-    ckpt.resume           input    (launch.checkpoint.find_resume names a missing one)
+    ckpt.resume           input    (launch.state.checkpoint.find_resume names a missing one)
     ray.temp_dir          output   -
 
 Under a Ray job (`ray job submit`; the job supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR for
@@ -48,7 +48,7 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
     """`cfg` with every path key absolute (see the module docstring); raises ValueError or
     FileNotFoundError, one line naming the key, for a missing input or, under a Ray job, a
     run folder that would be lost."""
-    from launch.tiny_model import is_local_path
+    from launch.model.tiny_model import is_local_path
 
     base = Path(cwd or os.getcwd())
 
@@ -76,7 +76,7 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
 
 def _input_file(value: str | None, key: str, absolute) -> str | None:
     """A path (it has a "/": a file or a dataset folder) made absolute and checked; a bare
-    preset name, or a Hugging Face dataset by name (hf:<name>, launch.benchmarks), as is."""
+    preset name, or a Hugging Face dataset by name (hf:<name>, launch.data.benchmarks), as is."""
     if value is None or "/" not in value or value.startswith("hf:"):
         return value
     path = absolute(value)

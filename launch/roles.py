@@ -10,15 +10,15 @@ from launch.config import TrainConfig
 def prepare_policy(cfg: TrainConfig, splits) -> str:
     """Path of the initial policy: `model.path` (or the tiny model), warmed up if asked.
     Refuses, naming `model.path`, a tokenizer that cannot be loaded or has no stop token."""
-    from launch.tasks import load_policy_tokenizer
-    from launch.tiny_model import resolve_model_path
+    from launch.data.tasks import load_policy_tokenizer
+    from launch.model.tiny_model import resolve_model_path
 
     path = resolve_model_path(cfg.model.path, cfg.model.tiny)
     tokenizer = load_policy_tokenizer(path)  # no stop token: responses would never end
     if not cfg.model.warmup.enabled:
         return path
-    from launch.tasks import task_prompt
-    from launch.warmup import ensure_warmup_model
+    from launch.data.tasks import task_prompt
+    from launch.model.warmup import ensure_warmup_model
 
     examples = [(task_prompt(tokenizer, p.question, cfg.task), p.solution)
                 for p in splits.train if p.solution]
@@ -37,12 +37,12 @@ def policy_beside_ray(cfg: TrainConfig, splits, startup: dict[str, float], model
     the run before any role starts. `model_path`: roles already started (tests), only the
     tokenizer is loaded. Stages startup/prepare_policy_s, startup/role_imports_s and
     startup/init_ray_s, side by side."""
-    from launch.metrics import timed
+    from launch.state.metrics import timed
     from launch.ray_connect import init_ray
 
     def policy():
         with timed(startup, "prepare_policy"):
-            from launch.tokenizer_class import load_tokenizer
+            from launch.model.tokenizer_class import load_tokenizer
 
             path = model_path or prepare_policy(cfg, splits)
             tokenizer = load_tokenizer(path)
@@ -73,7 +73,7 @@ class Roles:
     def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
         from actors.group import RolloutGroup
         from launch.placement import build_placement
-        from launch.metrics import timed
+        from launch.state.metrics import timed
         from launch.streaming import Prefetcher
         from learner.group import LearnerGroup
         from learner.weight_sync import connect
@@ -113,7 +113,7 @@ class Roles:
     def _timed(self, stage: str, start, *args, **kwargs):
         """`start(*args, **kwargs)`, its wall seconds kept as startup/<stage>_s: which of the
         roles started side by side is the one start-up waits for."""
-        from launch.metrics import timed
+        from launch.state.metrics import timed
 
         with timed(self.startup, stage):
             return start(*args, **kwargs)

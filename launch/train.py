@@ -21,7 +21,7 @@ register_configs()
 def main(dict_cfg: DictConfig) -> None:
     import psutil
 
-    from launch.checkpoint import CheckpointError
+    from launch.state.checkpoint import CheckpointError
     from launch.loop import RunStopped, train
     from launch.preflight import ClusterTooSmall
     from verifier import VerifierAlarm
@@ -33,7 +33,7 @@ def main(dict_cfg: DictConfig) -> None:
         if run_check(cfg) != 0:
             raise SystemExit("error: the memory plan does not fit (see above): change the keys it names, "
                              "or skip the check with plan.check=false")
-    from launch.hub_model import resolve_hub_model
+    from launch.model.hub_model import resolve_hub_model
     from launch.sweep import place_run
 
     # A hub model.path: downloaded once here (model.cache_dir, model.revision); roles load the folder.
@@ -51,7 +51,7 @@ def main(dict_cfg: DictConfig) -> None:
     import ray
 
     ray.shutdown()  # before the summary and the last line, so no actor's late log lands after them
-    from launch.report import table
+    from launch.state.report import table
 
     logging.getLogger("oreal").info("summary\n%s", table(result.summary))
     print(f"run folder: {run_dir}", flush=True)

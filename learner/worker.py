@@ -201,7 +201,7 @@ class LearnerWorker:
 
     def _rm_eval_due(self, step: int) -> bool:
         """After step `step` (0-based) the RM's instruments are logged: every algo.rm_eval_every
-        steps and after the last (as `launch.rm_heldout.RMHeldout.due`)."""
+        steps and after the last (as `launch.evaluation.rm_heldout.RMHeldout.due`)."""
         every = self.algo.rm_eval_every
         return bool(every) and ((step + 1) % every == 0 or step + 1 == self.total_steps)
 

@@ -79,7 +79,7 @@ class RMStats:
 
 def first_error_hit(scores: Tensor, k: int) -> tuple[bool, float]:
     """Whether the RM's biggest score drop lands at a response's first wrong token (the arith
-    task's ground truth, `launch.first_error`), and how often a random guess would.
+    task's ground truth, `launch.data.first_error`), and how often a random guess would.
 
     ``scores`` is 1-D of length n + 1 for a response of n tokens: ``scores[0]`` is the RM's raw
     score at the last prompt position, ``scores[i]`` (i = 1..n) the score at response token

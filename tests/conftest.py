@@ -103,7 +103,7 @@ def in_process_learners(algos: dict, total_steps: int):
     are put back afterwards."""
     import torch
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
     from learner.config import LearnerConfig, OptimConfig
     from learner.worker import LearnerWorker
 
@@ -150,11 +150,11 @@ def separable_group(vocab: int = 512, response_len: int = 24):
 
 @pytest.fixture(scope="session")
 def full_benchmarks():
-    """The folder of the full benchmark files (`launch.benchmarks.benchmarks_dir()`: the
+    """The folder of the full benchmark files (`launch.data.benchmarks.benchmarks_dir()`: the
     OREAL_BENCHMARKS variable, else ../shared/data/benchmarks). Tests that need them skip,
     saying where they looked, when they are absent (a user's clone); with
     OREAL_REQUIRE_BENCHMARKS=1 (CI) a missing file fails instead."""
-    from launch.benchmarks import BENCHMARKS_ENV, PRESETS, benchmarks_dir
+    from launch.data.benchmarks import BENCHMARKS_ENV, PRESETS, benchmarks_dir
 
     folder = benchmarks_dir()
     missing = [f"{name}.jsonl" for name in PRESETS if not (folder / f"{name}.jsonl").is_file()]
@@ -194,7 +194,7 @@ def e2e_roles(ray_cluster, e2e_cfg):
     """Verifier pool, two vLLM rollout engines and a 2-rank ZeRO-3 learner (policy, reference
     and token RM) joined by the weight-sync group, started once and shared by every e2e test."""
     from launch.roles import Roles, prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     splits = load_task(e2e_cfg.task)
     roles = Roles(e2e_cfg, prepare_policy(e2e_cfg, splits), [p.answer for p in splits.train])

@@ -30,7 +30,7 @@ def test_unchunked_logprobs_equal_the_chunked_ones_with_gradients():
 
 
 def test_the_bench_config_is_the_104m_model_and_each_path_plans():
-    from launch.model_shape import load_shape
+    from launch.planning.model_shape import load_shape
 
     cfg = bench_memory.bench_config("new", 8192)
     assert load_shape(cfg.model.path, cfg.model.tiny).params == 104_873_984

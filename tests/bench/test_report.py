@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from bench import report
-from launch import provenance
+from launch.state import provenance
 
 ROOT = report.ROOT
 

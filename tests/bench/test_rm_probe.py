@@ -115,7 +115,7 @@ def test_step_samples_pairs_capped_all_weighted_and_control_keeps_counts():
 
 
 def _heldout(n: int, seed: int):
-    from launch.rm_heldout import HeldoutPair
+    from launch.evaluation.rm_heldout import HeldoutPair
     from learner.batch import TrainSample
 
     groups, _ = _stream(n, seed)
@@ -125,7 +125,7 @@ def _heldout(n: int, seed: int):
 
 
 def test_train_variant_learns_separable_data_and_reports_the_curve():
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     path = ensure_tiny_model(TinyModelConfig())
     stream = [_stream(8, s) for s in range(6)]

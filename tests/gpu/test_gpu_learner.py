@@ -20,7 +20,7 @@ FREEZE = 1  # RM-only steps first, as in the recipe
 def learner(tmp_path_factory):
     import torch
 
-    from launch.tiny_model import TinyModelConfig, build_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, build_tiny_model
     from learner.config import AlgoConfig, LearnerConfig, OptimConfig
     from learner.worker import LearnerWorker
 

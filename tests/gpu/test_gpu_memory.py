@@ -37,7 +37,7 @@ def model_dir(tmp_path_factory):
     """config.json (7B widths, LAYERS layers) and a small tokenizer; no weights."""
     from transformers import Qwen2Config
 
-    from launch.tiny_model import EOS_TOKEN, PAD_TOKEN, build_tokenizer
+    from launch.model.tiny_model import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
     folder = tmp_path_factory.mktemp("qwen7b-widths")
     tok = build_tokenizer(512, TOKENS)
@@ -61,8 +61,8 @@ def planned_gib(model_dir, learner_cfg, algo) -> float | None:
     try:
         from actors.config import RolloutConfig
         from launch.config import ModelConfig, TrainConfig
-        from launch.memory_plan import build_plan
-        from launch.model_shape import load_shape
+        from launch.planning.memory_plan import build_plan
+        from launch.planning.model_shape import load_shape
     except ImportError:
         return None
     cfg = TrainConfig(model=ModelConfig(path=str(model_dir)), learner=learner_cfg, algo=algo,

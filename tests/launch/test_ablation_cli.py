@@ -1,4 +1,4 @@
-"""launch.ablation's pure pieces: --name -> file names, the stated noise, the table's noise
+"""launch.ablation.paper's pure pieces: --name -> file names, the stated noise, the table's noise
 line; run_ablation with a fake train_fn (no Ray, no engines)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from launch.ablation import (DEFAULT_NAME, binomial_se, markdown, noise, noise_line, output_paths,
+from launch.ablation.paper import (DEFAULT_NAME, binomial_se, markdown, noise, noise_line, output_paths,
                              run_ablation)
 from launch.config import TrainConfig
 
@@ -111,7 +111,7 @@ def test_eval_size_zero_means_the_whole_heldout_split(tmp_path):
 
 
 def test_cli_name_reaches_the_outputs(tmp_path, monkeypatch, capsys):
-    import launch.ablation as ablation
+    import launch.ablation.paper as ablation
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""launch.ablation_rm's pieces: the rows compose as configs, a run's record from its folder, the
+"""launch.ablation.rm's pieces: the rows compose as configs, a run's record from its folder, the
 table with standard errors and differences, and an interrupted ablation resumed (fake runs)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.ablation_rm import ROWS, compose_rows, differences, markdown, run_record, run_rows, table_row
+from launch.ablation.rm import ROWS, compose_rows, differences, markdown, run_record, run_rows, table_row
 
 
 def _write_run(run_dir: Path, after: float, rm_acc: list[float], w_pos: float, steps: int = 20):

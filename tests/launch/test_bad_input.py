@@ -10,9 +10,9 @@ import logging
 import pytest
 
 from conftest import compose
-from launch.benchmarks import MAX_LISTED_ROWS, load_jsonl_problems, problems_from_rows, read_jsonl_problems
+from launch.data.benchmarks import MAX_LISTED_ROWS, load_jsonl_problems, problems_from_rows, read_jsonl_problems
 from launch.config import ModelConfig, TrainConfig, to_train_config
-from launch.tasks import TaskConfig, load_policy_tokenizer, load_task
+from launch.data.tasks import TaskConfig, load_policy_tokenizer, load_task
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose
-from launch.checkpoint import (COMPLETE, CheckpointError, Checkpointer, DriverState, complete_checkpoints,
+from launch.state.checkpoint import (COMPLETE, CheckpointError, Checkpointer, DriverState, complete_checkpoints,
                                config_changes, find_resume, open_checkpoint)
 from launch.config import to_train_config
-from launch.metrics import RESUME_KEY, RunLogger, logged_steps, read_history
-from launch.problem import Problem
+from launch.state.metrics import RESUME_KEY, RunLogger, logged_steps, read_history
+from launch.data.problem import Problem
 
 
 class FakeLearner:
@@ -234,7 +234,7 @@ def test_ckpt_keys_are_checked_by_name():
 
 def test_driver_state_copy_is_independent():
     """`train()` keeps a copy from before each step: what a verifier alarm saves."""
-    from launch.checkpoint import DriverState
+    from launch.state.checkpoint import DriverState
 
     state = DriverState.start(seed=3)
     train = [type("P", (), {"id": f"q{i}"})() for i in range(10)]

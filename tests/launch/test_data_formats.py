@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from launch.benchmarks import load_problems
+from launch.data.benchmarks import load_problems
 
 
 def _rows(n: int = 20) -> list[dict]:
@@ -84,7 +84,7 @@ def _hub_layout(rows: list[dict], folder, split: str, ext: str):
 @pytest.mark.parametrize("answer_field", ["boxed:solution", "answer"])
 @pytest.mark.parametrize("split,ext", [("train", "parquet"), ("test", "jsonl")])
 def test_same_problems_from_an_hf_name(tmp_path, answer_field, split, ext):
-    from launch.benchmarks import HubDataset
+    from launch.data.benchmarks import HubDataset
 
     rows = _rows()
     jsonl = load_problems(_write_all(rows, tmp_path, "mine")["jsonl"], answer_field=answer_field,
@@ -96,8 +96,8 @@ def test_same_problems_from_an_hf_name(tmp_path, answer_field, split, ext):
 
 
 def test_hf_name_through_the_task_and_eval_configs(tmp_path):
-    from launch.eval_config import EvalConfig
-    from launch.tasks import TaskConfig, load_task
+    from launch.evaluation.config import EvalConfig
+    from launch.data.tasks import TaskConfig, load_task
 
     paths = _write_all(_rows(), tmp_path, "mine")
     repo = _hub_layout(_rows(), tmp_path / "hub" / "mine", "test", "parquet")
@@ -113,7 +113,7 @@ def test_hf_name_through_the_task_and_eval_configs(tmp_path):
 
 
 def test_hf_wrong_split_or_config_is_one_line_naming_the_key(tmp_path):
-    from launch.benchmarks import HubDataset
+    from launch.data.benchmarks import HubDataset
 
     repo = _hub_layout(_rows(), tmp_path / "mine", "test", "parquet")
     for hub, why in ((HubDataset(split="train"), "Unknown split"), (HubDataset("nope", "test"), "nope")):
@@ -133,7 +133,7 @@ def test_hf_name_offline_and_not_cached_fails_fast_naming_the_key(monkeypatch, t
 
     import datasets  # noqa: F401  (its import is not what is timed)
 
-    from launch.benchmarks import HubDataset
+    from launch.data.benchmarks import HubDataset
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -154,7 +154,7 @@ def test_hf_name_without_network_fails_fast(monkeypatch, tmp_path):
     alone would retry for about 25 s)."""
     import time
 
-    from launch import benchmarks
+    from launch.data import benchmarks
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

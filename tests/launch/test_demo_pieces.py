@@ -29,9 +29,9 @@ def _token_accuracy(model_path: str, examples) -> float:
 def test_warmup_raises_accuracy_on_a_tiny_budget(tmp_path):
     from transformers import AutoTokenizer
 
-    from launch.tasks import TaskConfig, build_prompt, load_task
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
-    from launch.warmup import WarmupConfig, ensure_warmup_model
+    from launch.data.tasks import TaskConfig, build_prompt, load_task
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.warmup import WarmupConfig, ensure_warmup_model
 
     base = ensure_tiny_model(TinyModelConfig())
     tok = AutoTokenizer.from_pretrained(base)
@@ -56,9 +56,9 @@ def test_warmup_weights_do_not_depend_on_the_callers_thread_count(tmp_path):
     import torch
     from transformers import AutoTokenizer
 
-    from launch.tasks import TaskConfig, build_prompt, load_task
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
-    from launch.warmup import WarmupConfig, sft
+    from launch.data.tasks import TaskConfig, build_prompt, load_task
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.warmup import WarmupConfig, sft
 
     base = ensure_tiny_model(TinyModelConfig())
     tok = AutoTokenizer.from_pretrained(base)
@@ -81,7 +81,7 @@ def test_warmup_weights_do_not_depend_on_the_callers_thread_count(tmp_path):
 
 
 def test_report_writes_summary_table_and_plots(tmp_path):
-    from launch import report
+    from launch.state import report
 
     history = [{"step": s, "rollout/samples": 8.0, "rollout/reward_mean": -0.5 + 0.1 * s,
                 "rollout/pass_rate": 0.25 + 0.05 * s, "learner/kept_query_frac": 0.5, "learner/pos": 0.1,
@@ -104,7 +104,7 @@ def test_startup_metrics_name_each_stage_and_time_from_launch():
 
     import psutil
 
-    from launch import report
+    from launch.state import report
 
     launched = psutil.Process().create_time()
     m = report.startup_metrics({"timing_s/init_ray": 3.0, "timing_s/roles": 20.0}, time.time(), launched)
@@ -121,7 +121,7 @@ def test_a_later_run_of_the_same_process_times_its_start_up_from_its_own_start()
     start-up is not the first run's whole wall time."""
     import time
 
-    from launch import report
+    from launch.state import report
 
     m = report.startup_metrics({}, time.time() - 2.0)
     assert 2.0 <= m["perf/startup_s"] < 3.0
@@ -133,7 +133,7 @@ def test_the_first_run_reports_the_seconds_before_it_began():
     Hydra and the imports), which no stage covers."""
     import time
 
-    from launch import report
+    from launch.state import report
 
     began = time.time() - 1.0
     m = report.startup_metrics({"timing_s/roles": 1.0}, began, launched_at=began - 4.0)
@@ -145,7 +145,7 @@ def test_the_run_logger_opens_beside_the_roles_and_closes_when_they_fail(tmp_pat
     """W&B's start overlaps the roles' start-up; a failing start-up finishes the run it opened."""
     import threading
 
-    from launch.metrics import RunLogger, opened_beside
+    from launch.state.metrics import RunLogger, opened_beside
 
     timings, threads, finished = {}, [], []
 
@@ -169,7 +169,7 @@ def test_the_run_logger_opens_beside_the_roles_and_closes_when_they_fail(tmp_pat
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_ablation_runner_gives_one_row_per_mode(e2e_roles, e2e_cfg, tmp_path):
-    from launch.ablation import MODES, run_ablation
+    from launch.ablation.paper import MODES, run_ablation
 
     base = dataclasses.replace(e2e_cfg, steps=1, eval_every=0, eval_size=4, prompts_per_step=8,
                                algo=dataclasses.replace(e2e_cfg.algo, actor_freeze_steps=0))

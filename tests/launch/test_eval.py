@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import CACHE, FIXTURE_BENCHMARKS, ROOT
-from launch.eval_config import EvalConfig, policy_folder, register_eval_configs, to_eval_config
-from launch.problem import Problem
+from launch.evaluation.config import EvalConfig, policy_folder, register_eval_configs, to_eval_config
+from launch.data.problem import Problem
 from verifier import grade
 
 
@@ -88,7 +88,7 @@ def _rollout(text: str, finished: bool = True):
 
 
 def test_scorer_counts_equivalent_answers_together_for_maj():
-    from launch.eval_report import Scorer, markdown_table
+    from launch.evaluation.report import Scorer, markdown_table
 
     cfg = EvalConfig(benchmarks=["math500"], n=4, k=[2, 4])
     p = Problem("t-1", "What is 1/2?", "\\frac12")
@@ -121,7 +121,7 @@ def test_eval_tiny_model_on_two_benchmarks(ray_cluster, e2e_cfg, tmp_path):
     """Real engines and verifier pool: the table, eval.json, eval.md, samples.jsonl."""
     from launch.eval import load_benchmarks, build_prompts, run_eval
     from launch.roles import prepare_policy
-    from launch.tasks import load_task
+    from launch.data.tasks import load_task
 
     model_path = prepare_policy(e2e_cfg, load_task(e2e_cfg.task))  # the warmed-up tiny model (cached)
     cfg = to_eval_config(compose_eval([
@@ -150,8 +150,8 @@ def test_eval_tiny_model_on_two_benchmarks(ray_cluster, e2e_cfg, tmp_path):
 
 
 def test_in_training_benchmark_eval_scores_greedy_pass1():
-    """launch.evaluate.evaluate_benchmarks (for train()'s eval_every): the same scoring."""
-    from launch.evaluate import evaluate_benchmarks
+    """launch.evaluation.evaluate.evaluate_benchmarks (for train()'s eval_every): the same scoring."""
+    from launch.evaluation.evaluate import evaluate_benchmarks
 
     class FakeRollout:
         def generate(self, ids, prompts, n, greedy):

@@ -20,8 +20,8 @@ def test_unknown_eval_benchmark_is_refused_naming_the_key():
 
 
 def test_the_best_checkpoint_is_scored_on_the_benchmarks_when_there_are_some():
-    from launch.checkpoint import eval_score
-    from launch.metrics import evals_of
+    from launch.state.checkpoint import eval_score
+    from launch.state.metrics import evals_of
 
     assert eval_score({"eval/pass1": 0.5}) == 0.5
     assert eval_score({"eval/pass1": 0.5, "eval/benchmarks/pass1": 0.25}) == 0.25

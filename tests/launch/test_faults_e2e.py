@@ -33,7 +33,7 @@ def _kill_once(killed: set, name: str, pid: int) -> None:
 def test_dead_grader_verifier_actor_and_engine_mid_step(fresh_policy, e2e_cfg, tmp_path):
     from launch import records
     from launch.loop import rl_step
-    from launch.tasks import build_prompt, load_task
+    from launch.data.tasks import build_prompt, load_task
     from learner.config import AlgoConfig
     from transformers import AutoTokenizer
     from verifier import VerifierPool

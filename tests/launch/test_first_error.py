@@ -1,10 +1,10 @@
-"""First-error localisation on the synthetic arithmetic task (launch/first_error.py)."""
+"""First-error localisation on the synthetic arithmetic task (launch/data/first_error.py)."""
 import random
 
 import pytest
 
-from launch.first_error import arith_first_error, first_error_token
-from launch.tasks import TaskConfig, make_arith_problems
+from launch.data.first_error import arith_first_error, first_error_token
+from launch.data.tasks import TaskConfig, make_arith_problems
 
 Q = "Compute 7 + 8 - 3."
 RIGHT = "7 + 8 = 15. 15 - 3 = 12. The answer is \\boxed{12}."
@@ -100,7 +100,7 @@ def test_unparseable_is_unknown_and_nothing_raises():
 
 @pytest.fixture(scope="module")
 def tok():
-    from launch.tiny_model import build_tokenizer
+    from launch.model.tiny_model import build_tokenizer
 
     return build_tokenizer()
 

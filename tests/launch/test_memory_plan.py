@@ -1,4 +1,4 @@
-"""The memory planner (launch/memory_plan.py, plan_check.py, plan.py): parameter counts equal
+"""The memory planner (launch/planning/memory_plan.py, plan_check.py, plan.py): parameter counts equal
 the real modules', hand-checked bytes for one small case, the paper's 7B preset fits on
 8 x 80 GB, configs that cannot fit are refused naming the keys, and the CLI's exit codes.
 No weights anywhere: shapes come from config.json folders written here."""
@@ -14,11 +14,11 @@ import pytest
 
 from conftest import compose
 from launch.config import to_train_config
-from launch.memory_plan import GiB, build_plan, layer_bytes_per_token, logits_bytes
-from launch.model_shape import ModelShape, ShapeError, load_shape
+from launch.planning.memory_plan import GiB, build_plan, layer_bytes_per_token, logits_bytes
+from launch.planning.model_shape import ModelShape, ShapeError, load_shape
 from launch.plan import render
-from launch.plan_check import check
-from launch.tiny_model import TinyModelConfig
+from launch.planning.plan_check import check
+from launch.model.tiny_model import TinyModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # Qwen2.5-7B's and -32B's config.json (the keys the planner reads).
@@ -63,7 +63,7 @@ def test_parameter_counts_equal_the_modules():
 def test_chunk_size_is_the_losss_default():
     import inspect
 
-    from launch.memory_plan import LOGPROB_CHUNK_TOKENS
+    from launch.planning.memory_plan import LOGPROB_CHUNK_TOKENS
     from learner.loss import token_logprobs
 
     assert inspect.signature(token_logprobs).parameters["chunk_tokens"].default == LOGPROB_CHUNK_TOKENS

@@ -4,7 +4,7 @@ from itertools import combinations
 
 import pytest
 
-from launch.passk import (ProblemSamples, cluster, maj_at_k, majority_index, pass_at_k,
+from launch.evaluation.passk import (ProblemSamples, cluster, maj_at_k, majority_index, pass_at_k,
                           sampled_metrics)
 from verifier.equivalence import equivalent
 

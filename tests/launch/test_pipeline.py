@@ -14,7 +14,7 @@ import torch
 from actors.types import Rollout
 from launch.config import TrainConfig
 from launch.loop import rl_step
-from launch.problem import Problem
+from launch.data.problem import Problem
 from launch.streaming import Prefetcher
 from learner.config import AlgoConfig
 from verifier.verdict import Verdict

@@ -1,4 +1,4 @@
-"""Checks before anything heavy starts (launch/preflight.py, launch/hub_model.py, the warm-up
+"""Checks before anything heavy starts (launch/preflight.py, launch/model/hub_model.py, the warm-up
 check in launch/config.py, `worker_env` in launch/ray_connect.py): paths resolved against the launch
 folder and refused naming the key, a Ray job's run folder, the actors' environment under a
 job, the resources asked against the cluster's, a hub model downloaded once. No Ray starts."""
@@ -33,7 +33,7 @@ def in_job(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_folder():
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     return ensure_tiny_model(TinyModelConfig(hidden_size=64, num_layers=2, num_heads=1))
 
@@ -54,7 +54,7 @@ def test_relative_paths_are_resolved_against_the_launch_folder(tmp_path, monkeyp
     assert cfg.ckpt.resume == str(tmp_path / "ckpts" / "step_000002")
     (tmp_path / "data" / "ds").mkdir()  # a dataset folder (save_to_disk) is a task.path too
     assert _cfg("model=hf", "task.name=jsonl", "task.path=data/ds").task.path == str(tmp_path / "data" / "ds")
-    # a bare preset name stays a name (launch.benchmarks looks it up), a hub id stays an id
+    # a bare preset name stays a name (launch.data.benchmarks looks it up), a hub id stays an id
     cfg = _cfg("model=hf", "task.name=jsonl", "task.path=gsm8k_test", "task.exclude_path=math500")
     assert (cfg.task.path, cfg.task.exclude_path, cfg.model.path) == ("gsm8k_test", "math500", "Qwen/Qwen2.5-7B-Instruct")
 
@@ -187,7 +187,7 @@ def _fake_hub_cache(cache: Path, repo: str, folder: str, commit: str = "a" * 40,
 
 
 def test_a_cached_hub_model_resolves_offline_to_its_snapshot(tmp_path, tiny_folder):
-    from launch.hub_model import resolve_hub_model
+    from launch.model.hub_model import resolve_hub_model
 
     snap = _fake_hub_cache(tmp_path / "hub", "org/tiny", tiny_folder)
     cfg = resolve_hub_model(_cfg("model=hf", "model.path=org/tiny", f"model.cache_dir={tmp_path}/hub"))
@@ -204,7 +204,7 @@ def test_a_cached_hub_model_resolves_offline_to_its_snapshot(tmp_path, tiny_fold
 def test_the_driver_downloads_once_with_revision_and_cache_dir(tmp_path, monkeypatch, tiny_folder):
     import huggingface_hub
 
-    from launch.hub_model import resolve_hub_model
+    from launch.model.hub_model import resolve_hub_model
 
     calls = []
 
@@ -226,7 +226,7 @@ def test_the_driver_downloads_once_with_revision_and_cache_dir(tmp_path, monkeyp
 
 
 def test_on_a_cluster_a_hub_model_needs_a_shared_cache_dir(monkeypatch):
-    from launch.hub_model import resolve_hub_model
+    from launch.model.hub_model import resolve_hub_model
 
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
     with pytest.raises(ValueError, match=r"^model.path='org/tiny' is a hub model and this run joins a Ray cluster: "
@@ -240,7 +240,7 @@ def test_resolve_paths_is_idempotent(tmp_path):
 
 
 def test_under_a_ray_job_a_missing_benchmark_says_where_to_put_it(in_job, tmp_path, monkeypatch):
-    from launch.benchmarks import load_problems
+    from launch.data.benchmarks import load_problems
 
     monkeypatch.setenv("OREAL_BENCHMARKS", str(tmp_path))  # the folder beside the repository, inside the job
     with pytest.raises(FileNotFoundError, match=r"point task.benchmarks_dir.*under a Ray job.*absolute path"):

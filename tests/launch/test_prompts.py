@@ -5,7 +5,7 @@ import pytest
 
 from conftest import compose
 from launch.config import to_train_config
-from launch.tasks import DEFAULT_SYSTEM_PROMPT, TaskConfig, task_prompt
+from launch.data.tasks import DEFAULT_SYSTEM_PROMPT, TaskConfig, task_prompt
 
 THINK = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
          "{% if enable_thinking %}<think>{% else %}<answer>{% endif %}")
@@ -15,7 +15,7 @@ THINK = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     return AutoTokenizer.from_pretrained(ensure_tiny_model(TinyModelConfig(hidden_size=64, num_layers=2, num_heads=1)))
 

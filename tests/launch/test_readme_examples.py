@@ -114,9 +114,9 @@ def _before_ray(args: str) -> None:
     running the memory plan (tests/launch/test_memory_plan.py): the typed config, every
     path, the warm-up, the run folder and a hub model's cache under a job, the checkpoint to
     resume. A sweep (`-m`): every point."""
-    from launch import checkpoint
+    from launch.state import checkpoint
     from launch.config import to_train_config
-    from launch.hub_model import check_cache_dir
+    from launch.model.hub_model import check_cache_dir
 
     for overrides in _points(shlex.split(args)):
         cfg = to_train_config(compose(overrides))
@@ -140,7 +140,7 @@ def _points(argv: list[str]) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     shared = tmp_path_factory.mktemp("shared")
     # the tiny model's folder stands in for a user's; 2048 positions for the 2048-token example

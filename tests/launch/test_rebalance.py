@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import CACHE, ROOT
-from launch.problem import Problem
-from launch.rebalance import (PAPER_BUCKETS, PassRate, apply_pass_rate_file, check_buckets, read_pass_rates,
+from launch.data.problem import Problem
+from launch.data.rebalance import (PAPER_BUCKETS, PassRate, apply_pass_rate_file, check_buckets, read_pass_rates,
                               rebalance, rebalance_counts, write_pass_rates)
-from launch.tasks import TaskConfig, load_task
+from launch.data.tasks import TaskConfig, load_task
 from verifier import grade
 
 

@@ -12,7 +12,7 @@ import pytest
 from actors.types import Rollout
 from conftest import ROOT
 from launch import records
-from launch.problem import Problem
+from launch.data.problem import Problem
 from learner.config import AlgoConfig
 from learner.selection import select
 from verifier.verdict import Verdict

@@ -12,7 +12,7 @@ from actors.types import Rollout
 from launch import records
 from launch.config import TrainConfig
 from launch.loop import rl_step
-from launch.problem import Problem
+from launch.data.problem import Problem
 from learner.config import AlgoConfig
 from verifier import VerifierAlarm, VerifierConfig
 from verifier.verdict import Verdict

@@ -11,9 +11,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_rm_trains_on_all_samples_with_replay_and_its_heldout_figures_are_logged(fresh_policy, e2e_cfg, tmp_path):
-    from launch.checkpoint import complete_checkpoints
+    from launch.state.checkpoint import complete_checkpoints
     from launch.loop import train
-    from launch.rm_heldout import PAIRS_FILE
+    from launch.evaluation.rm_heldout import PAIRS_FILE
 
     algo = dataclasses.replace(e2e_cfg.algo, mode="oreal", rm_samples="all", rm_replay_steps=2, rm_eval_every=1,
                                rm_eval_pairs=8)

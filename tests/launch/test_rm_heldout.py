@@ -1,4 +1,4 @@
-"""The token RM's held-out instruments (launch.rm_heldout): the pairs, their file, the metrics;
+"""The token RM's held-out instruments (launch.evaluation.rm_heldout): the pairs, their file, the metrics;
 and the RM replay buffer in the driver's checkpointed state."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from launch.rm_heldout import PAIRS_FILE, HeldoutPair, RMHeldout, heldout_metrics, load_or_sample, pairs_of
+from launch.evaluation.rm_heldout import PAIRS_FILE, HeldoutPair, RMHeldout, heldout_metrics, load_or_sample, pairs_of
 from learner.batch import TrainSample
 
 
@@ -69,7 +69,7 @@ def test_scored_at_step_zero_every_n_and_at_the_last():
 
 
 def test_the_driver_state_carries_the_rm_replay_through_a_checkpoint():
-    from launch.checkpoint import DriverState
+    from launch.state.checkpoint import DriverState
 
     state = DriverState.start(3, rm_replay_steps=2)
     state.rm_replay.add([TrainSample((1,), (2, 3), 1.0, 0.5, rm_weight=0.25)])

@@ -1,4 +1,4 @@
-"""The W&B samples table (launch/samples_table.py) and RunLogger's W&B run: group, job type,
+"""The W&B samples table (launch/state/samples_table.py) and RunLogger's W&B run: group, job type,
 the `step` x axis, wandb.json and the `wandb sync` line. No Ray."""
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from actors.types import Rollout
-from launch import records, samples_table
+from launch import records
+from launch.state import samples_table
 from launch.config import WandbConfig
-from launch.metrics import RunLogger
-from launch.problem import Problem
+from launch.state.metrics import RunLogger
+from launch.data.problem import Problem
 from learner.config import AlgoConfig
 from learner.selection import select
 from verifier.verdict import Verdict

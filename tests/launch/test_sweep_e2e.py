@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from launch.samples_table import COLUMNS
+from launch.state.samples_table import COLUMNS
 from wandb_files import run_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

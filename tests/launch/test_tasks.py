@@ -5,8 +5,8 @@ import re
 import pytest
 
 from conftest import FIXTURE_BENCHMARKS
-from launch import benchmarks
-from launch.benchmarks import (
+from launch.data import benchmarks
+from launch.data.benchmarks import (
     BENCHMARKS_ENV,
     PRESETS,
     SHARED_BENCHMARKS_DIR,
@@ -14,7 +14,7 @@ from launch.benchmarks import (
     load_benchmark,
     load_jsonl_problems,
 )
-from launch.tasks import TaskConfig, build_prompt, load_task, make_arith_problems
+from launch.data.tasks import TaskConfig, build_prompt, load_task, make_arith_problems
 
 STEP = re.compile(r"(-?\d+) ([+-]) (\d+) = (-?\d+)\.")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from launch.tasks import DEFAULT_SYSTEM_PROMPT, TaskConfig, build_prompt, make_arith_problems
-from launch.tiny_model import (
+from launch.data.tasks import DEFAULT_SYSTEM_PROMPT, TaskConfig, build_prompt, make_arith_problems
+from launch.model.tiny_model import (
     EOS_TOKEN,
     PAD_TOKEN,
     TinyModelConfig,
@@ -125,7 +125,7 @@ def test_cache_is_reused(tiny_path, tmp_path):
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
-    import launch.tiny_model as tm
+    import launch.model.tiny_model as tm
 
     def broken(cfg, out_dir):
         (Path(out_dir) / "config.json").write_text("{}")  # half-written

@@ -1,4 +1,4 @@
-"""launch.tokenizer_class: the class AutoTokenizer chose, recorded per folder and reused."""
+"""launch.model.tokenizer_class: the class AutoTokenizer chose, recorded per folder and reused."""
 import json
 import os
 import shutil
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.tasks import build_prompt
-from launch.tiny_model import TinyModelConfig, ensure_tiny_model
-from launch.tokenizer_class import _record_path, load_tokenizer
+from launch.data.tasks import build_prompt
+from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
+from launch.model.tokenizer_class import _record_path, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "<|im_start|>user\nCompute 47 + 38 - 19.<|im_end|>\nThe answer is \\boxed{66}.<|im_end|>"
@@ -46,7 +46,7 @@ def test_first_load_records_autotokenizers_choice_and_the_second_follows_it(fold
 
 def test_a_later_run_loads_without_autotokenizers_import(folder):
     load_tokenizer(str(folder))
-    probe = ("import sys; from launch.tokenizer_class import load_tokenizer; "
+    probe = ("import sys; from launch.model.tokenizer_class import load_tokenizer; "
              f"t = load_tokenizer({str(folder)!r}); print(type(t).__name__, t.eos_token_id, "
              "'transformers.models.auto.tokenization_auto' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=os.environ.copy(), capture_output=True,

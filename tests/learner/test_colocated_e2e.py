@@ -15,7 +15,7 @@ def colocated(ray_cluster, tmp_path_factory):
     from actors.group import RolloutGroup
     from launch.config import to_train_config
     from launch.placement import build_placement
-    from launch.tiny_model import resolve_model_path
+    from launch.model.tiny_model import resolve_model_path
     from learner.group import LearnerGroup
     from learner.weight_sync import connect
 

@@ -243,7 +243,7 @@ def test_offloaded_models_initialise_step_and_match_on_cpu():
     import numpy as np
     import torch.multiprocessing as tmp
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     ctx = tmp.get_context("spawn")
     q = ctx.Queue()
@@ -346,7 +346,7 @@ def _rank_main(rank: int, port: int, model_path: str, out) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks():
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
 
     path = str(ensure_tiny_model(TinyModelConfig()))
     port = free_port()

@@ -30,7 +30,7 @@ INSTRUMENTS = (
 def learners():
     import torch
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
     from learner.config import AlgoConfig, LearnerConfig, OptimConfig
     from learner.worker import LearnerWorker
 

@@ -19,7 +19,7 @@ def learners():
     import deepspeed.comm
     import torch
 
-    from launch.tiny_model import TinyModelConfig, ensure_tiny_model
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
     from learner.config import AlgoConfig, LearnerConfig, OptimConfig
     from learner.worker import LearnerWorker
 

@@ -29,7 +29,7 @@ IGNORE_PATTERNS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "*.gguf", 
 def is_hub_model(path: str | None) -> bool:
     """Whether `model.path` names a hub model (not null/"tiny", not an existing folder; a
     local-looking path was already checked by ModelConfig)."""
-    from launch.tiny_model import is_local_path
+    from launch.model.tiny_model import is_local_path
 
     return path not in (None, "tiny") and not is_local_path(path) and not Path(path).is_dir()
 

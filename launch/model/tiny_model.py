@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from launch.tasks import DEFAULT_SYSTEM_PROMPT, arith_corpus
+from launch.data.tasks import DEFAULT_SYSTEM_PROMPT, arith_corpus
 
 # Bump when the build recipe changes, so cached folders from the old recipe are not reused.
 BUILD_VERSION = 2
@@ -203,7 +203,7 @@ def ensure_tiny_model(cfg: TinyModelConfig, cache_root: str | os.PathLike | None
     and renamed into place, so a reader never sees a half-written model and two processes
     building at once both end up with one complete folder.
     """
-    from launch.cache import build_once, default_cache_root
+    from launch.model.cache import build_once, default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     return build_once(root / f"tiny-{config_hash(cfg)}", lambda tmp: build_tiny_model(cfg, tmp))

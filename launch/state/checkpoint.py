@@ -262,7 +262,7 @@ def find_resume(cfg, run_dir: Path) -> Checkpoint | None:
 
 def check_resumable(ckpt: Checkpoint, cfg, run_dir: Path) -> None:
     """The checks that need the run's config and folder (see the module docstring)."""
-    from launch.metrics import logged_steps
+    from launch.state.metrics import logged_steps
 
     where = f"ckpt.resume={cfg.ckpt.resume}: {ckpt.path}"
     if ckpt.step >= cfg.steps:

@@ -154,7 +154,7 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
             ax.set_xticks(list(t))
             ax.set_xticklabels(ex["tokens"], rotation=90, fontsize=6)
             title = f"{'correct' if ex['correct'] else 'incorrect'} sample"
-            if ex.get("first_error") is not None:  # where the response first goes wrong (launch.first_error)
+            if ex.get("first_error") is not None:  # where the response first goes wrong (launch.data.first_error)
                 k = ex["first_error"]
                 ax.axvspan(k - 0.5, k + 0.5, color="tab:orange", alpha=0.3, label="first wrong token")
                 ax.get_xticklabels()[k].set_color("tab:orange")

@@ -3,10 +3,10 @@
 The paper samples 16 responses per training problem with the initial policy and repeats each
 problem by its pass rate p: p in [0, 0.2) x6, [0.2, 0.4) x4, [0.4, 0.6) x4, [0.6, 0.8) x2,
 p >= 0.8 dropped (always solved: no learning signal). `python -m launch.passrate` writes the
-pass rates (`passrate.jsonl`, read and written here); `launch.tasks.load_task` applies them to
+pass rates (`passrate.jsonl`, read and written here); `launch.data.tasks.load_task` applies them to
 the train split when `task.passrate_file` is set, with `task.rebalance` as the buckets.
 
-    >>> from launch.problem import Problem
+    >>> from launch.data.problem import Problem
     >>> ps = [Problem("a", "q", "1"), Problem("b", "q", "2"), Problem("c", "q", "3")]
     >>> [p.id for p in rebalance(ps, {"a": 0.1, "b": 0.9}, PAPER_BUCKETS)]
     ['a', 'a', 'a', 'a', 'a', 'a', 'c']
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from launch.problem import Problem
+from launch.data.problem import Problem
 
 log = logging.getLogger("oreal")
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from actors.config import RolloutConfig
 from launch.config import ModelConfig, RayConfig, WandbConfig
-from launch.tasks import TaskConfig
+from launch.data.tasks import TaskConfig
 from verifier.config import VerifierConfig
 
 
 @dataclass
 class EvalConfig:
-    # Benchmarks: preset names of launch/benchmarks.py (math500, math_test_full, aime24, aime25,
+    # Benchmarks: preset names of launch/data/benchmarks.py (math500, math_test_full, aime24, aime25,
     # amc23, gsm8k_test, olympiadbench, minerva_math), paths (with a "/") of a JSONL file, a
     # Parquet file or a `save_to_disk` dataset folder, or "hf:<name>", a Hugging Face dataset by
     # name read with task.hf_config / hf_split / hf_revision (task.answer_field / question_field apply).
@@ -39,7 +39,7 @@ class EvalConfig:
     max_cluster_answers: int = 32
 
     def __post_init__(self) -> None:
-        from launch.benchmarks import PRESETS
+        from launch.data.benchmarks import PRESETS
 
         if not self.benchmarks:
             raise ValueError("eval.benchmarks is empty; name at least one (e.g. eval.benchmarks=[math500])")
@@ -119,7 +119,7 @@ def to_eval_config(cfg) -> EvalRunConfig:
     def absolute(value: str | None) -> str | None:
         return None if value is None else str(Path(value).expanduser().resolve())
 
-    from launch.tiny_model import is_local_path
+    from launch.model.tiny_model import is_local_path
 
     model = obj.model
     if model.path not in (None, "tiny") and (is_local_path(model.path) or Path(model.path).is_dir()):

@@ -71,7 +71,7 @@ class RunLogger:
             self.wandb_run.log({STEP_METRIC: step, **metrics})
 
     def log_table(self, step: int, key: str, table) -> None:
-        """A `wandb.Table` (e.g. `launch.samples_table`) at RL step `step`; W&B only."""
+        """A `wandb.Table` (e.g. `launch.state.samples_table`) at RL step `step`; W&B only."""
         if self.wandb_run is not None:
             self.wandb_run.log({STEP_METRIC: step, key: table})
 
@@ -118,7 +118,7 @@ def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
 
 
 def evals_of(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """The held-out evaluations (`launch.evaluate.evaluate`'s dicts) among logged rows."""
+    """The held-out evaluations (`launch.evaluation.evaluate.evaluate`'s dicts) among logged rows."""
     return [{k: v for k, v in row.items() if k.startswith("eval/") or k.startswith("timing_s/eval")}
             for row in history if "eval/pass1" in row or "eval/benchmarks/pass1" in row]
 

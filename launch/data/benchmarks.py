@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.problem import Problem
-from launch.problem_rows import (  # noqa: F401  (re-exported: the loaders' public names)
+from launch.data.problem import Problem
+from launch.data.problem_rows import (  # noqa: F401  (re-exported: the loaders' public names)
     MAX_LISTED_ROWS,
     MAX_QUESTION_CHARS,
     QUESTION_FIELDS,
@@ -61,7 +61,7 @@ from launch.problem_rows import (  # noqa: F401  (re-exported: the loaders' publ
 # Environment variable that points every loader and test at a folder of benchmark files.
 BENCHMARKS_ENV = "OREAL_BENCHMARKS"
 # Where our machines and CI keep the read-only copies (`../shared/data/README.md`).
-SHARED_BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+SHARED_BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 # A Hugging Face dataset by name: "hf:AI-MO/NuminaMath-CoT" (or a local folder, "hf:/data/mine").
 HF_PREFIX = "hf:"
 

@@ -53,11 +53,11 @@ def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Seque
 def evaluate_benchmarks(rollout, verifier, benchmarks: dict[str, Sequence], prompt: dict[str, str],
                         batch_size: int = 64) -> dict[str, float]:
     """Greedy pass@1 on each benchmark (`{name: problems}`, prompts in `prompt`), scored as
-    `python -m launch.eval` scores it (`launch.eval_report.Scorer`): `eval/<name>/pass1`,
+    `python -m launch.eval` scores it (`launch.evaluation.report.Scorer`): `eval/<name>/pass1`,
     `eval/<name>/truncated_frac`, and `eval/benchmarks/pass1`, the mean over benchmarks (what
     a best-checkpoint choice can use)."""
-    from launch.eval_config import EvalConfig
-    from launch.eval_report import Scorer
+    from launch.evaluation.config import EvalConfig
+    from launch.evaluation.report import Scorer
 
     start, out = time.perf_counter(), {}
     for name, problems in benchmarks.items():

@@ -1,5 +1,5 @@
 """The shape of a dense decoder (Qwen2/Llama style) and its parameter counts: what the memory
-planner (`launch.memory_plan`) needs to know about `model.path` without loading any weights.
+planner (`launch.planning.memory_plan`) needs to know about `model.path` without loading any weights.
 
 Read from the model's Hugging Face `config.json` (through `transformers.AutoConfig`, which
 fills in each architecture's defaults), or from `TinyModelConfig` when `model.path` is null.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.tiny_model import TinyModelConfig
+from launch.model.tiny_model import TinyModelConfig
 
 
 class ShapeError(ValueError):
@@ -34,7 +34,7 @@ class ModelShape:
 
     @classmethod
     def from_tiny(cls, cfg: TinyModelConfig) -> "ModelShape":
-        """`launch.tiny_model.build_tiny_model`'s Qwen2 model (as many KV heads as heads)."""
+        """`launch.model.tiny_model.build_tiny_model`'s Qwen2 model (as many KV heads as heads)."""
         return cls(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                    num_kv_heads=cfg.num_heads, head_dim=cfg.head_dim, intermediate_size=cfg.intermediate_size,
                    vocab_size=cfg.vocab_size, tie_word_embeddings=cfg.tie_word_embeddings)

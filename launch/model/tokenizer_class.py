@@ -41,7 +41,7 @@ def _record_path(model_path: str) -> Path | None:
     if not folder.is_dir():
         return None
     from transformers import __version__
-    from launch.cache import default_cache_root
+    from launch.model.cache import default_cache_root
 
     key = hashlib.sha256()
     for part in (str(folder.resolve()), __version__, *sorted(p.name for p in folder.iterdir())):

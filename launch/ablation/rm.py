@@ -13,7 +13,7 @@ Writes results/<name>.{json,md,png} (default `ablation_rm`) after every run, so 
 interrupted ablation loses nothing: run it again and the runs whose folder holds a
 summary.json are read back, not run again. Each run's folder: results/runs/<name>/<row>-seed<s>.
 
-    python -m launch.ablation_rm --seeds 0 1 2 3 -- steps=100 task.num_heldout=500 eval_size=500
+    python -m launch.ablation.rm --seeds 0 1 2 3 -- steps=100 task.num_heldout=500 eval_size=500
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
-from launch.ablation import heldout_size, noise, noise_line, output_paths
-from launch.provenance import invoked, stamp
+from launch.ablation.paper import heldout_size, noise, noise_line, output_paths
+from launch.state.provenance import invoked, stamp
 
 ROWS: dict[str, list[str]] = {
     "bc": ["algo=bc", "rm=paper"],
@@ -43,7 +43,7 @@ def run_record(row: str, seed: int, run_dir: Path, freeze_steps: int) -> dict:
     """One finished run, read from its folder (summary.json, metrics.jsonl): held-out pass@1
     before/after, the RM's held-out pair accuracy at the end and its lowest from the end of the
     RM-only steps on, and the mean w+ on positive tokens over the policy's updates."""
-    from launch.metrics import read_history
+    from launch.state.metrics import read_history
 
     summary = json.loads((run_dir / "summary.json").read_text())
     history = read_history(run_dir / "metrics.jsonl")
@@ -140,7 +140,7 @@ def write(paths: dict, name: str, configs: dict, seeds: Sequence[int], runs: lis
                         "n_samples": base.rollout.n_samples, "eval_every": base.eval_every,
                         "heldout_evaluated": eval_size, "noise": stated}}
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(json.dumps({"provenance": stamp(invoked("launch.ablation_rm")), **out}, indent=2))
+    paths["json"].write_text(json.dumps({"provenance": stamp(invoked("launch.ablation.rm")), **out}, indent=2))
     paths["md"].write_text(markdown(table, diffs, stated))
     _plot(runs, list(configs), paths["png"])
     return out
@@ -181,7 +181,7 @@ def compose_rows(rows: Sequence[str], overrides: Sequence[str]) -> dict:
     if unknown:
         raise SystemExit(f"--rows: unknown {unknown}; known: {list(ROWS)}")
     register_configs()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
         return {row: to_train_config(compose(config_name="train", overrides=[*overrides, *ROWS[row]])) for row in rows}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from launch.config import TrainConfig
-from launch.provenance import invoked, stamp
+from launch.state.provenance import invoked, stamp
 
 MODES = ("reinforce", "shaped", "bc", "oreal")
 DEFAULT_NAME = "ablation"
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from launch.config import register_configs, to_train_config
 
     register_configs()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
         base = to_train_config(compose(config_name="train", overrides=args.overrides))
     paths = output_paths(Path(args.out), args.name)  # a bad --name fails before any run
     out = run_ablation(base, Path(args.out), args.seeds, args.modes, name=args.name)

@@ -1,6 +1,6 @@
 """Rows into problems: the question and gold answer of each row by the configured fields and
 answer spec, bad rows skipped and named (the shared half of every loader in
-`launch.benchmarks`: JSONL lines, Parquet and dataset rows, hub datasets)."""
+`launch.data.benchmarks`: JSONL lines, Parquet and dataset rows, hub datasets)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any, Iterable
 
-from launch.problem import Problem
+from launch.data.problem import Problem
 
 log = logging.getLogger("oreal")
 

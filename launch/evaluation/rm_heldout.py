@@ -13,7 +13,7 @@ reads back. Every `algo.rm_eval_every` steps (and at step 0) the learner scores 
                                          largest one-position drop in token score is within one token of it
     reward_model/first_error_chance      the same share for a drop at a uniformly random position
 
-The first wrong token is known where the task can say it (`launch.first_error`: the
+The first wrong token is known where the task can say it (`launch.data.first_error`: the
 arithmetic task); elsewhere the two first-error metrics are left out.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ class RMHeldout:
             return None
         first_error = None
         if cfg.task.name == "arith":
-            from launch.first_error import first_error_token
+            from launch.data.first_error import first_error_token
 
             def first_error(question, ids):
                 return first_error_token(tokenizer, question, ids)

@@ -1,4 +1,4 @@
-"""Where a response to the synthetic arithmetic task (`launch.tasks`) first goes wrong.
+"""Where a response to the synthetic arithmetic task (`launch.data.tasks`) first goes wrong.
 
 A token reward model that credits tokens well should see its score fall at the first wrong
 token, so the arith task, whose worked solutions are checkable step by step

@@ -51,8 +51,8 @@ def cache_key(model_path: str, examples: Sequence[tuple[str, str]], cfg: WarmupC
 def ensure_warmup_model(model_path: str, examples: Sequence[tuple[str, str]], cfg: WarmupConfig,
                         cache_root: str | os.PathLike | None = None) -> str:
     """Path of `model_path` fine-tuned on (prompt, response) pairs; built once, then cached."""
-    from launch.cache import build_once
-    from launch.cache import default_cache_root
+    from launch.model.cache import build_once
+    from launch.model.cache import default_cache_root
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     return build_once(root / f"warmup-{cache_key(model_path, examples, cfg)}",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
-from launch.memory_plan import RAY_GIB, VERIFIER_WORKER_GIB, GiB, MemoryPlan, build_plan
-from launch.model_shape import ModelShape
+from launch.planning.memory_plan import RAY_GIB, VERIFIER_WORKER_GIB, GiB, MemoryPlan, build_plan
+from launch.planning.model_shape import ModelShape
 
 if TYPE_CHECKING:
     from launch.config import TrainConfig

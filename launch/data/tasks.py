@@ -9,11 +9,11 @@ Two sources, chosen by `TaskConfig.name`:
   worked solutions slip on carries, so that the warmed-up policy inherits a systematic error
   that the RL loop, which sees only final answers, has room to correct.
 - ``"jsonl"``: a JSONL file, or a benchmark preset by name (``math500``, ``gsm8k_test``,
-  ...), found and read by `launch.benchmarks` with the gold answer taken from the field
+  ...), found and read by `launch.data.benchmarks` with the gold answer taken from the field
   each preset keeps it in; also a Parquet file, a `save_to_disk` folder, or any Hugging Face
   dataset by name (``hf:AI-MO/NuminaMath-CoT`` with `hf_config` / `hf_split` / `hf_revision`).
 
-With `task.passrate_file` the train split is re-balanced by pass rate (`launch.rebalance`,
+With `task.passrate_file` the train split is re-balanced by pass rate (`launch.data.rebalance`,
 docs/algorithm.md "Data"): hard problems repeated, the always-solved dropped.
 
 The prompt (`build_prompt`) is the policy's own chat template, a system prompt asking for
@@ -26,9 +26,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from launch.benchmarks import MAX_QUESTION_CHARS, HubDataset, load_problems
-from launch.problem import Problem
-from launch.rebalance import PAPER_BUCKETS, apply_pass_rate_file, check_buckets
+from launch.data.benchmarks import MAX_QUESTION_CHARS, HubDataset, load_problems
+from launch.data.problem import Problem
+from launch.data.rebalance import PAPER_BUCKETS, apply_pass_rate_file, check_buckets
 
 DEFAULT_SYSTEM_PROMPT = (
     "Please reason step by step, and put your final answer within \\boxed{}."
@@ -54,7 +54,7 @@ class TaskConfig:
     hf_revision: str | None = None
     hf_cache_dir: str | None = None
     # Folder for bare benchmark names; null = $OREAL_BENCHMARKS if set, else
-    # ../shared/data/benchmarks beside the repository (launch.benchmarks).
+    # ../shared/data/benchmarks beside the repository (launch.data.benchmarks).
     benchmarks_dir: str | None = None
     # jsonl only: where the gold answer is, "auto" = per-file rule from the data README
     # (else a spec: "answer", "boxed:solution", "after_hashes:answer", "join:final_answer").
@@ -155,7 +155,7 @@ class TaskSplits(NamedTuple):
 def load_task(cfg: TaskConfig, rebalanced: bool = True) -> TaskSplits:
     """The train and held-out problems that `cfg` describes (disjoint, deterministic). With
     `task.passrate_file` (and `rebalanced`), the train split is re-balanced by pass rate
-    (`launch.rebalance`: problems repeated or dropped, a histogram printed); the held-out split
+    (`launch.data.rebalance`: problems repeated or dropped, a histogram printed); the held-out split
     never is. `rebalanced=False`: each train problem once (pass-rate measurement, warm-up)."""
     splits = make_arith_problems(cfg) if cfg.name == "arith" else _split_jsonl(cfg)
     if cfg.passrate_file and rebalanced:
@@ -259,7 +259,7 @@ def arith_corpus(num: int = 2000, seed: int = 1234) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# JSONL files and benchmark presets (launch.benchmarks)
+# JSONL files and benchmark presets (launch.data.benchmarks)
 # ---------------------------------------------------------------------------------------
 
 def _split_jsonl(cfg: TaskConfig) -> TaskSplits:
@@ -291,10 +291,10 @@ def _norm(text: str) -> str:
 
 def load_policy_tokenizer(model_path: str) -> Any:
     """The policy's tokenizer (`AutoTokenizer`'s class, as vLLM loads it; see
-    `launch.tokenizer_class`), refused with one line naming `model.path` when it cannot be
+    `launch.model.tokenizer_class`), refused with one line naming `model.path` when it cannot be
     loaded or has no stop token (`eos_token_id`): the stop token ends every response and is
     part of the trained response (docs/algorithm.md, "Prompt")."""
-    from launch.tokenizer_class import load_tokenizer
+    from launch.model.tokenizer_class import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_path)

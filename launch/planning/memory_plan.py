@@ -57,7 +57,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launch.model_shape import ModelShape
+from launch.planning.model_shape import ModelShape
 
 if TYPE_CHECKING:
     from launch.config import TrainConfig
@@ -325,7 +325,7 @@ def _node_total(cfg: TrainConfig, rank: RankPlan, engine: EnginePlan) -> float:
 
 
 def build_plan(cfg: TrainConfig, shape: ModelShape, chunk_tokens: int | None = LOGPROB_CHUNK_TOKENS) -> MemoryPlan:
-    """Every estimate; `launch.plan_check.check` compares them with the budgets."""
+    """Every estimate; `launch.planning.plan_check.check` compares them with the budgets."""
     rank, engine = plan_rank(cfg, shape, chunk_tokens), plan_engine(cfg, shape)
     pc = cfg.plan
     return MemoryPlan(shape, rank, engine, gpu_budget=(pc.gpu_memory_gib - pc.gpu_reserve_gib) * GiB,

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from launch.eval_config import EvalConfig
-from launch.passk import ProblemSamples, sampled_metrics
-from launch.problem import Problem
+from launch.evaluation.config import EvalConfig
+from launch.evaluation.passk import ProblemSamples, sampled_metrics
+from launch.data.problem import Problem
 
 
 class Scorer:
