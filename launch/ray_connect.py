@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from launch.ray_job import job_runtime_env
+
+if TYPE_CHECKING:
+    from launch.config import TrainConfig
 
 # Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry).
 _ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "OREAL_", "TOKENIZERS_",
