@@ -37,6 +37,15 @@ def rows(results: Path) -> list[tuple[str, str, str]]:
         rm = ", ".join(f"`{k}` {_pct(by[k].get('heldout_pair_accuracy'))}" for k in ("oreal", "oreal_rm") if k in by)
         out.append(("token RM's held-out pair accuracy at the end (chance 50.0): paper regime, `rm=learns`", rm,
                     "ablation_rm.json"))
+    demo = _load(results, "demo_builds")
+    sp = demo.get("spread", {})
+    if "heldout_pass1_after" in sp:
+        def ms(k: str) -> str:
+            return f"{_pct(sp[k]['mean'])} +- {_pct(sp[k]['sd'])}" if k in sp else "n/a"
+        out.append((f"`make demo` from empty caches ({sp['heldout_pass1_after']['n']} builds, mean +- sd): held-out "
+                    "pass@1 before -> after; token RM held-out pair accuracy after",
+                    f"{ms('heldout_pass1_before')} -> {ms('heldout_pass1_after')}; "
+                    f"{ms('rm_heldout_pair_accuracy_after')}", "demo_builds.json"))
     probe = _load(results, "rm_probe")
     best = next((v for v in probe.get("variants", []) if v.get("variant") == probe.get("best_variant")), None)
     if best:

@@ -277,6 +277,25 @@ def rm_probe(d: dict) -> list[str]:
                    f"{fmt(d.get('meets_targets_end'))}, at step 30: {fmt(d.get('meets_targets_step30'))}."])
 
 
+def demo_builds(d: dict) -> list[str]:
+    builds = rows_of(d, "builds")
+    if not builds:
+        return generic(d)
+    rows = [{"build": i, **b} for i, b in enumerate(builds, 1)]
+    sp = d.get("spread") or {}
+    rows.append({"build": "mean +- sd", **{k: f"{fmt(get(sp, k + '.mean'), 'pct')} +- {fmt(get(sp, k + '.sd'), 'pct')}"
+                                           for k in ("heldout_pass1_before", "heldout_pass1_after",
+                                                     "rm_heldout_pair_accuracy_before", "rm_heldout_pair_accuracy_after")}})
+    return ([f"`make demo` from empty caches, each build made by `{d.get('build_command', 'make demo')}` "
+             "(held-out greedy pass@1 and the token RM's held-out pair accuracy, %):", ""]
+            + table(rows, [("build", "build", ""), ("pass@1 before", "heldout_pass1_before", "pct"),
+                           ("pass@1 after", "heldout_pass1_after", "pct"),
+                           ("RM pair acc before", "rm_heldout_pair_accuracy_before", "pct"),
+                           ("RM pair acc after", "rm_heldout_pair_accuracy_after", "pct"),
+                           ("run (s)", "wall_s", ".0f"), ("warm-up SHA-256", lambda r: (r.get("warmup_sha256") or "")[:12] or None, "")])
+            + ["", f"The warmed-up weights are identical over the builds: {fmt(sp.get('warmup_identical'))}."])
+
+
 def generic(d: dict) -> list[str]:
     rows = [{"key": k, "value": v} for k, v in d.items()
             if k != "provenance" and (v is None or isinstance(v, (str, int, float, bool)))]
@@ -288,7 +307,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "ablation_rm": ablation_rm, "bench_eval": bench_eval, "bench_memory": bench_memory,
     "bench_pipeline": bench_pipeline, "bench_pipeline_real": bench_pipeline_real, "bench_sync": bench_sync,
     "bench_verifier": bench_verifier, "ceiling": ceiling, "cluster_model": cluster_model, "peer": peer,
-    "rm_probe": rm_probe}
+    "rm_probe": rm_probe, "demo_builds": demo_builds}
 
 
 def renderer(stem: str, d: dict) -> Callable[[dict], list[str]]:
