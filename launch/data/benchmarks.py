@@ -30,10 +30,13 @@ brace-matched ``\\boxed{}`` in the field; ``"after_hashes:<field>"``, the text a
 last ``####`` with commas removed; ``"join:<field>"``, a list joined with ``", "`` and
 math-mode ``$`` removed).
 
-Bad rows never stop a run: a row that is not UTF-8, not JSON, not an object, has no question
-or no answer, or whose question is over ``task.max_question_chars`` is skipped, and the
-loader warns once, naming each skipped row's file and line (the first few, then a count).
-Only a file with no usable row at all is an error (naming the file).
+Bad rows never stop a run: a row that is not UTF-8, not JSON, nested past Python's recursion
+limit, not an object, has no question or no answer, or whose question is over
+``task.max_question_chars``, answer over ``MAX_ANSWER_CHARS`` (1,000) or answer's source
+text over ``MAX_SOLUTION_CHARS`` (50,000) is skipped, and the loader warns once, naming each
+skipped row's file and line (the first few, then a count). A number too long for ``int()``
+stays text (an answer of 5,000 digits is then over the answer cap). Only a file with no usable
+row at all is an error (naming the file and the first reasons).
 """
 from __future__ import annotations
 
@@ -46,8 +49,10 @@ from typing import Any
 
 from launch.data.problem import Problem
 from launch.data.problem_rows import (  # noqa: F401  (re-exported: the loaders' public names)
+    MAX_ANSWER_CHARS,
     MAX_LISTED_ROWS,
     MAX_QUESTION_CHARS,
+    MAX_SOLUTION_CHARS,
     QUESTION_FIELDS,
     BadRow,
     extract_answer,

@@ -1,10 +1,15 @@
 """Rows into problems: the question and gold answer of each row by the configured fields and
 answer spec, bad rows skipped and named (the shared half of every loader in
-`launch.data.benchmarks`: JSONL lines, Parquet and dataset rows, hub datasets)."""
+`launch.data.benchmarks`: JSONL lines, Parquet and dataset rows, hub datasets).
+
+Rows are untrusted text: whatever one row holds (broken JSON, a number too long for `int()`,
+nesting past the recursion limit, an empty or over-long field) makes it a `BadRow`, skipped and
+named, never an exception that stops the whole load."""
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any, Iterable
 
@@ -18,12 +23,26 @@ _DOLLAR = re.compile(r"(?<!\\)\$")
 # Default of task.max_question_chars: a question longer than this is a broken row (a dump,
 # a whole document), skipped like any other bad row.
 MAX_QUESTION_CHARS = 20_000
+# Longest gold answer (the extracted text; the presets' longest is about 220 characters): a
+# longer one is a broken row (a whole solution in the answer field, a runaway number).
+MAX_ANSWER_CHARS = 1_000
+# Longest text an answer is extracted from by a `boxed:` or `after_hashes:` spec (a worked
+# solution; the presets' longest is about 12,000 characters).
+MAX_SOLUTION_CHARS = 50_000
 # Skipped rows named one per line in the loader's warning before "... and N more".
 MAX_LISTED_ROWS = 10
+# Skipped rows named in the one-line error of a load with no usable row (it must stay readable).
+MAX_ERROR_ROWS = 3
 
 
 class BadRow(ValueError):
     """One data row that cannot be a problem; its message starts with ``<file>:<line>:``."""
+
+
+class NumberText(str):
+    """A JSON number kept as its text: an integer past Python's int-string limit (4,300
+    digits, where `int()` raises) or a float past float's range (which would read as inf).
+    As an answer it is its digits; it is never a question (the question must be a string)."""
 
 
 def problems_from_rows(rows: Iterable[dict[str, Any]], stem: str, answer_spec: str,
@@ -42,17 +61,38 @@ def problems_from_rows(rows: Iterable[dict[str, Any]], stem: str, answer_spec: s
 
 
 def json_row(line: str, where: str) -> Any:
+    """One JSONL line parsed. BadRow naming `where` when it is not JSON or is nested past the
+    recursion limit. An integer `int()` refuses (over 4,300 digits) or a float past float's range
+    is kept as `NumberText`: such a value costs at most its own row (as an answer it is over
+    MAX_ANSWER_CHARS), not the whole load."""
     try:
-        return json.loads(line)
+        return json.loads(line, parse_int=_int, parse_float=_float)
     except json.JSONDecodeError as e:
         raise BadRow(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise BadRow(f"{where}: nested too deeply to parse (past Python's recursion limit)") from None
+
+
+def _int(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:  # over sys.get_int_max_str_digits()
+        return NumberText(text)
+
+
+def _float(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else NumberText(text)
 
 
 def row_problem(row: Any, pid: str, spec: str, question_field: str, where: str,
                  max_question_chars: int) -> Problem:
     if not isinstance(row, dict):
         raise BadRow(f"{where}: row is not a JSON object (got {type(row).__name__})")
-    problem = _problem(row, pid, spec, question_field, where)
+    try:
+        problem = _problem(row, pid, spec, question_field, where)
+    except RecursionError:  # a value nested deeper than str() can walk (a hub row, a join: list)
+        raise BadRow(f"{where}: a field is nested too deeply to read") from None
     if len(problem.question) > max_question_chars:
         raise BadRow(f"{where}: question is {len(problem.question):,} characters, over "
                      f"task.max_question_chars={max_question_chars:,}")
@@ -60,16 +100,20 @@ def row_problem(row: Any, pid: str, spec: str, question_field: str, where: str,
 
 
 def usable(problems: list[Problem], skipped: list[str], source: str) -> list[Problem]:
-    """Warn about skipped rows (the first MAX_LISTED_ROWS named); raise if none is usable."""
-    listed = skipped[:MAX_LISTED_ROWS] + ([f"... and {len(skipped) - MAX_LISTED_ROWS} more"]
-                                          if len(skipped) > MAX_LISTED_ROWS else [])
+    """Warn about skipped rows (the first MAX_LISTED_ROWS named); raise if none is usable,
+    naming `source` and the first MAX_ERROR_ROWS reasons."""
     if not problems:
+        named = _first(skipped, MAX_ERROR_ROWS)
         raise ValueError(f"{source}: no usable row ({len(skipped)} skipped"
-                         + (": " + "; ".join(listed) if listed else ", the file is empty") + ")")
+                         + (": " + "; ".join(named) if named else ", the file is empty") + ")")
     if skipped:
         log.warning("%s: skipped %d bad row(s) of %d, loaded %d:\n  %s", source, len(skipped),
-                    len(skipped) + len(problems), len(problems), "\n  ".join(listed))
+                    len(skipped) + len(problems), len(problems), "\n  ".join(_first(skipped, MAX_LISTED_ROWS)))
     return problems
+
+
+def _first(skipped: list[str], n: int) -> list[str]:
+    return skipped[:n] + ([f"... and {len(skipped) - n} more"] if len(skipped) > n else [])
 
 
 def _problem(row: dict[str, Any], pid: str, spec: str, question_field: str, where: str) -> Problem:
@@ -79,13 +123,16 @@ def _problem(row: dict[str, Any], pid: str, spec: str, question_field: str, wher
 def _question(row: dict[str, Any], field: str, where: str) -> str:
     names = QUESTION_FIELDS if field == "auto" else (field,)
     for name in names:
-        if isinstance(row.get(name), str) and row[name].strip():
-            return row[name]
+        value = row.get(name)
+        if isinstance(value, str) and not isinstance(value, NumberText) and value.strip():
+            return value
     raise BadRow(f"{where}: row has no question field {' or '.join(map(repr, names))} (or it is empty)")
 
 
 def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
-    """The gold answer of one row according to `spec` (module docstring)."""
+    """The gold answer of one row according to `spec` (`launch.data.benchmarks` docstring);
+    BadRow when it is missing, empty, over MAX_ANSWER_CHARS, or extracted from a field over
+    MAX_SOLUTION_CHARS."""
     kind, _, field = spec.rpartition(":")
     if kind not in ("", "boxed", "after_hashes", "join"):  # the config is wrong, not the row
         raise ValueError(f"unknown answer spec {spec!r} (task.answer_field; want field, boxed:, "
@@ -96,9 +143,9 @@ def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
     if kind == "":
         answer = _plain(value)
     elif kind == "boxed":
-        answer = last_boxed(str(value)) or ""
+        answer = last_boxed(_solution(value, field, where)) or ""
     elif kind == "after_hashes":
-        text = str(value)
+        text = _solution(value, field, where)
         answer = text.rsplit("####", 1)[1].replace(",", "").strip() if "####" in text else ""
     elif kind == "join":
         items = value if isinstance(value, list) else [value]
@@ -106,9 +153,21 @@ def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
         answer = ", ".join(_DOLLAR.sub("", str(v)).strip() for v in items)
     else:
         raise ValueError(f"unknown answer spec {spec!r} (want field, boxed:, after_hashes:, join:)")
-    if not answer.strip():
+    answer = answer.strip()
+    if not answer:
         raise BadRow(f"{where}: empty answer from field {field!r} (answer spec {spec!r})")
-    return answer.strip()
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise BadRow(f"{where}: answer from field {field!r} is {len(answer):,} characters, over the "
+                     f"{MAX_ANSWER_CHARS:,} a gold answer may have")
+    return answer
+
+
+def _solution(value: Any, field: str, where: str) -> str:
+    text = str(value)
+    if len(text) > MAX_SOLUTION_CHARS:
+        raise BadRow(f"{where}: field {field!r} is {len(text):,} characters, over the "
+                     f"{MAX_SOLUTION_CHARS:,} a solution may have")
+    return text
 
 
 def _plain(value: Any) -> str:

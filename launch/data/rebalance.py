@@ -175,7 +175,7 @@ def read_pass_rates(path: str | Path, key: str = "task.passrate_file") -> dict[s
             continue
         try:
             r = _parse(line)
-        except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, RecursionError) as e:  # bad JSON, int()'s digit limit, deep nesting
             bad.append(f"{path}:{n}: {str(e).splitlines()[0]}")
             continue
         if r.id in rates:
