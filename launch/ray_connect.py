@@ -3,10 +3,10 @@ local one, with the environment every worker needs and a temp dir Ray's sockets 
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING
 
 from launch.ray_job import job_runtime_env
+from verifier.worker import scrub_secrets
 
 if TYPE_CHECKING:
     from launch.config import TrainConfig
@@ -18,16 +18,12 @@ _ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "O
 
 def worker_env() -> dict[str, str]:
     """The driver's variables every Ray worker needs (`_ENV_PREFIXES`), sent as the runtime
-    env's env_vars. Left out: secrets (the W&B key, the hub token: only the driver uses them,
-    so they never enter Ray's job records) and any variable the Ray job's own runtime env
-    already sets (workers inherit those; Ray refuses the same key twice)."""
+    env's env_vars. Left out: secrets (`verifier.worker.scrub_secrets`: the W&B key, the hub
+    token, any *_PASS / *_AUTH or URL with user:password@; only the driver uses them, so they
+    never enter Ray's job records) and any variable the Ray job's own runtime env already sets
+    (workers inherit those; Ray refuses the same key twice)."""
     job_keys = set((job_runtime_env().get("env_vars") or {}).keys())
-    return {k: v for k, v in os.environ.items()
-            if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k) and k not in job_keys}
-
-
-# Variable names that hold credentials (WANDB_API_KEY, HF_TOKEN, ...), never re-sent.
-_SECRET = re.compile(r"(?:^|_)(?:TOKEN|API_KEY|KEY|SECRET|PASSWORD)(?:_|$)")
+    return scrub_secrets({k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES) and k not in job_keys})
 
 
 # What Ray appends to its temp dir for its longest socket path

@@ -18,17 +18,22 @@ Protocol over a socket pair (parent = a Ray actor or any process):
 Each job's clock starts when the previous verdict arrived (or the batch was sent), so a
 slow sample never eats its successors' time. Parsed sympy objects stay in the child; the
 parent receives plain tuples.
+
+The child parses untrusted text (model output) with sympy and math-verify, so it gets its
+parent's environment without secrets (`child_env`, `scrub_secrets`): on a local cluster a
+Ray actor's environment is the driver's, W&B key and hub token included.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -50,12 +55,10 @@ class _Child:
 
     def __init__(self, cfg: VerifierConfig, target: str) -> None:
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         fd = child_sock.fileno()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verifier.worker", str(fd), json.dumps(asdict(cfg)), target],
-            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL, close_fds=True)
+            pass_fds=(fd,), env=child_env(), stdin=subprocess.DEVNULL, close_fds=True)
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
         self.ready = False
@@ -179,6 +182,45 @@ class GradingWorker:
             return extract_answer(job[0], self.cfg.max_completion_chars)
         except Exception:
             return None
+
+
+# -------------------------------------------------------------------- the child's environment
+# Name parts that mark a variable as a credential (the name split at every "_" or other
+# non-alphanumeric character, any case): WANDB_API_KEY, HF_TOKEN, DB_PASS, PROXY_AUTH, ...
+SECRET_NAME_PARTS = frozenset({
+    "TOKEN", "TOKENS", "AUTHTOKEN", "KEY", "KEYS", "APIKEY", "SECRET", "SECRETS", "PASSWORD", "PASSWORDS",
+    "PASSWD", "PASS", "PASSPHRASE", "AUTH", "CREDENTIAL", "CREDENTIALS", "COOKIE", "COOKIES", "SESSION",
+    "PRIVATE"})
+# A URL with user info before its host: scheme://user:password@host, scheme://token@host.
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@]+@")
+
+
+def is_secret(name: str, value: str = "") -> bool:
+    """Whether a variable looks like a credential: a name part in SECRET_NAME_PARTS, or a value
+    holding a URL with user info (HTTPS_PROXY=http://user:pw@host, DATABASE_URL=postgres://u:p@h/db).
+    Whole parts only, so KEYBOARD_LAYOUT, TOKENIZERS_PARALLELISM and PASSES are no secrets.
+
+    >>> [is_secret(n) for n in ("WANDB_API_KEY", "hf_token", "DB_PASS", "KEYBOARD_LAYOUT", "PATH")]
+    [True, True, True, False, False]
+    """
+    parts = set(re.split(r"[^A-Z0-9]+", name.upper()))
+    return not parts.isdisjoint(SECRET_NAME_PARTS) or _URL_CREDENTIALS.search(value) is not None
+
+
+def scrub_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without its secret-like variables (`is_secret`): the rule shared by the grading
+    child's environment and the variables the driver sends to Ray workers
+    (`launch.ray_connect.worker_env`). It errs on the side of dropping: a process that needs
+    a credential is given it on purpose, never by inheritance."""
+    return {k: v for k, v in env.items() if not is_secret(k, v)}
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The grading child's environment: `environ` (default: this process's) without secrets,
+    and this repository first on PYTHONPATH (`python -m verifier.worker` must find it)."""
+    env = scrub_secrets(os.environ if environ is None else environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 # -------------------------------------------------------------------- child side

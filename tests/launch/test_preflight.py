@@ -145,6 +145,19 @@ def test_outside_a_job_worker_env_still_leaves_out_secrets(monkeypatch):
     assert "WANDB_API_KEY" not in env and env["WANDB_MODE"] == "offline"
 
 
+def test_worker_env_uses_the_grading_childs_secret_rule(monkeypatch):
+    """`verifier.worker.scrub_secrets`: *_PASS, *_AUTH and URLs with user info are secrets too."""
+    from launch.ray_connect import worker_env
+
+    monkeypatch.delenv(RAY_JOB_ENV, raising=False)
+    for k, v in {"OREAL_DB_PASS": "p", "WANDB_PROXY_AUTH": "u:p", "HF_ENDPOINT": "https://u:p@mirror.example",
+                 "OREAL_KEYBOARD_LAYOUT": "us", "HF_HOME": "/cache/hf", "OMP_NUM_THREADS": "2"}.items():
+        monkeypatch.setenv(k, v)
+    env = worker_env()
+    assert not {"OREAL_DB_PASS", "WANDB_PROXY_AUTH", "HF_ENDPOINT"} & env.keys()
+    assert env["OREAL_KEYBOARD_LAYOUT"] == "us" and env["HF_HOME"] == "/cache/hf" and env["OMP_NUM_THREADS"] == "2"
+
+
 # ------------------------------------------------------------------------------ resources against the cluster
 
 def _node(cpus: float, gpus: float = 0.0) -> dict[str, float]:

@@ -59,3 +59,13 @@ BROKEN = "tests.verifier.verifier_targets:broken"
 def broken(completion, gold, *, finished=True, cfg=None):
     """A verifier that errs on every sample (a broken install, a bad grading change)."""
     return Verdict.failed("error", "grading is broken")
+
+
+ENV_PROBE = "tests.verifier.verifier_targets:env_probe"
+
+
+def env_probe(completion, gold, *, finished=True, cfg=None):
+    """Which of the comma-separated variable names in `completion` the grading process has
+    (the verdict's detail; "none" if it has none of them)."""
+    seen = [name for name in completion.split(",") if name in os.environ]
+    return Verdict.failed("error", ",".join(seen) or "none")
