@@ -6,10 +6,13 @@ installed `.venv` is shared: it holds no state of the run). Per build it records
 summary (held-out pass@1 and the token RM's held-out pair accuracy before and after RL, wall
 time) and the SHA-256 of the warmed-up weights, so a reader sees both whether the start is
 reproduced bit for bit and how far RL's own nondeterminism (Ray and vLLM scheduling) spreads
-the end. Writes results/demo_builds.json and prints a table.
+the end. Then, for scale, the starting held-out pass@1 of warm-ups that differ from the
+default one in a seed or in the thread count they trained on (`--warmups`): what a machine of
+another CPU kind, whose float sums round differently, may start from. Writes
+results/demo_builds.json and prints a table.
 
-    python -m bench.demo_builds [--builds 3]
-    python -m bench.demo_builds --collect CACHE=LOG [CACHE=LOG ...]   # builds already made
+    python -m bench.demo_builds [--builds 3] [--warmups]
+    python -m bench.demo_builds --collect CACHE=LOG ... --collect-warmups OVERRIDE=RUN_DIR ...  # already made
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from launch.state.provenance import invoked, stamp
 ROOT = Path(__file__).resolve().parents[1]
 OUT_JSON = ROOT / "results" / "demo_builds.json"
 BUILD_COMMAND = "make demo CACHE=<a new empty folder>"
+# Warm-ups other than the demo's (model.warmup.seed=0, threads=2), one key changed each.
+WARMUP_VARIANTS = ("model.warmup.threads=1", "model.warmup.threads=4", "model.warmup.seed=1", "model.warmup.seed=2")
 FIGURES = ("heldout_pass1_before", "heldout_pass1_after", "rm_heldout_pair_accuracy_before",
            "rm_heldout_pair_accuracy_after", "wall_s")
 
@@ -72,6 +77,22 @@ def spread(builds: Sequence[dict]) -> dict:
     return out
 
 
+def warmup_record(override: str, run: Path) -> dict:
+    """The starting held-out pass@1 of a run whose warm-up differs by `override`."""
+    summary = json.loads((run / "summary.json").read_text())
+    return {"override": override, "heldout_pass1_before": summary.get("heldout_pass1_before"), "run_dir": str(run)}
+
+
+def run_warmup_variant(override: str) -> dict:
+    """One step of the demo with `override`: its warm-up is built (cached) and evaluated first."""
+    run = Path(tempfile.mkdtemp(prefix="oreal-warmup-variant-")) / "run"
+    cmd = [sys.executable, "-m", "launch.train", override, "steps=1", "algo.rm_eval_every=0", "wandb.mode=disabled",
+           "ckpt.enabled=false", f"output_dir={run}"]
+    if subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed")
+    return warmup_record(override, run)
+
+
 def make_build(i: int, keep: bool) -> dict:
     cache = Path(tempfile.mkdtemp(prefix=f"oreal-demo-build{i}-"))
     log_path = cache / "demo.log"
@@ -103,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--builds", type=int, default=3)
     ap.add_argument("--collect", nargs="+", metavar="CACHE=LOG",
                     help="read builds already made with `make demo CACHE=<CACHE>`, output in LOG")
+    ap.add_argument("--warmups", action="store_true", help=f"also the start of the warm-ups {WARMUP_VARIANTS}")
+    ap.add_argument("--collect-warmups", nargs="+", metavar="OVERRIDE=RUN_DIR", default=[],
+                    help="read warm-up variants already run (`launch.train OVERRIDE steps=1 output_dir=RUN_DIR`)")
     ap.add_argument("--keep", action="store_true", help="keep each build's vLLM / DeepSpeed / Ray caches")
     ap.add_argument("--out", type=Path, default=OUT_JSON)
     args = ap.parse_args(argv)
@@ -114,11 +138,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         builds = [make_build(i, args.keep) for i in range(1, args.builds + 1)]
     s = spread(builds)
+    if args.collect_warmups:
+        pairs = [c.rsplit("=", 1) for c in args.collect_warmups]
+        warmups = [warmup_record(o, Path(r)) for o, r in pairs]
+    else:
+        warmups = [run_warmup_variant(o) for o in WARMUP_VARIANTS] if args.warmups else []
+    starts = [b["heldout_pass1_before"] for b in builds[:1]] + [w["heldout_pass1_before"] for w in warmups]
     out = {"provenance": stamp(invoked("bench.demo_builds")), "build_command": BUILD_COMMAND,
-           "builds": builds, "spread": s}
+           "builds": builds, "spread": s, "warmup_variants": warmups}
+    if warmups:
+        out["warmup_start_spread"] = {"min": min(starts), "max": max(starts), "mean": statistics.fmean(starts),
+                                      "sd": statistics.stdev(starts), "n": len(starts)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(table(builds, s))
+    for w in warmups:
+        print(f"{w['override']}: held-out pass@1 before RL {100 * w['heldout_pass1_before']:.1f}")
     print(f"wrote {args.out}")
     return out
 

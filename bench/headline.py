@@ -46,6 +46,10 @@ def rows(results: Path) -> list[tuple[str, str, str]]:
                     "pass@1 before -> after; token RM held-out pair accuracy after",
                     f"{ms('heldout_pass1_before')} -> {ms('heldout_pass1_after')}; "
                     f"{ms('rm_heldout_pair_accuracy_after')}", "demo_builds.json"))
+    ws = demo.get("warmup_start_spread")
+    if ws:
+        out.append((f"the demo's start over {ws['n']} warm-ups (its own and {ws['n'] - 1} with another seed or thread "
+                    "count): held-out pass@1 before RL", f"{_pct(ws['min'])} to {_pct(ws['max'])}", "demo_builds.json"))
     probe = _load(results, "rm_probe")
     best = next((v for v in probe.get("variants", []) if v.get("variant") == probe.get("best_variant")), None)
     if best:

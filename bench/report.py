@@ -293,7 +293,22 @@ def demo_builds(d: dict) -> list[str]:
                            ("RM pair acc before", "rm_heldout_pair_accuracy_before", "pct"),
                            ("RM pair acc after", "rm_heldout_pair_accuracy_after", "pct"),
                            ("run (s)", "wall_s", ".0f"), ("warm-up SHA-256", lambda r: (r.get("warmup_sha256") or "")[:12] or None, "")])
-            + ["", f"The warmed-up weights are identical over the builds: {fmt(sp.get('warmup_identical'))}."])
+            + ["", f"The warmed-up weights are identical over the builds: {fmt(sp.get('warmup_identical'))}."]
+            + _warmup_variants(d))
+
+
+def _warmup_variants(d: dict) -> list[str]:
+    variants = rows_of(d, "warmup_variants")
+    if not variants:
+        return []
+    ws = d.get("warmup_start_spread") or {}
+    rows = [{"override": "(the demo's: model.warmup.seed=0, threads=2)",
+             "heldout_pass1_before": get(d, lambda x: x["builds"][0]["heldout_pass1_before"])}, *variants]
+    return (["", "Warm-ups that differ from the demo's in one key (another seed, or another thread count: what "
+                 "a CPU whose float sums round differently may give), held-out pass@1 before RL (%):", ""]
+            + table(rows, [("warm-up", "override", ""), ("pass@1 before", "heldout_pass1_before", "pct")])
+            + ["", f"Over these {fmt(ws.get('n'), 'int')} warm-ups: {fmt(ws.get('min'), 'pct')} to "
+                   f"{fmt(ws.get('max'), 'pct')} (mean {fmt(ws.get('mean'), 'pct')}, sd {fmt(ws.get('sd'), 'pct')})."])
 
 
 def generic(d: dict) -> list[str]:

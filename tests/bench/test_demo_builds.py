@@ -43,3 +43,26 @@ def test_spread_over_builds(tmp_path):
 def test_an_unfinished_demo_is_named(tmp_path):
     with pytest.raises(ValueError, match="run folder"):
         run_folder("SFT warm-up: 50%\nTraceback ...")
+
+
+def test_warmup_variants_are_read_and_summed_up(tmp_path):
+    from bench.demo_builds import warmup_record
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"heldout_pass1_before": 0.325}))
+    assert warmup_record("model.warmup.threads=1", run) == {
+        "override": "model.warmup.threads=1", "heldout_pass1_before": 0.325, "run_dir": str(run)}
+
+
+def test_the_report_renders_builds_and_warmups(tmp_path):
+    from bench.report import renderer
+
+    d = {"builds": [{"heldout_pass1_before": 0.6, "heldout_pass1_after": 0.835, "rm_heldout_pair_accuracy_before": 0.5,
+                     "rm_heldout_pair_accuracy_after": 0.576, "wall_s": 175.0, "warmup_sha256": "2ba97be8684f65"}],
+         "spread": {"warmup_identical": True, "heldout_pass1_after": {"mean": 0.835, "sd": 0.0}},
+         "warmup_variants": [{"override": "model.warmup.seed=2", "heldout_pass1_before": 0.485}],
+         "warmup_start_spread": {"min": 0.485, "max": 0.6, "mean": 0.5425, "sd": 0.08, "n": 2}}
+    text = "\n".join(renderer("demo_builds", d)(d))
+    assert "| 1 | 60.0 | 83.5 | 50.0 | 57.6 | 175 | 2ba97be8684f |" in text
+    assert "| model.warmup.seed=2 | 48.5 |" in text and "48.5 to 60.0" in text
