@@ -36,9 +36,10 @@ DOMAINS = ("complex", "real", "positive")
 
 # A variable (one small Latin letter: capitals are mostly a form's coefficients, "where A, B, C
 # are integers"), optionally subscripted (x, a_1, x_{n}), not the start of a word or a call; a
-# list of them (x, y and z); a lone one, not part of a sum or product (for "x > 0").
+# lone one, not part of a sum or product (for "x > 0"). A list ("x, y and z are real") matches
+# where its variable next to the rest of the rule does, so the rules name that one only: a list
+# pattern, searched from each variable of a long list, cost O(length^2).
 _VAR = r"(?-i:[a-z])(?:_\{?\w+\}?)?(?![\w(])"
-_VARS = rf"{_VAR}(?:\s*(?:,\s*(?:and\s+)?|and\s+){_VAR})*"
 _LONE_BEFORE = r"(?<![\w)}^+\-*/.|])(?<![)}^+\-*/.|=]\s)"
 _ARE = r"\s+(?:is|are|be)\s+(?:both\s+|all\s+)?"
 _NOT = r"(?<!non-)(?<!non )(?<!not )"
@@ -59,23 +60,23 @@ _COMPLEX = [
     _words(r"\bnon-?\s?real\b|\bnot\s+(?:all\s+)?real\b"),
     _words(r"\bimaginary\b"),
 ]
-_COMPLEX_TEX = re.compile(r"\\mathbb\s*\{?\s*C\b")
+_COMPLEX_TEX = re.compile(r"\\mathbb\s*(?:\{\s*)?C\b")
 _POSITIVE = [
     _words(rf"{_NOT}\b(?:positive|nonnegative|non-negative)\s+{_POS_NOUNS}"),
-    _words(rf"\b{_VARS}{_ARE}(?:positive|nonnegative|non-negative|(?:greater|larger) than (?:0|zero))\b"),
-    _words(rf"{_LONE_BEFORE}{_VARS}\s*(?:>|\\gt\b|\\geq?\b|\\geqslant\b|>=|≥)\s*0(?![.\d])"),
+    _words(rf"\b{_VAR}{_ARE}(?:positive|nonnegative|non-negative|(?:greater|larger) than (?:0|zero))\b"),
+    _words(rf"{_LONE_BEFORE}{_VAR}\s*(?:>|\\gt\b|\\geq?\b|\\geqslant\b|>=|≥)\s*0(?![.\d])"),
     _words(rf"(?<![\w.\-^])0\s*(?:<|\\lt\b|\\leq?\b|\\leqslant\b|<=|≤)\s*{_VAR}(?!\s*[-+*/^])"),
 ]
 _POSITIVE_TEX = re.compile(
-    r"\\mathbb\s*\{?\s*(?:[RZQ]\s*\}?\s*(?:\^\s*\{?\s*\+|_\s*\{?\s*(?:\+|>\s*0|\\geq?\s*0))|N\b)")
+    r"\\mathbb\s*(?:\{\s*)?(?:[RZQ]\s*(?:\}\s*)?(?:\^\s*(?:\{\s*)?\+|_\s*(?:\{\s*)?(?:\+|>\s*0|\\geq?\s*0))|N\b)")
 _REAL = [
-    _words(rf"{_NOT}\breal\s+(?:{_REAL_NOUNS}|{_VARS})"),
-    _words(rf"\b{_VARS}{_ARE}real\b"),
+    _words(rf"{_NOT}\breal\s+(?:{_REAL_NOUNS}|{_VAR})"),
+    _words(rf"\b{_VAR}{_ARE}real\b"),
     _words(r"\breal-valued\b"),
-    _words(rf"\b{_VARS}{_ARE}(?:an?\s+)?integers?\b"),
-    _words(rf"\bintegers?\s+{_VARS}"),
+    _words(rf"\b{_VAR}{_ARE}(?:an?\s+)?integers?\b"),
+    _words(rf"\bintegers?\s+{_VAR}"),
 ]
-_REAL_TEX = re.compile(r"\\mathbb\s*\{?\s*[RZQ]\b")
+_REAL_TEX = re.compile(r"\\mathbb\s*(?:\{\s*)?[RZQ]\b")
 # Math delimiters and spacing dropped before the word rules ("$x$ is real" -> "x is real").
 _DELIMS = re.compile(r"\$|\\[()\[\]]|\\[,;!: ]|\\q?quad\b|\\(?:text|mathrm|textbf|emph)\s*")
 

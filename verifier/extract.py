@@ -50,14 +50,34 @@ def match_brace(text: str, open_idx: int) -> int:
     return -1
 
 
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+def brace_pairs(text: str) -> dict[int, int]:
+    """{index of a `{`: index of the `}` closing it} for every closed brace, in one pass: the
+    same pairs as `match_brace` (escaped `\\{`/`\\}` ignored), but finding every box's end costs
+    O(len(text)) in all, not per box (unclosed boxes made that quadratic)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_TOKEN_RE.finditer(text):
+        c = m.group()
+        if c == "{":
+            stack.append(m.start())
+        elif c == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
 def boxed_spans(text: str) -> list[tuple[int, int, str]]:
     """All closed `\\boxed{..}`/`\\fbox{..}` as (start, end, content), outermost first."""
-    spans, pos = [], 0
+    spans, pos, pairs = [], 0, None
     while True:
         m = _BOX_RE.search(text, pos)
         if m is None:
             break
-        close = match_brace(text, m.end() - 1)
+        if pairs is None:
+            pairs = brace_pairs(text)
+        close = pairs.get(m.end() - 1, -1)
         if close < 0:  # unclosed (e.g. a truncated box): look for later boxes
             pos = m.end()
             continue
@@ -74,13 +94,13 @@ def last_boxed(text: str) -> str | None:
     spans = boxed_spans(text)
     if not spans:
         return None
-    group = [spans[-1]]
-    for prev in reversed(spans[:-1]):
-        gap = text[prev[1]:group[0][0]]
-        if len(gap) > 40 or not _JOIN_GAP_RE.match(gap):
+    first = len(spans) - 1
+    while first > 0:
+        gap_start, gap_end = spans[first - 1][1], spans[first][0]
+        if gap_end - gap_start > 40 or not _JOIN_GAP_RE.match(text[gap_start:gap_end]):
             break
-        group.insert(0, prev)
-    return ", ".join(s[2].strip() for s in group)
+        first -= 1
+    return ", ".join(s[2].strip() for s in spans[first:])
 
 
 def _delimited(rest: str) -> str:

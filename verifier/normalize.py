@@ -25,22 +25,27 @@ _UNIT_WORDS = (
     "grams?|kg|mg|liters?|litres?|ml|gallons?|people|persons?|students?|ways?|"
     "times|points?|percent|pages?|books?|apples?|marbles?|eggs?|coins?|steps?|items?"
 )
+# Every run of spaces / spacing commands has one way to match (`(?:\s|...)+`, not `(?:\s+|...)+`,
+# whose nested repeats backtracked 2^k ways on k spaces): linear in the answer.
 _TRAILING_UNIT_RE = re.compile(
-    r"^(?P<val>.*?[\d}).])(?:\s*(?:\\[,;!: ]|~)*\s*(?:\\(?:text|mbox|mathrm|textrm|rm)\s*\{[^{}]*\})"
-    rf"|(?:\s+|\\[,;!: ]|~)+(?:{_UNIT_WORDS})\b)(?:\s*(?:\^\s*\{{?\d\}}?|\^\\circ))?\s*$")
+    r"^(?P<val>.*?[\d}).])(?:\s*(?:(?:\\[,;!: ]|~)+\s*)?(?:\\(?:text|mbox|mathrm|textrm|rm)\s*\{[^{}]*\})"
+    rf"|(?:\s|\\[,;!: ]|~)+(?:{_UNIT_WORDS})\b)(?:\s*+(?:\^\s*\{{?\d\}}?|\^\\circ))?\s*+$")
 _SPACE_CMDS_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")
 _TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree")
 _PERCENT_RE = re.compile(r"\\%|%|\\text\{\s*percent\s*\}")
 _EULER_RE = re.compile(r"\\(?:mathrm|text|operatorname|mathit|rm)\s*\{\s*e\s*\}")
-_OVERLINE_RE = re.compile(r"(-?)(\d*)\.(\d*)\\overline\s*\{?\s*(\d+)\s*\}?")
+# From the point on (a search from each digit of a long number would rescan it: quadratic);
+# `_overlines` adds the sign and the digits before the point.
+_OVERLINE_RE = re.compile(r"\.(\d*)\\overline\s*(?:\{\s*)?(\d+)\s*\}?")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _ASSIGN_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?(?:\([^()=]*\))?\s*=\s*(?P<rhs>[^=<>]+)$")
 _CHOICE_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?$")
-_WORD_SEP_RE = re.compile(r"\s*(?:\\text\{\s*(?:and|or)\s*\}|\\(?:text|mbox)\{\s*,?\s*(?:and|or)\s*\}"
+# `(?<!\s)\s*`: tried where a run of spaces starts, not again from each of its spaces (quadratic).
+_WORD_SEP_RE = re.compile(r"(?<!\s)\s*(?:\\text\{\s*(?:and|or)\s*\}|\\(?:text|mbox)\{\s*(?:,\s*)?(?:and|or)\s*\}"
                           r"|\s(?:and|or)\s)\s*")
 _REL = r"(?:\\le(?:q|qslant)?|\\ge(?:q|qslant)?|<|>|\\lt|\\gt|≤|≥)"
-_CHAIN_RE = re.compile(rf"^(?P<a>[^<>=]*?)\s*(?P<r1>{_REL})\s*(?P<v>[A-Za-z])\s*"
+_CHAIN_RE = re.compile(rf"^(?P<a>[^<>=]*?)(?<!\s)\s*(?P<r1>{_REL})\s*(?P<v>[A-Za-z])\s*"
                        rf"(?P<r2>{_REL})\s*(?P<b>.+)$")
 _ONE_SIDED_RE = re.compile(rf"^(?P<v>[A-Za-z])\s*(?P<r>{_REL})\s*(?P<b>.+)$")
 
@@ -76,11 +81,31 @@ def inequality_to_interval(s: str) -> str:
     return s
 
 
-def _overline_to_frac(m: re.Match) -> str:
-    sign, whole, fixed, rep = m.group(1), m.group(2) or "0", m.group(3), m.group(4)
+def _overline_to_frac(sign: str, whole: str, fixed: str, rep: str) -> str:
+    whole = whole or "0"
     value = Fraction(int(whole + fixed + rep) - int(whole + fixed or "0"),
                      (10 ** len(rep) - 1) * 10 ** len(fixed))
     return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def _overlines(s: str) -> str:
+    """`0.\\overline{3}` -> `\\frac{1}{3}`, `-1.2\\overline{34}` -> `-\\frac{611}{495}`: what
+    `re.sub(r"(-?)(\\d*)\\.(\\d*)\\overline...")` gives, in one pass (the digits before the point
+    are read backwards from it, never past the previous match)."""
+    if "\\overline" not in s:
+        return s
+    out, pos = [], 0
+    for m in _OVERLINE_RE.finditer(s):
+        start = m.start()
+        while start > pos and s[start - 1].isdecimal():
+            start -= 1
+        whole = s[start:m.start()]
+        sign = "-" if start > pos and s[start - 1] == "-" else ""
+        out.append(s[pos:start - len(sign)])
+        out.append(_overline_to_frac(sign, whole, m.group(1), m.group(2)))
+        pos = m.end()
+    out.append(s[pos:])
+    return "".join(out)
 
 
 def normalize(s: str, strip_assignment: bool = True) -> str:
@@ -97,7 +122,7 @@ def normalize(s: str, strip_assignment: bool = True) -> str:
     s = _EULER_RE.sub("e", s)
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
-    s = _OVERLINE_RE.sub(_overline_to_frac, s)
+    s = _overlines(s)
     s = _SPACE_CMDS_RE.sub(" ", s).strip().rstrip(".")
     for _ in range(2):
         m = _TRAILING_UNIT_RE.match(s)

@@ -183,12 +183,13 @@ def last_boxed(text: str) -> str | None:
     >>> last_boxed(r"so $\\boxed{\\frac{1}{2}}$ and not \\boxed{3")
     '\\\\frac{1}{2}'
     """
-    from verifier.extract import match_brace  # the verifier's brace matching: escaped braces do not group
+    from verifier.extract import brace_pairs  # the verifier's brace matching: escaped braces do not group
 
     start = text.rfind("\\boxed{")
+    pairs = brace_pairs(text) if start != -1 else {}  # one pass: many unclosed boxes stay linear
     while start != -1:
         opening = start + len("\\boxed")
-        close = match_brace(text, opening)
+        close = pairs.get(opening, -1)
         if close != -1:
             return text[opening + 1 : close]
         start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
