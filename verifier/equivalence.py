@@ -34,9 +34,88 @@ from verifier.normalize import (Container, Literal, container, equation, normali
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 _WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z '\-]*[A-Za-z]$")
-# a numeric power tower (`9^{9^{9^9}}`, `2^{2^{36}}`) or a literal exponent >= 10^5
-_TOWER_RE = re.compile(r"\^\s*\{\s*\(?\s*[-+]?\d+\s*\)?\s*\^|\^\s*\d+\s*\^|\^\s*\{?\s*\(?\s*\d{6,}")
 _BIG_NUM_RE = re.compile(r"\d{4,}")
+# Commands a plain number may hold (`(3 \cdot 3)`), and layout ones that are skipped (`\left(`).
+_NUMBER_OPS = frozenset(("cdot", "times", "div"))
+_LAYOUT = frozenset(("left", "right", "bigl", "bigr", "Bigl", "Bigr", ",", ";", ":", "!", " "))
+
+
+def _power_tower(s: str) -> bool:
+    """A number raised to a power inside an exponent (`9^{9^{9^9}}`, `2^{2^{36}}`, `2^{(3+6)^9}`)
+    or an integer of 6+ digits in an exponent (`2^{1000000}`), however the exponent is braced,
+    parenthesised or spaced (`9^{{9^{{9^{9}}}}}`, `9^{ (9) ^ {9} }`): a regex on the text let
+    an extra brace hide a tower. One pass, a stack of open groups."""
+    groups: list[list[bool]] = []  # per open group: [is an exponent, holds only numbers so far]
+    in_exp = 0  # open groups that are exponents
+    num = num_in_exp = False  # the item just before: a number? inside (or itself) an exponent?
+    exp_next = False  # the next item is a `^`'s exponent
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c == "^":
+            if s[i + 1:i + 17].replace(" ", "").lstrip("{").startswith(("\\circ", "\\prime")):
+                i += 1  # `2^{10}^\circ`: a degree or prime mark, not a power
+                continue
+            if num and num_in_exp:
+                return True
+            exp_next, num = True, False
+            i += 1
+            continue
+        is_exp, exp_next = exp_next, False
+        if c in "{([":
+            groups.append([is_exp, True])
+            in_exp += is_exp
+            num = False
+            i += 1
+        elif c in "})]":
+            if groups:
+                was_exp, numeric = groups.pop()
+                in_exp -= was_exp
+                if groups:
+                    groups[-1][1] = groups[-1][1] and numeric
+                num, num_in_exp = numeric, was_exp or in_exp > 0
+            else:
+                num = False
+            i += 1
+        elif c.isdecimal() or (c == "." and i + 1 < n and s[i + 1].isdecimal()):
+            j = i
+            while j < n and s[j].isdecimal():
+                j += 1
+            if (is_exp or in_exp) and j - i >= 6:
+                return True
+            if j < n and s[j] == ".":  # a fractional part: its length says nothing of the size
+                j += 1
+                while j < n and s[j].isdecimal():
+                    j += 1
+            num, num_in_exp = True, is_exp or in_exp > 0
+            i = j
+        elif c == "\\":
+            j = i + 1
+            while j < n and s[j].isascii() and s[j].isalpha():
+                j += 1
+            j = max(j, min(i + 2, n))  # `\,`, `\{`: one character
+            name = s[i + 1:j]
+            if name in _LAYOUT:
+                exp_next = is_exp  # `^\left(`: the group is still the exponent
+            elif name in _NUMBER_OPS:
+                num = False
+            else:
+                num = False
+                if groups:
+                    groups[-1][1] = False
+            i = j
+        else:
+            if c in "+-" and is_exp:
+                exp_next = True  # `^-9`: the sign belongs to the exponent
+            elif c != "!":  # `3!` is still a number
+                num = False
+                if c not in "+-*/" and groups:
+                    groups[-1][1] = False
+            i += 1
+    return False
 
 
 def _big_factorial(s: str) -> bool:
@@ -54,10 +133,10 @@ _MAX_ITEMS = 24
 def risky(s: str) -> str | None:
     """Why `s` is too costly to evaluate symbolically (None when it is fine).
 
-    >>> risky("9^{9^{9^9}}")
-    'power tower'
+    >>> risky("9^{9^{9^9}}"), risky("9^{ {9}^{(9)^{9}} }"), risky("(2^3)^4")
+    ('power tower', 'power tower', None)
     """
-    if _TOWER_RE.search(s):
+    if "^" in s and _power_tower(s):
         return "power tower"
     if "!" in s and _big_factorial(s):
         return "large factorial"
@@ -71,7 +150,7 @@ def equivalent(gold: str, pred: str, approx_min_sig_digits: int = 6,
     `domain` (verifier.symbol_domain: complex, real or positive) is what free symbols may be."""
     g, p = normalize(gold), normalize(pred)
     eg, ep = equation(gold), equation(pred)
-    if eg and ep and not risky(gold) and not risky(pred):
+    if eg and ep and not any(risky(x) for x in (gold, pred, *eg, *ep)):
         from verifier import symbolic
 
         if symbolic.equations_equal(eg, ep, domain):
