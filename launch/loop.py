@@ -164,7 +164,8 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     groups, verdicts = rolled.groups, rolled.verdicts
     timings = ({"timing_s/generate": time.perf_counter() - waited, "timing_s/generate_ahead": rolled.generate_s}
                if rolled.ahead else {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s})
-    alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac)  # timeout + error share
+    alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac,  # timeout + error share
+                           cfg.verifier.alarm_judge_rescued_frac)  # and the judge's rescued share
     K = len(groups[0])
     correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
     selection = select(groups, correct, cfg.algo, rng)  # rewards, advantages over all K, filter

@@ -49,16 +49,25 @@ class VerifierConfig:
     judge_url: str | None = None
     # Model name sent to the judge endpoint.
     judge_model: str | None = None
-    # Total seconds allowed per judge request; no answer in time counts as incorrect.
+    # Total seconds allowed for all judge requests of one chunk, retries included; no answer
+    # in time counts as incorrect (and as a judge error).
     judge_timeout_s: float = 10.0
     # Concurrent judge requests per actor.
     judge_max_concurrency: int = 8
+    # Only one-line answers without \\text and at most this long are sent to the judge.
+    judge_max_answer_chars: int = 200
+    # Retries (with backoff, within judge_timeout_s) of a judge request on HTTP 429/5xx or a
+    # reset connection.
+    judge_max_retries: int = 2
+    # Alarm (a warning, verifier/alarm = 1): more than this share of a step's judge questions
+    # were rescues, with at least 8 asked (a judge that says YES to everything). 1 = never.
+    alarm_judge_rescued_frac: float = 0.5
 
     def __post_init__(self) -> None:
         positive = ("num_workers", "timeout_s", "max_completion_chars", "max_answer_chars",
                     "max_nesting", "approx_min_sig_digits", "chunk_size", "judge_timeout_s",
-                    "judge_max_concurrency")
-        for key in ("max_actor_restarts", "max_chunk_resends"):
+                    "judge_max_concurrency", "judge_max_answer_chars")
+        for key in ("max_actor_restarts", "max_chunk_resends", "judge_max_retries"):
             if getattr(self, key) < 0:
                 raise ValueError(f"verifier.{key} must be >= 0, got {getattr(self, key)}")
         for key in positive:
@@ -74,6 +83,9 @@ class VerifierConfig:
         if not 0.0 <= self.warn_frac <= self.stop_frac <= 1.0:
             raise ValueError("need 0 <= verifier.warn_frac <= verifier.stop_frac <= 1, "
                              f"got warn_frac={self.warn_frac}, stop_frac={self.stop_frac}")
+        if not 0.0 <= self.alarm_judge_rescued_frac <= 1.0:
+            raise ValueError("verifier.alarm_judge_rescued_frac must be in [0, 1], "
+                             f"got {self.alarm_judge_rescued_frac}")
         if self.symbol_domain not in ("complex", "real", "positive"):
             raise ValueError("verifier.symbol_domain must be complex, real or positive, "
                              f"got {self.symbol_domain!r}")

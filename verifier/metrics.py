@@ -6,6 +6,7 @@
 | verifier/accuracy | fraction of verdicts that are correct |
 | verifier/timeout_frac | fraction of verdicts that timed out |
 | verifier/latency_p50_s, verifier/latency_p99_s | grading latency percentiles (seconds) |
+| verifier/judge_asked, verifier/judge_rescued, verifier/judge_errors | LLM judge questions, YES replies, and those without an exact YES/NO (error, deadline) |
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def metrics(verdicts: Sequence[Verdict]) -> dict[str, float]:
     n = len(verdicts)
     out["verifier/accuracy"] = out["verifier/outcome/correct"] / n if n else 0.0
     out["verifier/timeout_frac"] = out["verifier/outcome/timeout"] / n if n else 0.0
+    out["verifier/judge_asked"] = sum(v.judge is not None for v in verdicts)
+    out["verifier/judge_rescued"] = sum(v.judge == "yes" for v in verdicts)
+    out["verifier/judge_errors"] = sum(v.judge == "error" for v in verdicts)
     lat = sorted(v.latency_s for v in verdicts)
     out["verifier/latency_p50_s"] = _percentile(lat, 50)
     out["verifier/latency_p99_s"] = _percentile(lat, 99)

@@ -50,7 +50,8 @@ class GradeActor:
             from verifier.judge import LLMJudge
 
             self.judge = LLMJudge(cfg.judge_url, cfg.judge_model, cfg.judge_timeout_s,
-                                  cfg.judge_max_concurrency, cfg.max_answer_chars)
+                                  cfg.judge_max_concurrency, cfg.judge_max_answer_chars,
+                                  cfg.judge_max_retries)
         self._crashes_reported = 0
 
     def grade_chunk(self, jobs: list[Job]) -> tuple[list[Verdict], int]:
@@ -77,6 +78,10 @@ class VerifierPool:
     def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET) -> None:
         self.cfg = cfg
         self._target = target
+        if cfg.judge_url:  # an unreachable judge fails here, in one line, not step by step
+            from verifier.judge import LLMJudge
+
+            LLMJudge(cfg.judge_url, cfg.judge_model, cfg.judge_timeout_s, 1).check()
         self._actor_cls = ray.remote(GradeActor)
         self.actors = [self._new_actor() for _ in range(cfg.num_workers)]
         self._faults: Counter[str] = Counter()  # since the last take_faults()

@@ -21,6 +21,7 @@ class Verdict:
     answer:    the extracted answer text (None when nothing was extracted).
     latency_s: wall-clock seconds spent grading this sample.
     detail:    why (for error / timeout / no_answer / rescues), else None.
+    judge:     what the LLM judge said ("yes" / "no" / "error"; None: not asked).
 
     >>> Verdict(correct=True, outcome="correct", answer="42").correct
     True
@@ -31,6 +32,7 @@ class Verdict:
     answer: str | None = None
     latency_s: float = 0.0
     detail: str | None = None
+    judge: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -46,7 +48,7 @@ class Verdict:
         return 1.0 if self.correct else -1.0
 
     def to_tuple(self) -> tuple:
-        return (self.correct, self.outcome, self.answer, self.latency_s, self.detail)
+        return (self.correct, self.outcome, self.answer, self.latency_s, self.detail, self.judge)
 
     @classmethod
     def from_tuple(cls, t: tuple) -> "Verdict":
