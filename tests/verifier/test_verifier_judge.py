@@ -143,3 +143,15 @@ def test_judge_metrics_and_rescue_alarm():
     assert check_verdicts(asked, 0.2, 0.5, judge_rescued_frac=0.6).level == "ok"
     assert check_verdicts(asked[:7], 0.2, 0.5, judge_rescued_frac=0.5).level == "ok"  # < 8 asked
     assert metrics([])["verifier/judge_asked"] == 0
+
+
+def test_pool_checks_the_judge_before_starting_actors():
+    from verifier.config import VerifierConfig
+    from verifier.pool import VerifierPool  # raises before any Ray call: no cluster needed
+
+    cfg = VerifierConfig(judge_url="http://127.0.0.1:1/v1", judge_model="m", judge_timeout_s=0.5)
+    with pytest.raises(ValueError, match=r"^verifier.judge_url=http://127.0.0.1:1/v1 "):
+        VerifierPool(cfg)
+    for bad in ({"judge_max_retries": -1}, {"judge_max_answer_chars": 0}, {"alarm_judge_rescued_frac": 1.5}):
+        with pytest.raises(ValueError, match="verifier." + next(iter(bad))):
+            VerifierConfig(**bad)
