@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,8 @@ def make_build(i: int, keep: bool) -> dict:
         raise SystemExit(f"build {i}: make demo exited {rc}; its output: {log_path}")
     row = build_record(cache, log_path, time.perf_counter() - t)
     if not keep:
-        subprocess.run(["rm", "-rf", str(cache / "vllm"), str(cache / "torch_extensions"), str(cache / "ray")])
+        for big in ("vllm", "torch_extensions", "ray"):
+            shutil.rmtree(cache / big, ignore_errors=True)
     return row
 
 
