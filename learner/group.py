@@ -164,10 +164,12 @@ class LearnerGroup:
     def save_pretrained(self, out_dir: str) -> None:
         gather([w.save_pretrained.remote(out_dir) for w in self.workers], "save_pretrained")
 
-    def save_checkpoint(self, folder: str, step: int) -> None:
+    def save_checkpoint(self, folder: str, step: int) -> dict[str, str]:
         """DeepSpeed checkpoints of the policy and the token RM (optimisers and LR schedules
-        included), each rank writing its own shards under `folder`, plus every rank's RNG."""
-        gather([w.save_checkpoint.remote(folder, step) for w in self.workers], "save_checkpoint")
+        included), each rank writing its own shards under `folder`, plus every rank's RNG.
+        Returns {path relative to `folder`: SHA-256} of the shards, each hashed by its rank."""
+        hashes = gather([w.save_checkpoint.remote(folder, step) for w in self.workers], "save_checkpoint")
+        return {rel: digest for rank_hashes in hashes for rel, digest in rank_hashes.items()}
 
     def load_checkpoint(self, folder: str) -> int:
         """Every rank back to what `save_checkpoint` wrote; returns the step it was saved at."""

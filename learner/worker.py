@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from learner import ckpt_io
 from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, collate
 from learner.config import AlgoConfig, LearnerConfig
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
@@ -422,18 +423,20 @@ class LearnerWorker:
         `folder/<model>/`; plus this rank's torch RNG (`folder/rng_rank<r>.pt`; nothing in
         training draws from it today, dropout being off, but a resumed rank starts from the
         state it had). The reference is frozen and comes from the model path. Collective:
-        every rank writes its own files, so `folder` must be one that all ranks see."""
+        every rank writes its own files, so `folder` must be one that all ranks see. Returns the
+        SHA-256 of the files this rank wrote (relative to `folder`), for the checkpoint's manifest."""
         for name, engine in self._trained_models():
             engine.save_checkpoint(os.path.join(folder, name), tag=CKPT_TAG, client_state={"step": step},
                                    save_latest=False)
         torch.save(torch.get_rng_state(), os.path.join(folder, f"rng_rank{self.rank}.pt"))
-        return self.rank
+        return ckpt_io.hash_own_files(folder, self.rank)
 
     def load_checkpoint(self, folder: str) -> int:
         """Back to what `save_checkpoint` wrote (weights, optimiser, LR schedule, RNG); returns
         the step it was saved at. Collective."""
         steps = {}
         for name, engine in self._trained_models():
+            ckpt_io.use_weights_only(engine)
             path, client = engine.load_checkpoint(os.path.join(folder, name), tag=CKPT_TAG,
                                                   load_optimizer_states=True, load_lr_scheduler_states=True)
             if path is None:
@@ -441,7 +444,7 @@ class LearnerWorker:
             steps[name] = int(client["step"])
         if len(set(steps.values())) != 1:
             raise ValueError(f"learner checkpoint in {folder} mixes steps {steps}")
-        torch.set_rng_state(torch.load(os.path.join(folder, f"rng_rank{self.rank}.pt")))
+        torch.set_rng_state(ckpt_io.load_weights_only(os.path.join(folder, f"rng_rank{self.rank}.pt")))
         return next(iter(steps.values()))
 
     def _trained_models(self):

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
@@ -80,7 +81,9 @@ def run_ablation(base: TrainConfig, out_dir: Path, seeds: Sequence[int] = (0,), 
             if roles is not None:
                 roles.reset_policy()
                 roles.learner.set_algo(cfg.algo)
-            result = train_fn(cfg, paths["runs"] / f"{mode}-seed{seed}", roles=roles)
+            run_dir = paths["runs"] / f"{mode}-seed{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # the ablation's own run: rerunning it replaces it
+            result = train_fn(cfg, run_dir, roles=roles)
             curve = {int(e["eval/step"]): e["eval/pass1"] for e in result.evals}
             runs.append({"mode": mode, "seed": seed, "curve": curve,
                          "before": result.summary["heldout_pass1_before"],

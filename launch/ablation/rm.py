@@ -121,7 +121,9 @@ def run_rows(configs: dict, out_dir: Path, seeds: Sequence[int], name: str = "ab
             run_dir = paths["runs"] / f"{row}-seed{seed}"
             if not (run_dir / "summary.json").is_file():
                 import dataclasses
+                import shutil
 
+                shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished attempt starts again, empty
                 train_fn(dataclasses.replace(cfg, seed=seed), run_dir)
             runs.append(run_record(row, seed, run_dir, cfg.algo.actor_freeze_steps if cfg.algo.uses_rm else 0))
             write(paths, name, configs, seeds, runs)

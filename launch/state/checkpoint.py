@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from launch.state import run_folder
+from launch.state.manifest import verify_manifest, write_manifest
 from learner.rm_data import RMReplay
 
 log = logging.getLogger("oreal")
@@ -85,6 +87,9 @@ class CkptConfig:
     # is none; the run folder must be the same, i.e. the same output_dir); else a checkpoint
     # folder (.../ckpt/step_000004).
     resume: str | None = None
+    # Check the checkpoint against its SHA-256 manifest (manifest.sha256, written with it)
+    # before resuming; false skips the check (a checkpoint written before manifests existed).
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -201,12 +206,34 @@ def open_checkpoint(path: Path) -> Checkpoint:
         meta = json.loads((path / DRIVER_STATE).read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable {DRIVER_STATE} ({type(e).__name__}: {e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this code reads {FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, this code reads {FORMAT}")
+    absent = _missing_keys(meta)
+    if absent:
+        raise CheckpointError(f"{path}: {DRIVER_STATE} lacks {', '.join(absent)} (not written by this code, or edited)")
     missing = [f for f in _expected_files(meta) if not (path / f).exists()]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     return Checkpoint(path, meta)
+
+
+# What driver.json must hold, as dotted paths (with the type each value must have).
+_REQUIRED = {"state": dict, "state.step": int, "state.policy_version": int, "state.order": list, "state.drawn": int,
+             "state.rng": list, "config": dict, "config.learner": dict, "config.learner.world_size": int,
+             "learner_models": list}
+
+
+def _missing_keys(meta: dict[str, Any]) -> list[str]:
+    """The keys of `_REQUIRED` that `meta` lacks or holds with another type."""
+    bad = []
+    for key, kind in _REQUIRED.items():
+        node: Any = meta
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
+            bad.append(key)
+    return bad
 
 
 def _expected_files(meta: dict[str, Any]) -> list[str]:
@@ -229,6 +256,18 @@ def complete_checkpoints(root: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
+def _damaged(root: Path) -> list[Path]:
+    """step_* folders of `root` marked COMPLETE that do not open as checkpoints, oldest first."""
+    out = []
+    for p in sorted(Path(root).glob("step_*")) if Path(root).is_dir() else []:
+        if _NAME.match(p.name) and (p / COMPLETE).is_file():
+            try:
+                open_checkpoint(p)
+            except CheckpointError:
+                out.append(p)
+    return out
+
+
 def find_resume(cfg, run_dir: Path) -> Checkpoint | None:
     """The checkpoint `cfg.ckpt.resume` names, checked (before Ray starts), or None for a fresh
     run. `cfg` is the TrainConfig. Raises CheckpointError (one line) when it cannot be resumed."""
@@ -239,11 +278,28 @@ def find_resume(cfg, run_dir: Path) -> Checkpoint | None:
         if existing:
             raise CheckpointError(f"{root} already holds checkpoints (newest {existing[-1].path.name}) of a run; "
                                   "resume it with ckpt.resume=auto, or give this run another output_dir / ckpt.dir")
+        record = run_folder.record_in(run_dir)
+        if record:
+            raise CheckpointError(f"output_dir={run_dir} holds another run ({', '.join(record)}): give this run "
+                                  "another output_dir, or continue that one with ckpt.resume=auto")
         return None
     if c.resume == "auto":
         found = complete_checkpoints(root)
+        damaged = [p for p in _damaged(root) if not found or p.name > found[-1].path.name]
+        if damaged:  # never silently fall back to an older checkpoint, or to step 0
+            try:
+                open_checkpoint(damaged[-1])
+            except CheckpointError as e:
+                raise CheckpointError(f"ckpt.resume=auto: the newest checkpoint is damaged: {e}; resume from an older "
+                                      "one with ckpt.resume=<its folder>, or move it away") from None
         if not found:
-            log.info("ckpt.resume=auto: no complete checkpoint in %s, starting at step 0", root)
+            aside = run_folder.set_aside(run_dir)
+            if aside is not None:
+                log.warning("ckpt.resume=auto: no complete checkpoint in %s, but %s holds an attempt that stopped "
+                            "before its first one: its record is moved to %s and the run starts at step 0",
+                            root, run_dir, aside)
+            else:
+                log.info("ckpt.resume=auto: no complete checkpoint in %s, starting at step 0", root)
             return None
         ckpt = found[-1]
     else:
@@ -256,8 +312,22 @@ def find_resume(cfg, run_dir: Path) -> Checkpoint | None:
             raise CheckpointError(f"ckpt.resume={c.resume}: {newer[-1].path} is newer (step {newer[-1].step}); "
                                   f"resuming at step {ckpt.step} would repeat steps {ckpt.step + 1}-{newer[-1].step}. "
                                   "Resume from the newest, or move the newer checkpoints away to go back on purpose")
+    if c.verify:
+        check_manifest(ckpt)
     check_resumable(ckpt, cfg, Path(run_dir))
     return ckpt
+
+
+def check_manifest(ckpt: Checkpoint) -> None:
+    """Every byte of the checkpoint as it was saved (launch/state/manifest.py), or CheckpointError."""
+    try:
+        problems = verify_manifest(ckpt.path, skip=(COMPLETE,))
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt.path}: {e}: cannot check it was not changed since it was saved; resume only "
+                              "checkpoints you trust, and skip the check with ckpt.verify=false") from None
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{ckpt.path}: differs from its manifest.sha256: {'; '.join(problems[:3])}{more}")
 
 
 def check_resumable(ckpt: Checkpoint, cfg, run_dir: Path) -> None:
@@ -319,8 +389,15 @@ def restore(ckpt: Checkpoint, roles, train: Sequence, probe_ids: Sequence[int], 
     version) and checked on the probe; returns the driver's state to continue from."""
     from learner.weight_sync import sync_weights
 
+    import ray
+
     state = ckpt.driver_state(train)
-    step = roles.learner.load_checkpoint(str(ckpt.path / "learner"))
+    try:
+        step = roles.learner.load_checkpoint(str(ckpt.path / "learner"))
+    except ray.exceptions.RayTaskError as e:  # a rank's error, e.g. a shard that pickles code
+        cause = getattr(e, "cause", None) or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise CheckpointError(f"{ckpt.path}: the learner cannot load it: {type(cause).__name__}: {first}") from None
     if step != state.step:
         raise CheckpointError(f"{ckpt.path}: the learner's state is of step {step}, the driver's of step "
                               f"{state.step}: resuming would repeat or skip steps")
@@ -348,7 +425,7 @@ class Checkpointer:
         final = self.root / step_name(state.step)
         tmp = final.with_name(final.name + ".tmp")
         (tmp / "learner").mkdir(parents=True)
-        roles.learner.save_checkpoint(str(tmp / "learner"), state.step)
+        shard_hashes = roles.learner.save_checkpoint(str(tmp / "learner"), state.step) or {}
         roles.learner.save_pretrained(str(tmp / "policy"))
         scored = [eval_score(e) for e in evals if int(e["eval/step"]) == state.step]
         meta = {"format": FORMAT, "state": state.to_json(), "wandb_run_id": wandb_run_id,
@@ -356,6 +433,7 @@ class Checkpointer:
                 "learner_models": sorted(p.name for p in (tmp / "learner").iterdir() if p.is_dir()),
                 "config": config}
         _write(tmp / DRIVER_STATE, json.dumps(meta))
+        write_manifest(tmp, known={f"learner/{rel}": digest for rel, digest in shard_hashes.items()})
         _sync_tree(tmp)
         _write(tmp / COMPLETE, f"step {state.step}\n")
         old = final.with_name(final.name + ".old")

@@ -18,6 +18,7 @@ from conftest import ROOT, compose
 from launch.state.checkpoint import (COMPLETE, CheckpointError, Checkpointer, DriverState, complete_checkpoints,
                                config_changes, find_resume, open_checkpoint)
 from launch.config import to_train_config
+from launch.state.manifest import write_manifest
 from launch.state.metrics import RESUME_KEY, RunLogger, logged_steps, read_history
 from launch.data.problem import Problem
 
@@ -70,7 +71,7 @@ def test_a_checkpoint_is_complete_or_never_picked(tmp_path):
     cfg = _cfg(tmp_path)
     path = _save(cfg, tmp_path, 2)
     assert path == tmp_path / "ckpt" / "step_000002" and (path / COMPLETE).is_file()
-    assert {p.name for p in path.iterdir()} == {"learner", "policy", "driver.json", COMPLETE}
+    assert {p.name for p in path.iterdir()} == {"learner", "policy", "driver.json", "manifest.sha256", COMPLETE}
     meta = json.loads((path / "driver.json").read_text())
     assert meta["state"]["step"] == 2 and meta["wandb_run_id"] == "run123" and meta["learner_models"] == ["policy", "rm"]
 
@@ -163,6 +164,7 @@ def test_a_resume_that_would_repeat_or_skip_steps_stops(tmp_path):
     meta = json.loads((mid / "driver.json").read_text())
     meta["state"]["drawn"] += meta["config"]["prompts_per_step"]
     (mid / "driver.json").write_text(json.dumps(meta))
+    write_manifest(mid, skip=(COMPLETE,))  # as if saved so, not edited since
     _log_steps(tmp_path / "mid", [1, 2, 3])
     with pytest.raises(CheckpointError, match="middle of a step"):
         find_resume(_cfg(tmp_path / "mid", "ckpt.resume=auto"), tmp_path / "mid")
