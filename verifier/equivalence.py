@@ -127,6 +127,33 @@ def _big_factorial(s: str) -> bool:
                     "^" in before or _BIG_NUM_RE.search(before))):
                 return True
     return False
+
+
+def _nested_factorial(s: str) -> bool:
+    """Factorials in a row (`3!!`, `1!!!`) or a factorial of a group that holds one
+    (`((3)!)!`): each level is a factorial of a factorial, too big to evaluate after two, and
+    sympy's evalf of a long chain is quadratic (`1` and 200 `!` took 12 s). `n!!` is also the
+    double factorial, which the parser reads as `(n!)!` (`3!!` came out 720, not 3), so it is
+    compared as text too. One pass."""
+    run, inner_bang, prev = 0, False, ""
+    stack = [False]  # per open group: holds a `!`
+    for c in s:
+        if c.isspace():
+            continue
+        if c == "!":
+            run = run + 1 if prev == "!" else 1
+            if run >= 2 or (prev in ")}]" and inner_bang):
+                return True
+            stack[-1] = True
+        elif c in "({[":
+            stack.append(False)
+        elif c in ")}]":
+            inner_bang = stack.pop() if len(stack) > 1 else False
+            stack[-1] = stack[-1] or inner_bang
+        prev = c
+    return False
+
+
 _MAX_ITEMS = 24
 
 
@@ -138,7 +165,7 @@ def risky(s: str) -> str | None:
     """
     if "^" in s and _power_tower(s):
         return "power tower"
-    if "!" in s and _big_factorial(s):
+    if "!" in s and (_big_factorial(s) or _nested_factorial(s)):
         return "large factorial"
     return None
 

@@ -143,3 +143,21 @@ def test_power_tower_guard_holds_however_braced(warm_grader, tower):
 def test_the_guard_leaves_ordinary_powers_alone(warm_grader, answer, gold):
     assert risky(normalize(answer)) is None
     assert grade(f"\\boxed{{{answer}}}", gold).outcome == "correct"
+
+
+FACTORIAL_CHAINS = ["1" + "!" * 200, "1" + "! " * 150, "(" * 30 + "3" + ")!" * 30, "((3)!)!", "{(3!)}!", "3!!"]
+
+
+@pytest.mark.parametrize("answer", FACTORIAL_CHAINS)
+def test_factorial_chains_are_compared_as_text_at_once(warm_grader, answer):
+    # found by bench.fuzz: 1 and 200 `!` took 12 s in sympy's evalf; ((3)!)! raised OverflowError
+    assert risky(answer) == "large factorial"
+    verdicts = []
+    assert _seconds(lambda c: verdicts.append(grade(c, "720")), f"\\boxed{{{answer}}}", repeat=1) < 1.0
+    assert verdicts[0].outcome == "incorrect" and verdicts[0].detail.startswith("large factorial"), verdicts[0]
+
+
+@pytest.mark.parametrize("answer,gold", [("120", "5!"), ("5!", "120"), ("1! + 2! + 3!", "9"), ("(n+1)!", "(n+1) n!")])
+def test_single_factorials_still_evaluate(answer, gold):
+    assert risky(answer) is None
+    assert grade(f"\\boxed{{{answer}}}", gold).correct
