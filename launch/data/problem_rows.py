@@ -141,6 +141,9 @@ def extract_answer(row: dict[str, Any], spec: str, where: str = "row") -> str:
         raise BadRow(f"{where}: row has no answer field {field!r} (answer spec {spec!r})")
     value = row[field]
     if kind == "":
+        if isinstance(value, (bool, dict, list, tuple)):  # str() of these is no gold: "[1, 2]" reads as an interval
+            hint = f" (answer spec join:{field} joins a list)" if isinstance(value, (list, tuple)) else ""
+            raise BadRow(f"{where}: answer field {field!r} holds a {type(value).__name__}, not a number or text{hint}")
         answer = _plain(value)
     elif kind == "boxed":
         answer = last_boxed(_solution(value, field, where)) or ""

@@ -110,10 +110,22 @@ def test_hub_rows_with_deep_or_long_values_are_named_by_dataset_and_row(caplog):
     rows = [{"problem": "p", "answer": "1"}, {"problem": "q", "answer": deep},
             {"problem": "r", "answer": "x" * (MAX_ANSWER_CHARS + 1)}]
     with caplog.at_level(logging.WARNING, logger="oreal"):
-        problems = problems_from_rows(rows, "hub", "answer", source="org/data")
+        problems = problems_from_rows(rows, "hub", "join:answer", source="org/data")
     assert [p.id for p in problems] == ["hub-1"]
     assert "org/data row 2: a field is nested too deeply to read" in caplog.text
     assert f"org/data row 3: answer from field 'answer' is {MAX_ANSWER_CHARS + 1:,} characters" in caplog.text
+
+
+@pytest.mark.parametrize("value,named", [([1, 2], "holds a list, not a number or text (answer spec join:answer "
+                                                   "joins a list)"),
+                                         (True, "holds a bool"), ({"a": 1}, "holds a dict")])
+def test_a_plain_answer_field_holding_a_container_is_a_bad_row(caplog, value, named):
+    # str() would make golds of them: "[1, 2]" reads as an interval, "True" as a symbol
+    rows = [{"problem": "p", "answer": "1"}, {"problem": "q", "answer": value}]
+    with caplog.at_level(logging.WARNING, logger="oreal"):
+        problems = problems_from_rows(rows, "hub", "answer", source="org/data")
+    assert [p.id for p in problems] == ["hub-1"]
+    assert f"org/data row 2: answer field 'answer' {named}" in caplog.text
 
 
 def test_a_pass_rate_file_skips_such_lines_too(tmp_path, caplog):
