@@ -1,5 +1,6 @@
-"""The cluster way in (launch/cluster/): the KubeRay RayJob, the Slurm script and the container
-recipe hold together with the code they launch. Fast: no Ray, no Kubernetes, no Slurm."""
+"""The cluster way in (launch/cluster/): the KubeRay RayJob and the Slurm script hold together with
+the code they launch. Fast: no Ray, no Kubernetes, no Slurm. (The RayJob against KubeRay's schema:
+test_rayjob_schema.py; the container image: test_image.py.)"""
 from __future__ import annotations
 
 import configparser
@@ -19,7 +20,6 @@ CLUSTER = ROOT / "launch" / "cluster"
 RAYJOB = CLUSTER / "rayjob.yaml"
 PVC = CLUSTER / "shared-pvc.yaml"
 SBATCH = CLUSTER / "oreal.sbatch"
-DOCKERFILE = CLUSTER / "Dockerfile"
 SECRET_NAMES = ("WANDB_API_KEY", "HF_TOKEN")
 
 
@@ -27,12 +27,6 @@ def _setup_cfg() -> configparser.ConfigParser:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     return cfg
-
-
-def _torch_pin() -> str:
-    reqs = _setup_cfg()["options"]["install_requires"].split()
-    (pin,) = [r for r in reqs if r.startswith("torch==")]
-    return pin.removeprefix("torch==")
 
 
 # ------------------------------------------------------------------------------ KubeRay
@@ -328,24 +322,3 @@ def test_sbatch_real_path_with_an_interface(tmp_path):
     assert all(c.endswith(" nccl=ib0") for c in calls if c.startswith("env ")), calls
     assert any(c.startswith("ray job submit --address http://10.9.0.1:8265 ") for c in calls), calls
     _no_stub_left()
-
-
-# ------------------------------------------------------------------------------ container
-
-def test_dockerfile_installs_the_gpu_extra_on_the_pinned_torch():
-    text = DOCKERFILE.read_text()
-    instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-    body = "\n".join(instructions)
-    base = re.search(r"^ARG BASE_IMAGE=(\S+)", body, re.M) or re.search(r"^FROM (\S+)", body, re.M)
-    image = base.group(1)
-    m = re.search(r"pytorch:(\d+\.\d+\.\d+)-cuda", image)
-    assert m, f"base image {image!r} names no torch version"
-    assert m.group(1) == _torch_pin(), f"base image torch {m.group(1)} != setup.cfg torch=={_torch_pin()}"
-    assert re.search(r"pip install [^\n]*\.\[gpu\]", body), "the gpu extra is not installed"
-    assert "vllm==" in _setup_cfg()["options.extras_require"]["gpu"]
-    assert re.search(r"^WORKDIR /workspace/oreal", body, re.M)
-    assert "HF_HOME=/shared/hf" in body
-    # No secret baked into the image.
-    assert not re.search(r"^(ENV|ARG)\b[^\n]*(KEY|TOKEN|SECRET|PASSWORD)", body, re.M)
-    ignore = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
-    assert {".venv", ".cache", ".git"} <= set(ignore)
