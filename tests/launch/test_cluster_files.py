@@ -86,6 +86,36 @@ def test_rayjob_has_a_cpu_head_and_a_gpu_worker_group(rayjob):
     assert "PLACEHOLDER" in RAYJOB.read_text()
 
 
+def _cpus(quantity) -> float:
+    """A Kubernetes CPU quantity ("500m", "8", 8) in cores."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_the_clusters_hold_the_paper_preset_cpus_and_gpus(rayjob):
+    """What the pre-flight check (launch.preflight.cluster_fits) says once connected, for the
+    RayJob's pods and for the Slurm script's nodes: paper_7b fits, its learner ranks' 8 cores
+    each (optimizer offload's threads) included."""
+    from launch.config import to_train_config
+    from launch.preflight import cluster_fits
+
+    cfg = to_train_config(compose(["+experiment=paper_7b"]))
+    assert cfg.learner.num_cpus_per_rank >= 8
+    spec = rayjob["spec"]["rayClusterSpec"]
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    nodes = [{"CPU": _cpus(head["cpu"]), "GPU": float(spec["headGroupSpec"]["rayStartParams"]["num-gpus"])}]
+    for group in spec["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        nodes += [{"CPU": _cpus(limits["cpu"]), "GPU": float(limits["nvidia.com/gpu"])}] * group["replicas"]
+    text = SBATCH.read_text()
+    sbatch = {k: int(re.search(rf"^#SBATCH --{k}=(\d+)", text, re.M).group(1))
+              for k in ("nodes", "cpus-per-task", "gpus-per-node")}
+    slurm = [{"CPU": float(sbatch["cpus-per-task"]), "GPU": float(sbatch["gpus-per-node"])}] * sbatch["nodes"]
+    for name, cluster in (("rayjob", nodes), ("sbatch", slurm)):
+        total = {r: sum(n[r] for n in cluster) for r in ("CPU", "GPU")}
+        assert cluster_fits(cfg, total, cluster) == [], name
+
+
 def test_rayjob_mounts_one_shared_readwritemany_volume_and_dev_shm_everywhere(rayjob):
     pvc = yaml.safe_load(PVC.read_text())
     assert pvc["kind"] == "PersistentVolumeClaim"
