@@ -78,7 +78,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
             run_id=resume.wandb_run_id if resume else None, group=cfg.wandb.group,
             job_type=cfg.wandb.job_type), startup) as opening:  # W&B starts while the roles do
         with timed(startup, "roles"):
-            roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train + bench_problems])
+            roles = roles or Roles(cfg, model_path, [p.answer for p in splits.train + bench_problems],
+                                   run_dir=str(run_dir))
         logger = opening.result()
     startup.update(roles.startup if own_roles else {})
     # Probe for the sync check: a fixed prompt + a fixed answer text, tokenised once.

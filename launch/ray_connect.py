@@ -11,9 +11,12 @@ from verifier.worker import scrub_secrets
 if TYPE_CHECKING:
     from launch.config import TrainConfig
 
-# Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry).
-_ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "WANDB_", "OREAL_", "TOKENIZERS_",
-                 "DO_NOT_TRACK", "TRANSFORMERS_", "OMP_NUM_THREADS")
+# Environment every Ray worker needs (caches inside the work tree, offline hub, no telemetry), and
+# the collectives' settings of the learner's and the weight sync's groups (the interface, IB,
+# timeouts, debugging: NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, TORCH_NCCL_ASYNC_ERROR_HANDLING, ...).
+_ENV_PREFIXES = ("VLLM_", "HF_", "TORCH_EXTENSIONS_DIR", "TRITON_", "TORCHINDUCTOR_", "WANDB_", "OREAL_",
+                 "TOKENIZERS_", "DO_NOT_TRACK", "TRANSFORMERS_", "OMP_NUM_THREADS", "NCCL_", "GLOO_", "TORCH_NCCL_",
+                 "TORCH_DISTRIBUTED_DEBUG")
 
 
 def worker_env() -> dict[str, str]:

@@ -70,7 +70,9 @@ def _import_role_modules() -> None:
 class Roles:
     """The role handles of one run, started once (tests share them across runs)."""
 
-    def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str]):
+    def __init__(self, cfg: TrainConfig, model_path: str, train_golds: list[str], run_dir: str | None = None):
+        """`run_dir`: the run folder, which every learner rank must see (checked as the learner
+        starts, before any model loads); None skips the check (roles shared by tests)."""
         from actors.group import RolloutGroup
         from launch.placement import build_placement
         from launch.state.metrics import timed
@@ -97,7 +99,7 @@ class Roles:
                         self.verifier = VerifierPool(cfg.verifier)
                         self.verifier.self_check(train_golds)
                     self.learner = self._timed("learner", LearnerGroup, cfg.learner, cfg.algo, model_path,
-                                               cfg.seed, cfg.steps, placement=self.placement)
+                                               cfg.seed, cfg.steps, placement=self.placement, run_dir=run_dir)
                 except BaseException as e:
                     self._stop_started(rollout, e)
                     raise

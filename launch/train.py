@@ -24,6 +24,7 @@ def main(dict_cfg: DictConfig) -> None:
     from launch.state.checkpoint import CheckpointError
     from launch.loop import RunStopped, train
     from launch.preflight import ClusterTooSmall
+    from learner.run_folder import RunFolderNotShared
     from verifier import VerifierAlarm
 
     cfg = to_train_config(dict_cfg)
@@ -46,7 +47,8 @@ def main(dict_cfg: DictConfig) -> None:
     launched_at = psutil.Process().create_time() if int(HydraConfig.get().job.get("num") or 0) == 0 else None
     try:
         result = train(cfg, run_dir, launched_at=launched_at)
-    except (CheckpointError, RunStopped, VerifierAlarm, ClusterTooSmall) as e:  # one line: what, where, how to resume
+    except (CheckpointError, RunStopped, VerifierAlarm, ClusterTooSmall,
+            RunFolderNotShared) as e:  # one line: what, where, how to resume
         sys.exit(f"error: {e}")
     import ray
 

@@ -219,7 +219,8 @@ class LearnerConfig:
     policy_optim: OptimConfig = field(default_factory=OptimConfig)
     # Token RM optimiser (docs/algorithm.md: 2e-6 cosine to 4e-7).
     rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
-    # Ray resources per rank (the ranks are packed on as few nodes as possible).
+    # Ray resources per rank (the ranks are packed on as few nodes as possible). Ray sets each
+    # rank's OMP_NUM_THREADS (torch's CPU threads) from it: optimizer offload's Adam runs on them.
     num_cpus_per_rank: float = 0.5
     num_gpus_per_rank: float = 0.0
     # Engine i and rank i share placement bundle i (one GPU each pair, both taking a fraction

@@ -13,6 +13,7 @@ import ray
 
 from learner.batch import GlobalCounts, RMPlan, TrainSample, shard
 from learner.config import AlgoConfig, LearnerConfig
+from learner.run_folder import not_shared_error, remove_sentinel, write_sentinel
 from learner.worker import LearnerWorker
 
 if TYPE_CHECKING:
@@ -45,9 +46,11 @@ _SUMMED = "sum"
 
 class LearnerGroup:
     def __init__(self, cfg: LearnerConfig, algo: AlgoConfig, model_path: str, seed: int, total_steps: int,
-                 env_vars: dict[str, str] | None = None, placement: Placement | None = None):
+                 env_vars: dict[str, str] | None = None, placement: Placement | None = None,
+                 run_dir: str | None = None):
         """`placement` puts rank r in its bundle (launch/placement.py); without it Ray
-        schedules the ranks wherever they fit."""
+        schedules the ranks wherever they fit. `run_dir`: the run folder every rank must see
+        (`check_run_folder`), checked before any model loads."""
         self.cfg = cfg
         actor = ray.remote(LearnerWorker)
         opts = dict(num_cpus=cfg.num_cpus_per_rank, num_gpus=cfg.num_gpus_per_rank)
@@ -58,8 +61,24 @@ class LearnerGroup:
             .remote(rank, cfg, algo, model_path, seed, total_steps)
             for rank in range(cfg.world_size)
         ]
+        if run_dir is not None:
+            self.check_run_folder(str(run_dir))
         addr, port = ray.get(self.workers[0].master_address.remote())
         gather([w.setup.remote(addr, port) for w in self.workers], "setup")
+
+    def check_run_folder(self, run_dir: str) -> None:
+        """Every rank reads back a sentinel the driver writes into `run_dir` (learner.run_folder);
+        when one cannot, the ranks are stopped and `RunFolderNotShared` names output_dir and the
+        rank's node, in one line."""
+        path, token = write_sentinel(run_dir)
+        try:
+            found = gather([w.check_run_folder.remote(path, token) for w in self.workers], "check_run_folder")
+        finally:
+            remove_sentinel(path)
+        failures = {rank: tuple(f) for rank, f in enumerate(found) if f is not None}
+        if failures:
+            self.shutdown()
+            raise not_shared_error(run_dir, path, failures)
 
     def train_step(self, samples: Sequence[TrainSample], step: int,
                    rm_batches: Sequence[Sequence[TrainSample]] | None = None,

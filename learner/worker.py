@@ -44,6 +44,14 @@ class LearnerWorker:
         host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         return host, rendezvous_port(host)
 
+    def check_run_folder(self, path: str, token: str) -> tuple[str, str] | None:
+        """None when this rank reads the driver's sentinel (learner.run_folder), else (this
+        node, why not)."""
+        from learner.run_folder import check_sentinel, node_name
+
+        problem = check_sentinel(path, token)
+        return None if problem is None else (node_name(), problem)
+
     def setup(self, master_addr: str, master_port: int) -> int:
         import deepspeed
         from transformers import AutoModelForCausalLM, AutoTokenizer

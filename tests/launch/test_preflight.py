@@ -135,6 +135,23 @@ def test_worker_env_leaves_out_secrets_and_the_jobs_own_variables(monkeypatch, i
     assert merged is not None and merged["env_vars"]["VLLM_CACHE_ROOT"] == "/cache/vllm"
 
 
+def test_worker_env_forwards_the_collectives_settings(monkeypatch):
+    """NCCL_* / GLOO_* / TORCH_NCCL_* reach every actor: the learner's groups and the weight sync
+    pick their interface and timeouts from them on every node, not only on the driver's."""
+    from launch.ray_connect import worker_env
+
+    monkeypatch.delenv(RAY_JOB_ENV, raising=False)
+    wanted = {"NCCL_SOCKET_IFNAME": "ib0", "NCCL_IB_HCA": "mlx5_0,mlx5_1", "NCCL_DEBUG": "WARN",
+              "GLOO_SOCKET_IFNAME": "eth1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "TORCH_DISTRIBUTED_DEBUG": "DETAIL",
+              "TORCHINDUCTOR_CACHE_DIR": "/tmp/u-oreal-cache/inductor"}
+    for k, v in {**wanted, "CUDA_VISIBLE_DEVICES": "0,1", "MASTER_ADDR": "10.0.0.1", "NCCL_PROXY_AUTH": "u:p"}.items():
+        monkeypatch.setenv(k, v)
+    env = worker_env()
+    assert {k: env.get(k) for k in wanted} == wanted
+    # Ray sets each actor's GPUs, the learner its own rendezvous; a secret stays a secret
+    assert not {"CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "NCCL_PROXY_AUTH"} & env.keys()
+
+
 def test_outside_a_job_worker_env_still_leaves_out_secrets(monkeypatch):
     from launch.ray_connect import worker_env
 
@@ -166,10 +183,13 @@ def _node(cpus: float, gpus: float = 0.0) -> dict[str, float]:
 
 def test_the_paper_preset_on_too_few_gpus_names_the_difference():
     cfg = _cfg("+experiment=paper_7b")
-    problems = cluster_fits(cfg, {"CPU": 64, "GPU": 8}, [_node(64, 8)])
+    problems = cluster_fits(cfg, {"CPU": 128, "GPU": 8}, [_node(128, 8)])
     assert problems == ["the config asks for 12 GPUs (learner 8 x 1, rollout 4 x 1), the cluster has 8 (keys: "
                         "learner.world_size x learner.num_gpus_per_rank, rollout.num_engines x rollout.num_gpus_per_actor)"]
-    assert cluster_fits(cfg, {"CPU": 64, "GPU": 16}, [_node(32, 8), _node(32, 8)]) == []
+    assert cluster_fits(cfg, {"CPU": 128, "GPU": 16}, [_node(64, 8), _node(64, 8)]) == []
+    # the learner ranks' 8 cores each (optimizer offload's threads: conf/learner/gpu_zero3.yaml)
+    (cpus,) = cluster_fits(cfg, {"CPU": 64, "GPU": 16}, [_node(32, 8), _node(32, 8)])
+    assert cpus.startswith("the config asks for 68 CPUs (learner 8 x 8, rollout 4 x 1), the cluster has 64")
 
 
 def test_the_cpu_default_fits_four_cpus_and_not_one():
@@ -183,7 +203,7 @@ def test_the_cpu_default_fits_four_cpus_and_not_one():
 def test_a_bundle_larger_than_any_node_is_named():
     cfg = _cfg("rollout=gpu", "learner=gpu_zero3", "learner.world_size=2", "rollout.num_engines=1",
                "rollout.tensor_parallel_size=8", "rollout.num_gpus_per_actor=8")
-    problems = cluster_fits(cfg, {"CPU": 16, "GPU": 16}, [_node(8, 4)] * 4)
+    problems = cluster_fits(cfg, {"CPU": 32, "GPU": 16}, [_node(8, 4)] * 4)
     assert problems == ["a rollout engine needs {CPU: 1, GPU: 8} on one node; the largest node has {CPU: 8, GPU: 4}"]
 
 

@@ -58,6 +58,11 @@ def _kill_during_step(proc: subprocess.Popen, out: Path, after_step: int, timeou
         assert proc.poll() is None, (out.parent / f"{out.name}.log").read_text()[-4000:]
         assert time.monotonic() < deadline, "the run never logged step %d" % after_step
         time.sleep(0.05)
+    _kill_tree(proc)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the run and every process it started (Ray, its actors, vLLM's processes): a lost node."""
     tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     for pid in tree:
         try:
