@@ -71,6 +71,11 @@ def rows(results: Path) -> list[tuple[str, str, str]]:
     if "startup_s" in pipe:
         out.append(("demo start-up, launch to the first step (median of the launches)", f"{pipe['startup_s']:.1f} s",
                     "bench_pipeline.json"))
+    fz = _load(results, "fuzz")
+    if "inputs" in fz:
+        out.append(("hostile inputs to grading, loaders and eval report (`bench.fuzz`): crashes / hangs / false "
+                    "positives; slowest grading", f"{fz['inputs']:,}: {fz['crashes']} / {fz['hangs']} / "
+                    f"{fz['false_positives']}; {fz['slowest_grade_s']:.2f} s", "fuzz.json"))
     return out
 
 

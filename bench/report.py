@@ -311,6 +311,18 @@ def _warmup_variants(d: dict) -> list[str]:
                    f"{fmt(ws.get('max'), 'pct')} (mean {fmt(ws.get('mean'), 'pct')}, sd {fmt(ws.get('sd'), 'pct')})."])
 
 
+def fuzz(d: dict) -> list[str]:
+    rows = named(d.get("parts"), label="part")
+    return ([f"{fmt(d.get('inputs'))} generated inputs (seed {fmt(d.get('seed'))}; gold answers from "
+             f"{fmt(d.get('golds'))} benchmark rows); deadline {fmt(d.get('deadline_s'))} s a sample.", ""]
+            + table(rows, [("part", "part", ""), ("inputs", "inputs", ""), ("crashes", "crashes", ""),
+                           ("hangs", "hangs", ""), ("false positives", "false_positives", ""),
+                           ("wrong loads", "wrong_loads", ""), ("slowest (s)", "slowest_s", ".3f")])
+            + ["", f"Totals: crashes {fmt(d.get('crashes'))}, hangs {fmt(d.get('hangs'))}, false positives "
+                   f"{fmt(d.get('false_positives'))}, wrong loads {fmt(d.get('wrong_loads'))}; slowest grading "
+                   f"{fmt(d.get('slowest_grade_s'), '.3f')} s ({fmt(get(d, 'parts.grading.over_1s'))} over 1 s)."])
+
+
 def generic(d: dict) -> list[str]:
     rows = [{"key": k, "value": v} for k, v in d.items()
             if k != "provenance" and (v is None or isinstance(v, (str, int, float, bool)))]
@@ -322,7 +334,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "ablation_rm": ablation_rm, "bench_eval": bench_eval, "bench_memory": bench_memory,
     "bench_pipeline": bench_pipeline, "bench_pipeline_real": bench_pipeline_real, "bench_sync": bench_sync,
     "bench_verifier": bench_verifier, "ceiling": ceiling, "cluster_model": cluster_model, "peer": peer,
-    "rm_probe": rm_probe, "demo_builds": demo_builds}
+    "rm_probe": rm_probe, "demo_builds": demo_builds, "fuzz": fuzz}
 
 
 def renderer(stem: str, d: dict) -> Callable[[dict], list[str]]:

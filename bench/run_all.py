@@ -5,7 +5,7 @@ import importlib
 import sys
 
 BENCHES = ["bench.bench_verifier", "bench.bench_sync", "bench.bench_memory", "bench.bench_pipeline", "bench.bench_eval",
-           "bench.cluster_model"]
+           "bench.cluster_model", "bench.fuzz"]
 
 
 def main(argv: list[str]) -> None:

@@ -61,8 +61,8 @@ EXAMPLES: dict[str, Example] = {
     "rollout.max_model_len=2048 rollout.max_new_tokens=1024": Example(
         refused_here="model.path", substitute={"/data/ckpt/my-sft-model": TINY}, run=True, needs_benchmarks=True),
     # Ray Jobs: on this machine, and on a GPU cluster
-    "output_dir=$PWD/runs/job-demo steps=2 save_policy=true": Example(
-        substitute={"$PWD": SHARED}, covered_by="tests/launch/test_ray_job_e2e.py", job=True),
+    "output_dir=$HOME/oreal-runs/job-demo steps=2 save_policy=true": Example(
+        substitute={"$HOME": SHARED}, covered_by="tests/launch/test_ray_job_e2e.py", job=True),
     "+experiment=paper_7b model.path=Qwen/Qwen2.5-7B-Instruct model.cache_dir=/shared/hf "
     "task.benchmarks_dir=/shared/data/benchmarks output_dir=/shared/runs/oreal-7b wandb.mode=online "
     "wandb.project=oreal": Example(
@@ -76,9 +76,9 @@ EXAMPLES: dict[str, Example] = {
         refused_here="task.benchmarks_dir",
         substitute={"/shared/data/benchmarks": str(FIXTURE_BENCHMARKS), "/shared/": SHARED + "/"}, job=True),
     # Checkpoints and exact resume
-    "output_dir=runs/a": Example(covered_by="tests/launch/test_resume_e2e.py"),
-    "output_dir=runs/a ckpt.resume=auto": Example(covered_by="tests/launch/test_resume_e2e.py"),
-    "output_dir=runs/a ckpt.resume=runs/a/ckpt/step_000010": Example(
+    "output_dir=$HOME/oreal-runs/a": Example(covered_by="tests/launch/test_resume_e2e.py"),
+    "output_dir=$HOME/oreal-runs/a ckpt.resume=auto": Example(covered_by="tests/launch/test_resume_e2e.py"),
+    "output_dir=$HOME/oreal-runs/a ckpt.resume=$HOME/oreal-runs/a/ckpt/step_000010": Example(
         refused_here="ckpt.resume", covered_by="tests/launch/test_resume_e2e.py"),
 }
 # Fast overrides for a run here, each used only when the example does not set that key.
@@ -99,8 +99,8 @@ def readme_commands(text: str) -> list[str]:
 
 
 def _shell(args: str, cwd: Path) -> str:
-    """The shell's part: $PWD (the launch folder), the loop variable $seed."""
-    return args.replace("$PWD", str(cwd)).replace("$seed", "0")
+    """The shell's part: $PWD and $HOME (both the launch folder here), the loop variable $seed."""
+    return args.replace("$PWD", str(cwd)).replace("$HOME", str(cwd)).replace("$seed", "0")
 
 
 def _substituted(args: str, example: Example, stand_ins: dict[str, str]) -> str:
@@ -170,7 +170,7 @@ def test_readme_extraction_joins_continuations_and_drops_comments():
 @pytest.mark.parametrize("args", list(EXAMPLES))
 def test_as_written_it_passes_or_is_refused_before_ray_naming_the_key(args, stand_ins, tmp_path, monkeypatch):
     example = EXAMPLES[args]
-    monkeypatch.chdir(tmp_path)  # relative paths (runs/a) land here
+    monkeypatch.chdir(tmp_path)  # relative paths and $HOME/oreal-runs/a land here
     as_written = _shell(args, tmp_path)
     if example.refused_here:
         with pytest.raises((ValueError, FileNotFoundError)) as err:
