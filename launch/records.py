@@ -11,6 +11,7 @@ metrics.jsonl, from 1), one JSON object per generated sample:
 | prompt, response | the prompt text the policy saw (chat template applied) and its response |
 | finished, response_tokens | ended with the stop token; response length in tokens |
 | outcome, answer, detail | the verdict (`verifier.verdict.OUTCOMES`), extracted answer, reason |
+| judge | what the LLM judge said (`yes`, `no`, `error`; null: not asked, or the judge is off) |
 | gold | the gold answer |
 | reward, advantage | r and A (over all K samples, before filtering; docs/algorithm.md steps 2-3) |
 | kept, why | trained on or not, and why (`learner.selection.WHY`, or "verifier_alarm": the
@@ -65,7 +66,7 @@ def step_records(step: int, queries: Sequence, prompt: dict[str, str], groups: S
                 "step": step, "query_index": i, "query_id": q.id, "sample": k, "n_samples": K,
                 "prompt": prompt[q.id], "response": r.response_text, "finished": r.finished,
                 "response_tokens": len(r.response_ids), "outcome": v.outcome, "answer": v.answer,
-                "detail": v.detail, "gold": q.answer, "reward": selection.rewards[i][k],
+                "detail": v.detail, "judge": getattr(v, "judge", None), "gold": q.answer, "reward": selection.rewards[i][k],
                 "advantage": selection.advantages[i][k], "kept": why == "kept", "why": why,
                 "policy_version": r.policy_version,
             })

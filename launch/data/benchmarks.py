@@ -50,11 +50,13 @@ from typing import Any
 from launch.data.problem import Problem
 from launch.data.problem_rows import (  # noqa: F401  (re-exported: the loaders' public names)
     MAX_ANSWER_CHARS,
+    MAX_LINE_BYTES,
     MAX_LISTED_ROWS,
     MAX_QUESTION_CHARS,
     MAX_SOLUTION_CHARS,
     QUESTION_FIELDS,
     BadRow,
+    capped_lines,
     extract_answer,
     json_row,
     last_boxed,
@@ -354,8 +356,11 @@ def read_jsonl_problems(path: str | Path, answer_field: str = "auto", question_f
     spec = ANSWER_SPECS.get(path.stem, "answer") if answer_field == "auto" else answer_field
     problems, skipped = [], []
     with path.open("rb") as f:  # bytes: a line that is not UTF-8 is one bad row, not a crash
-        for line_no, raw in enumerate(f, start=1):
+        for line_no, raw in capped_lines(f, MAX_LINE_BYTES):
             where = f"{path}:{line_no}"
+            if raw is None:
+                skipped.append(f"{where}: line over {MAX_LINE_BYTES:,} bytes")
+                continue
             try:
                 line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
                 if not line.strip():

@@ -29,6 +29,9 @@ MAX_ANSWER_CHARS = 1_000
 # Longest text an answer is extracted from by a `boxed:` or `after_hashes:` spec (a worked
 # solution; the presets' longest is about 12,000 characters).
 MAX_SOLUTION_CHARS = 50_000
+# Longest JSONL line read (bytes): a row is its question, answer and solution, each capped
+# above, plus metadata; a longer line is skipped without being held in memory whole.
+MAX_LINE_BYTES = 4 << 20
 # Skipped rows named one per line in the loader's warning before "... and N more".
 MAX_LISTED_ROWS = 10
 # Skipped rows named in the one-line error of a load with no usable row (it must stay readable).
@@ -197,3 +200,20 @@ def last_boxed(text: str) -> str | None:
             return text[opening + 1 : close]
         start = text.rfind("\\boxed{", 0, start)  # unbalanced: try the one before
     return None
+
+
+def capped_lines(f, limit: int = MAX_LINE_BYTES):
+    """(line number, bytes or None) for each line of the binary file `f`; None for a line over
+    `limit` bytes, which is read past in chunks, never held whole."""
+    line_no = 0
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        line_no += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while (chunk := f.readline(1 << 20)) and not chunk.endswith(b"\n"):
+                pass
+            yield line_no, None
+        else:
+            yield line_no, raw

@@ -138,3 +138,21 @@ def test_a_pass_rate_file_skips_such_lines_too(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="oreal"):
         assert list(read_pass_rates(f)) == ["a"]
     assert f"{f}:2: Exceeds the limit (4300 digits)" in caplog.text and f"{f}:3: maximum recursion depth" in caplog.text
+
+
+def test_a_line_over_the_byte_cap_is_skipped_without_reading_it_whole(tmp_path, caplog, monkeypatch):
+    from launch.data.problem_rows import capped_lines
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join([_good(1).encode(), b'{"problem": "' + b"x" * 200 + b'", "answer": "1"}',
+                                 _good(3).encode()]) + b"\n")
+    with path.open("rb") as f:
+        got = list(capped_lines(f, limit=100))
+    assert [(n, raw is None) for n, raw in got] == [(1, False), (2, True), (3, False)]
+    import launch.data.benchmarks as b
+
+    monkeypatch.setattr(b, "MAX_LINE_BYTES", 100)
+    with caplog.at_level(logging.WARNING, logger="oreal"):
+        problems = b.load_jsonl_problems(path)
+    assert [p.id for p in problems] == ["big-1", "big-3"]
+    assert f"{path}:2: line over 100 bytes" in caplog.text

@@ -158,3 +158,12 @@ def test_cli_exit_status_and_output(tmp_path):
     assert bad.returncode == 1
     assert "step 2: query q0 sample 0 appears 2 times" in bad.stderr and "FAILED" in bad.stderr
     assert records.main([str(run)]) == 1
+
+
+def test_the_judges_answer_is_in_the_record():
+    queries = [Problem("q0", "Compute.", "1/2")]
+    groups = [[Rollout("q0", (1,), (2,), f"r{k}", True, (), 0) for k in range(2)]]
+    verdicts = [Verdict(True, "correct", "0.5", judge="yes"), Verdict(False, "incorrect", "3")]
+    selection = select(groups, [[True, False]], AlgoConfig(), random.Random(0))
+    rows = records.step_records(1, queries, {"q0": "p"}, groups, verdicts, selection)
+    assert [r["judge"] for r in rows] == ["yes", None]
