@@ -47,7 +47,8 @@ class AlgoConfig:
     mode: str = "oreal"
     # eta: weight of the negative (shaped) term.
     eta: float = 0.5
-    # beta: weight of the k3 KL to the frozen initial policy (0 skips the reference model).
+    # beta: weight of the KL (algo.kl_type, k3 by default) to the frozen initial policy (0 skips the
+    # reference model).
     beta: float = 0.01
     # Positive samples weighted by A+ (released configs) rather than 1 (paper prose).
     pos_mult_adv: bool = True

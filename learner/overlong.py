@@ -10,7 +10,7 @@ than for being wrong. The options (``learner.selection.select`` applies them):
   pair and of the RM's samples. DAPO's overlong filtering and TRL's
   ``mask_truncated_completions`` mask its loss; here it also leaves the query's statistics,
   which would otherwise still count it as a failure (raising A+, lowering |A-|);
-* ``penalty``: DAPO's soft overlong punishment (Yu et al., "DAPO", arXiv 2503.14476, eq. 13),
+* ``penalty``: DAPO's soft overlong punishment (Yu et al., "DAPO", arXiv 2503.14476, section 3.4),
   added to every sample's reward before the advantages: ``overlong_penalty`` below.
 """
 from __future__ import annotations
