@@ -29,9 +29,13 @@ def engine_correction(logprobs: Tensor, engine_logprobs: Tensor | None, mask: Te
     ranks by ``LearnerGroup`` (``*_max`` by max): ``rollout/logprob_mismatch_sum`` and
     ``_n`` (sum and count of ``|logp_old - logp_engine|``), ``rollout/logprob_mismatch_max``;
     with a cap, ``learner/tis_clipped_n`` (tokens whose ratio exceeded it) and
-    ``learner/tis_weight_sum`` (the weights over the masked tokens). None: no engine log-probs.
+    ``learner/tis_weight_sum`` (the weights over the masked tokens). No engine log-probs: no
+    metrics, and an error if a cap asks for weights on tokens there are.
     """
     if engine_logprobs is None:
+        if cap is not None and bool(mask.any()):
+            raise ValueError("algo.tis_cap needs the engines' log-probs of the sampled tokens "
+                             "(rollout.behaviour_logprobs=true), and these samples carry none")
         return None, {}
     known = mask.bool() & torch.isfinite(engine_logprobs)
     log_ratio = torch.where(known, logprobs.detach() - engine_logprobs.to(logprobs.dtype), 0.0)

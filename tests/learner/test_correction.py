@@ -31,7 +31,10 @@ def test_mismatch_and_weights_by_hand():
     # no cap: the metric only; no engine log-probs: nothing
     w0, m0 = engine_correction(logp, engine, mask, None)
     assert w0 is None and set(m0) == {f"rollout/logprob_mismatch_{k}" for k in ("sum", "n", "max")}
-    assert engine_correction(logp, None, mask, 2.0) == (None, {})
+    assert engine_correction(logp, None, mask, None) == (None, {})
+    assert engine_correction(logp, None, torch.zeros_like(mask), 2.0) == (None, {})  # a placeholder batch
+    with pytest.raises(ValueError, match="rollout.behaviour_logprobs"):
+        engine_correction(logp, None, mask, 2.0)
 
 
 def test_ratio_overflow_is_clipped_not_inf():
