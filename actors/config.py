@@ -57,10 +57,13 @@ class RolloutConfig:
     # core's own process schedules beside the forward pass. Tensor-parallel engines keep
     # their "mp" workers either way.
     in_process_engine: bool = False
-    # Return each sampled token's log-prob with the rollout (Rollout.logprobs). The on-policy
-    # OREAL loss recomputes log-probs in the learner and never reads them; on, they cost
-    # Python objects per token (for off-policy diagnostics).
-    behaviour_logprobs: bool = False
+    # Return each sampled token's log-prob with the rollout (Rollout.logprobs; the model's raw
+    # distribution, before temperature and top-p): the learner compares them with its own
+    # (rollout/logprob_mismatch), weighs by their ratio (algo.tis_cap) and, one step
+    # off-policy, uses them as pi_old. Training rollouts only, in vLLM's flat form (a few
+    # lists per request); false: none, and no mismatch metric (algo.tis_cap and
+    # algo.max_staleness=1 turn it back on).
+    behaviour_logprobs: bool = True
     # Sample each query with its own seed, hashed from the run seed, the step, its position in
     # the step and its id (`actors.engine.request_seeds`): a query's K samples then depend only
     # on the weights and that seed, not on the engine's RNG history, the routing or a restart,

@@ -76,12 +76,16 @@ class RolloutEngine:
     def _params(self, count: int, n: int | None, greedy: bool, seeds: Sequence[int] | None):
         from vllm import SamplingParams
 
+        # the sampled token's log-prob (logprobs=0), in vLLM's flat form: a few lists per
+        # request instead of a dict and a Logprob object per token; greedy evaluation needs none
+        want = self.cfg.behaviour_logprobs and not greedy
         options = dict(
             n=n or self.cfg.n_samples,
             temperature=0.0 if greedy else self.cfg.temperature,
             top_p=1.0 if greedy else self.cfg.top_p,
             max_tokens=self.cfg.max_new_tokens,
-            logprobs=0 if self.cfg.behaviour_logprobs else None,
+            logprobs=0 if want else None,
+            flat_logprobs=want,
         )
         if seeds is not None and len(seeds) != count:
             raise ValueError(f"{len(seeds)} seeds for {count} prompts")
@@ -92,7 +96,7 @@ class RolloutEngine:
         group = []
         for c in out.outputs:
             ids = tuple(c.token_ids)
-            lps = tuple(_chosen_logprob(step, tok) for step, tok in zip(c.logprobs or [], ids))
+            lps = sampled_logprobs(c.logprobs, ids)
             group.append(Rollout(query_id=qid, prompt_ids=tuple(out.prompt_token_ids), response_ids=ids,
                                  response_text=c.text, finished=c.finish_reason == "stop", logprobs=lps,
                                  policy_version=self.policy_version))
@@ -221,6 +225,19 @@ def cpu_bind_mask(bind: str) -> str:
     if bind != "all":
         return bind
     return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+
+def sampled_logprobs(logprobs, token_ids: Sequence[int]) -> tuple[float, ...]:
+    """The sampled tokens' log-probs from a CompletionOutput's `logprobs`: vLLM's FlatLogprobs
+    (each position's entries in flat lists, the sampled token first) or a list of dicts; NaN
+    where a position lacks its token; () when none were asked for."""
+    if not logprobs:
+        return ()
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        ids, values = logprobs.token_ids, logprobs.logprobs
+        return tuple(float(values[s]) if s < e and ids[s] == tok else math.nan
+                     for s, e, tok in zip(logprobs.start_indices, logprobs.end_indices, token_ids))
+    return tuple(_chosen_logprob(step, tok) for step, tok in zip(logprobs, token_ids))
 
 
 def _chosen_logprob(step: dict | None, token_id: int) -> float:

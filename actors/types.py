@@ -17,7 +17,7 @@ class Rollout:
     # True when the response ended with the stop token; False means truncated (reward -1).
     finished: bool
     # [T] log pi_old(y_t | d, y_<t) as the engine sampled it; () unless the engine was asked
-    # for them (rollout.behaviour_logprobs).
+    # for them (rollout.behaviour_logprobs; greedy decoding never is).
     logprobs: tuple[float, ...]
     # Version of the weights that produced this sample (0 = initial policy).
     policy_version: int

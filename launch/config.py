@@ -131,9 +131,12 @@ class TrainConfig:
     save_policy: bool = False
 
     def __post_init__(self) -> None:
-        if self.algo.max_staleness and not self.rollout.behaviour_logprobs:
-            # one step off-policy: the ratio's pi_old is the sampling engine's log-probs
+        if (self.algo.max_staleness or self.algo.tis_cap is not None) and not self.rollout.behaviour_logprobs:
+            # one step off-policy: the ratio's pi_old is the sampling engine's log-probs; TIS: its ratio
             self.rollout.behaviour_logprobs = True
+        if self.algo.overlong == "penalty" and not self.algo.overlong_buffer < self.rollout.max_new_tokens:
+            raise ValueError(f"algo.overlong_buffer={self.algo.overlong_buffer} must be below rollout.max_new_tokens="
+                             f"{self.rollout.max_new_tokens}: the penalty ramps over the last overlong_buffer tokens")
         if self.algo.max_staleness and self.algo.kl_target == "old":
             raise ValueError("algo.max_staleness=1 with algo.kl_target=old is not supported: the KL to pi_old "
                              "would need pi_old's full distribution; use kl_target=initial")

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -83,7 +83,8 @@ class EvalRoles:
 
         self.verifier = VerifierPool(cfg.verifier)
         self.verifier.self_check(golds)  # golds the verifier cannot grade: refused before the engines
-        self.rollout = RolloutGroup(cfg.rollout, model_path, cfg.seed)
+        # nothing here reads the sampled tokens' log-probs (training's mismatch metric): not asked for
+        self.rollout = RolloutGroup(replace(cfg.rollout, behaviour_logprobs=False), model_path, cfg.seed)
 
     def shutdown(self) -> None:
         self.rollout.shutdown()

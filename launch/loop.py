@@ -169,7 +169,8 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
                            cfg.verifier.alarm_judge_rescued_frac)  # and the judge's rescued share
     K = len(groups[0])
     correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
-    selection = select(groups, correct, cfg.algo, rng)  # rewards, advantages over all K, filter
+    # rewards (algo.overlong), advantages over all K, filter
+    selection = select(groups, correct, cfg.algo, rng, cfg.rollout.max_new_tokens)
     if run_dir is not None:  # the audit record: every sample, its verdict, r, A, kept or why not
         with timed(timings, "records"):
             records.write_step(run_dir, step + 1, records.step_records(
@@ -179,7 +180,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     if alarm.level == "warn":
         log.warning("%s", alarm.message(step + 1))
     metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts), **alarm.metrics,
-               "learner/kept_query_frac": selection.kept_query_frac}
+               **selection.metrics()}
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
         if cfg.algo.max_staleness and next_queries is not None:  # step t+1 generates while step t trains
             roles.ahead.prefetch(step + 1, next_queries, prompt, cfg.seed)

@@ -13,7 +13,9 @@ metrics.jsonl, from 1), one JSON object per generated sample:
 | outcome, answer, detail | the verdict (`verifier.verdict.OUTCOMES`), extracted answer, reason |
 | judge | what the LLM judge said (`yes`, `no`, `error`; null: not asked, or the judge is off) |
 | gold | the gold answer |
-| reward, advantage | r and A (over all K samples, before filtering; docs/algorithm.md steps 2-3) |
+| reward, advantage | r and A (over all K samples, before filtering; docs/algorithm.md steps 2-3); r
+  includes the length penalty under algo.overlong=penalty; under algo.overlong=filter A is over
+  the finished samples, 0 for a truncated one (why "truncated") |
 | kept, why | trained on or not, and why (`learner.selection.WHY`, or "verifier_alarm": the
   step was stopped by the verifier alarm before training) |
 | policy_version | the weights version that sampled it |

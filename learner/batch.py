@@ -22,12 +22,16 @@ class TrainSample:
     reward: float
     # A: RLOO (or GRPO) advantage over all K samples of the query, computed before filtering.
     advantage: float
-    # log pi_old of each response token under the policy that sampled it (the engine's), for
-    # the off-policy ratio (algo.max_staleness=1); None: on-policy.
+    # log pi_engine of each response token as the engine sampled it (rollout.behaviour_logprobs):
+    # the learner's mismatch metric and TIS (algo.tis_cap), and pi_old of the off-policy ratio
+    # (algo.max_staleness=1); None: the engine returned none.
     behaviour_logprobs: tuple[float, ...] | None = None
     # Weight of this sequence in the token RM's BCE (algo.rm_samples=all: 1 / its class's
     # count in the query); 1 for a kept pair (docs/algorithm.md step 5).
     rm_weight: float = 1.0
+    # The verifier's verdict: a positive (cloned, RM label 1) or a negative sample. None: the
+    # sign of the reward says (algo.overlong=penalty can push a correct sample's reward to 0).
+    correct: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids or not self.response_ids:
@@ -35,7 +39,7 @@ class TrainSample:
 
     @property
     def positive(self) -> bool:
-        return self.reward > 0
+        return self.reward > 0 if self.correct is None else self.correct
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,18 @@ class Batch:
     advantages: torch.Tensor  # [S]
     # True for a placeholder micro-batch that only keeps the ZeRO-3 collectives in step.
     dummy: bool = False
-    # [S, L-1] behaviour log-probs in the loss's layout (0 off the response); None: on-policy.
-    old_logprobs: torch.Tensor | None = None
+    # [S, L-1] the engine's log-probs of the sampled tokens in the loss's layout (0 off the
+    # response); None: the samples carry none.
+    engine_logprobs: torch.Tensor | None = None
     # [S] each sequence's weight in the RM's BCE (TrainSample.rm_weight); None: all 1.
     rm_weights: torch.Tensor | None = None
+    # [S] bool: positive samples (TrainSample.positive); None: rewards > 0.
+    positive: torch.Tensor | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """[S] bool: the positives (the RM's label 1, the loss's cloned samples)."""
+        return self.rewards > 0 if self.positive is None else self.positive
 
 
 def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | str = "cpu") -> Batch:
@@ -101,8 +113,8 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
     input_ids = torch.full((S, L), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((S, L), dtype=torch.long)
     mask = torch.zeros((S, L - 1))
-    off_policy = any(s.behaviour_logprobs is not None for s in samples)
-    old = torch.zeros((S, L - 1)) if off_policy else None
+    with_engine = any(s.behaviour_logprobs is not None for s in samples)
+    old = torch.zeros((S, L - 1)) if with_engine else None
     for i, s in enumerate(samples):
         P, T = len(s.prompt_ids), len(s.response_ids)
         input_ids[i, : P + T] = torch.tensor(s.prompt_ids + s.response_ids)
@@ -110,8 +122,8 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
         mask[i, P - 1 : P + T - 1] = 1.0
         if old is not None:
             if s.behaviour_logprobs is None or len(s.behaviour_logprobs) != T:
-                raise ValueError(f"sample {i}: behaviour log-probs for {T} response tokens are needed off-policy, "
-                                 f"got {None if s.behaviour_logprobs is None else len(s.behaviour_logprobs)}")
+                raise ValueError(f"sample {i}: engine log-probs for its {T} response tokens are needed (the other "
+                                 f"samples have them), got {None if s.behaviour_logprobs is None else len(s.behaviour_logprobs)}")
             old[i, P - 1 : P + T - 1] = torch.tensor(s.behaviour_logprobs)
     return Batch(
         input_ids=input_ids.to(device),
@@ -119,8 +131,9 @@ def collate(samples: Sequence[TrainSample], pad_id: int, device: torch.device | 
         mask=mask.to(device),
         rewards=torch.tensor([s.reward for s in samples], device=device),
         advantages=torch.tensor([s.advantage for s in samples], device=device),
-        old_logprobs=None if old is None else old.to(device),
+        engine_logprobs=None if old is None else old.to(device),
         rm_weights=torch.tensor([s.rm_weight for s in samples], device=device),
+        positive=torch.tensor([s.positive for s in samples], dtype=torch.bool, device=device),
     )
 
 

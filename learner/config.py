@@ -11,6 +11,10 @@ RM_SAMPLES = ("pair", "all")
 OFFLOAD_MODELS = ("policy", "rm", "reference")
 # learner.sync_mode: how the policy's weights reach the engines (learner.weight_sync).
 SYNC_MODES = ("shards", "gather")
+# algo.overlong: what a truncated response (no stop token) does to the loss (learner.overlong).
+OVERLONG = ("keep", "filter", "penalty")
+# algo.kl_type: the KL estimator (learner.kl).
+KL_TYPES = ("k1", "k2", "k3", "mse")
 
 
 @dataclass
@@ -43,7 +47,8 @@ class AlgoConfig:
     mode: str = "oreal"
     # eta: weight of the negative (shaped) term.
     eta: float = 0.5
-    # beta: weight of the k3 KL to the frozen initial policy (0 skips the reference model).
+    # beta: weight of the KL (algo.kl_type, k3 by default) to the frozen initial policy (0 skips the
+    # reference model).
     beta: float = 0.01
     # Positive samples weighted by A+ (released configs) rather than 1 (paper prose).
     pos_mult_adv: bool = True
@@ -122,8 +127,42 @@ class AlgoConfig:
     # the sampling engine's log-probs as pi_old (rollout.behaviour_logprobs is turned on);
     # samples more than max_staleness versions old are dropped (rollout/stale_dropped).
     max_staleness: int = 0
+    # A truncated response (no stop token: cut at rollout.max_new_tokens) is "keep": graded
+    # like any other, reward_incorrect (the paper); "filter": left out of the loss, of its
+    # query's pass rate and advantages, of the kept pair and of the RM's samples (DAPO's
+    # overlong filtering, TRL's mask_truncated_completions); "penalty": DAPO's soft overlong
+    # punishment added to every sample's reward, 0 up to max_new_tokens - overlong_buffer
+    # tokens, then falling linearly to -1 at max_new_tokens.
+    overlong: str = "keep"
+    # Tokens before rollout.max_new_tokens over which overlong=penalty ramps from 0 to -1 (DAPO:
+    # 4096 of 20480); needed by penalty (> 0 and < rollout.max_new_tokens), unused otherwise.
+    overlong_buffer: int | None = None
+    # Truncated importance sampling: every policy term (not the KL) is weighted per token by
+    # min(pi_learner_old / pi_engine, tis_cap), the ratio of the learner's probability of the
+    # sampled token to the engine's (learner.correction; verl's rollout correction, TRL's
+    # vllm_importance_sampling_cap). null: off (the paper). At least 1.
+    tis_cap: float | None = None
+    # KL estimator of the penalty to the reference (learner.kl): k3 = exp(d) - d - 1 with
+    # d = logp_ref - logp (released configs, the authors' "unbias"), k1 = -d, k2 = d^2 / 2,
+    # mse = d^2 / 2 (the authors' name for k2's formula).
+    kl_type: str = "k3"
 
     def __post_init__(self) -> None:
+        if self.overlong not in OVERLONG:
+            raise ValueError(f"algo.overlong must be one of {OVERLONG}, got {self.overlong!r}")
+        if self.overlong_buffer is not None and self.overlong_buffer < 1:
+            raise ValueError(f"algo.overlong_buffer must be >= 1 token or null, got {self.overlong_buffer}")
+        if self.overlong == "penalty" and self.overlong_buffer is None:
+            raise ValueError("algo.overlong=penalty needs algo.overlong_buffer: the tokens before "
+                             "rollout.max_new_tokens over which the penalty ramps (DAPO: 4096 of 20480)")
+        if self.tis_cap is not None and not self.tis_cap >= 1:
+            raise ValueError(f"algo.tis_cap must be >= 1 or null (off), got {self.tis_cap}: a cap below 1 "
+                             "would shrink the tokens on which the engine and the learner agree")
+        if self.kl_type not in KL_TYPES:
+            raise ValueError(f"algo.kl_type must be one of {KL_TYPES}, got {self.kl_type!r}")
+        if self.kl_type == "k1" and self.kl_target == "old" and self.beta > 0:
+            raise ValueError("algo.kl_type=k1 with algo.kl_target=old: k1 to pi_old has value 0 and a gradient that "
+                             "is pure noise (grad log pi of the samples); use k2, k3 or mse, or kl_target=initial")
         if self.max_staleness not in (0, 1):
             raise ValueError(f"algo.max_staleness must be 0 (on-policy) or 1 (one step off-policy), "
                              f"got {self.max_staleness}")

@@ -92,12 +92,7 @@ class LearnerGroup:
         plans = [None] * self.cfg.world_size if rm_batches is None else self._rm_plans(rm_batches, rm_fresh)
         # Slice before shipping: each rank receives only its own shard.
         refs = [w.train_step.remote(ray.put(s), counts, step, p) for w, s, p in zip(self.workers, shards, plans)]
-        per_rank = gather(refs, "train_step")
-        total: dict[str, float] = {}
-        for m in per_rank:
-            for k, v in m.items():
-                total[k] = total.get(k, 0.0) + v
-        return _finalise(total, counts)
+        return _finalise(merge_ranks(gather(refs, "train_step")), counts)
 
     def _rm_plans(self, rm_batches: Sequence[Sequence[TrainSample]], fresh: Sequence[TrainSample]) -> list[RMPlan]:
         """Each rank's share of the RM's mini-batches (every rank the same micro-batch count in
@@ -202,6 +197,15 @@ class LearnerGroup:
             ray.kill(w)
 
 
+def merge_ranks(per_rank: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The ranks' metric sums as one: summed, except a `*_max` key, which keeps the largest."""
+    total: dict[str, float] = {}
+    for m in per_rank:
+        for k, v in m.items():
+            total[k] = max(total.get(k, v), v) if k.endswith("_max") else total.get(k, 0.0) + v
+    return total
+
+
 def _finalise(total: dict[str, float], counts: GlobalCounts) -> dict[str, float]:
     """Turn summed per-rank values into the logged means."""
     out = dict(total)
@@ -212,6 +216,12 @@ def _finalise(total: dict[str, float], counts: GlobalCounts) -> dict[str, float]
         out["learner/kl_k3_mean"] = out.pop("learner/kl_k3_sum") / tokens
         out["learner/w_pos_mean"] = out.pop("learner/w_pos_sum") / max(1, counts.n_pos_tokens)
         out["learner/w_neg_mean"] = out.pop("learner/w_neg_sum") / max(1, counts.n_neg_tokens)
+    if "rollout/logprob_mismatch_n" in total:  # the engines' log-probs against the learner's
+        out["rollout/logprob_mismatch"] = out.pop("rollout/logprob_mismatch_sum") / max(
+            1.0, out.pop("rollout/logprob_mismatch_n"))
+    if "learner/tis_clipped_n" in total:
+        out["learner/tis_clipped_frac"] = out.pop("learner/tis_clipped_n") / tokens
+        out["learner/tis_weight_mean"] = out.pop("learner/tis_weight_sum") / tokens
     if "reward_model/correct" in total:
         out["reward_model/accuracy"] = out.pop("reward_model/correct") / max(1, counts.n_seqs)
     out["learner/kept_tokens"] = float(counts.n_pos_tokens + counts.n_neg_tokens)

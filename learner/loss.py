@@ -33,7 +33,7 @@ Distributed use: pass the global counts ``n_pos_tokens``/``n_neg_tokens`` (all-r
 ranks). Then the per-rank losses SUM to the whole-batch loss; a data-parallel engine that
 AVERAGES gradients over ranks must therefore have the loss scaled by the world size.
 
-This module imports torch (and the torch-only `reward_model.loss`) only.
+This module imports torch (and the torch-only `reward_model.loss`, `learner.kl`) only.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from reward_model.loss import token_weights  # the RM role's public weight rule (torch only)
+from learner.kl import kl_k3_term, kl_term  # noqa: F401  (kl_k3_term: re-exported)
 
 Metrics = dict[str, Tensor]
 
@@ -173,20 +174,27 @@ def _masked(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, x, x.new_zeros(()))
 
 
+def _tis(tis: Tensor | None, mask: Tensor) -> Tensor | float:
+    """The truncated importance weights on the masked tokens (``learner.correction``), or 1."""
+    return 1.0 if tis is None else _masked(tis.detach(), mask)
+
+
 def positive_bc_term(logprobs: Tensor, A_pos: Tensor, w_pos: Tensor, mask: Tensor,
-                     N_pos: Tensor) -> tuple[Tensor, Metrics]:
+                     N_pos: Tensor, tis: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """Behaviour cloning of positives: ``sum_i A+_i sum_t w+_it l_it / N+``, ``l = -log pi``.
 
     ``mask`` selects the positives' response tokens; ``A_pos`` is ``[S]`` (1 for the paper
-    prose's unscaled cloning), ``w_pos`` ``[S, T]`` (all 1 without the RM).
+    prose's unscaled cloning), ``w_pos`` ``[S, T]`` (all 1 without the RM). ``tis`` (``[S, T]``,
+    ``algo.tis_cap``): a detached per-token factor on ``l_it``, the truncated importance weight.
     """
     l = -_masked(logprobs, mask)
-    loss = (A_pos[:, None] * _masked(w_pos, mask) * l).sum() / N_pos
+    loss = (A_pos[:, None] * _masked(w_pos, mask) * _tis(tis, mask) * l).sum() / N_pos
     return loss, {"pos": loss.detach()}
 
 
 def negative_term(logprobs: Tensor, A_neg: Tensor, w_neg: Tensor, mask: Tensor,
-                  N_neg: Tensor, eta: float, old_logprobs: Tensor | None = None) -> tuple[Tensor, Metrics]:
+                  N_neg: Tensor, eta: float, old_logprobs: Tensor | None = None,
+                  tis: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """Shaped negatives: ``-eta * sum_i sum_t rho_it A-_i w-_it / N-``.
 
     On-policy (``old_logprobs`` None): ``rho_t = exp(logp_t - stopgrad(logp_t))`` has value 1
@@ -194,36 +202,27 @@ def negative_term(logprobs: Tensor, A_neg: Tensor, w_neg: Tensor, mask: Tensor,
     since ``A- <= 0``) and the gradient ``-eta A- w- grad log pi / N-`` pushes the negatives'
     log-probs down. Off-policy (``algo.max_staleness=1``): ``rho_t = exp(logp_t - logp_old_t)``
     with ``logp_old`` the behaviour policy's (the sampling engine's) log-probs: value
-    ``pi/pi_old``, gradient ``rho grad log pi``.
+    ``pi/pi_old``, gradient ``rho grad log pi``. ``tis`` (``algo.tis_cap``) multiplies ``rho``
+    per token: on-policy ``rho`` then has value ``tis`` and gradient ``tis grad log pi``.
     """
     logp = _masked(logprobs, mask)
     rho = torch.exp(logp - (logp.detach() if old_logprobs is None else _masked(old_logprobs, mask)))
-    loss = -eta * (rho * A_neg[:, None] * _masked(w_neg, mask)).sum() / N_neg
+    loss = -eta * (rho * _tis(tis, mask) * A_neg[:, None] * _masked(w_neg, mask)).sum() / N_neg
     return loss, {"neg": loss.detach()}
 
 
 def reinforce_term(logprobs: Tensor, R: Tensor, mask: Tensor, N: Tensor,
-                   old_logprobs: Tensor | None = None) -> tuple[Tensor, Metrics]:
+                   old_logprobs: Tensor | None = None, tis: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """REINFORCE: ``-sum_i R_i sum_t log pi_it / N`` with ``R`` the reward r or advantage A.
     Off-policy (``old_logprobs`` given): ``-sum_i R_i sum_t rho_it / N`` with
-    ``rho = pi / pi_old``, whose gradient is the importance-weighted policy gradient."""
+    ``rho = pi / pi_old``, whose gradient is the importance-weighted policy gradient.
+    ``tis`` (``algo.tis_cap``): a detached per-token factor on ``log pi_it``."""
     if old_logprobs is not None:
         logp = _masked(logprobs, mask)
         loss = -(R[:, None] * torch.exp(logp - _masked(old_logprobs, mask)) * mask).sum() / N
         return loss, {"pg": loss.detach()}
-    loss = -(R[:, None] * _masked(logprobs, mask)).sum() / N
+    loss = -(R[:, None] * _tis(tis, mask) * _masked(logprobs, mask)).sum() / N
     return loss, {"pg": loss.detach()}
-
-
-def kl_k3_term(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, N: Tensor,
-               beta: float) -> tuple[Tensor, Metrics]:
-    """KL to the frozen initial policy, k3: ``beta * sum_t (exp(delta_t) - delta_t - 1) / N``,
-    ``delta_t = logp_ref_t - logp_t``, over every kept (masked) token."""
-    delta = _masked(ref_logprobs.to(logprobs.dtype) - logprobs, mask)
-    k3 = torch.exp(delta) - delta - 1  # 0 where delta was masked to 0
-    loss = beta * k3.sum() / N
-    n_local = mask.sum().clamp(min=1)
-    return loss, {"kl": loss.detach(), "kl_k3_mean": (k3.sum() / n_local).detach()}
 
 
 # --------------------------------------------------------------------------- modes
@@ -242,20 +241,21 @@ class TermInputs:
     eta: float
     pos_mult_adv: bool
     old_logprobs: Tensor | None = None  # [S, T] behaviour policy's, off-policy only
+    tis: Tensor | None = None           # [S, T] truncated importance weights (algo.tis_cap)
 
 
 def reinforce_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
     """REINFORCE on every sample, split into the positives' and negatives' share (both / N)."""
-    pos, _ = reinforce_term(b.logprobs, b.R, b.mask_pos, b.N, b.old_logprobs)
-    neg, _ = reinforce_term(b.logprobs, b.R, b.mask_neg, b.N, b.old_logprobs)
+    pos, _ = reinforce_term(b.logprobs, b.R, b.mask_pos, b.N, b.old_logprobs, b.tis)
+    neg, _ = reinforce_term(b.logprobs, b.R, b.mask_neg, b.N, b.old_logprobs, b.tis)
     return (pos, {"pos": pos.detach()}), (neg, {"neg": neg.detach()})
 
 
 def oreal_terms(b: TermInputs) -> tuple[tuple[Tensor, Metrics], tuple[Tensor, Metrics]]:
     """Behaviour cloning of positives (/ N+) and shaped negatives (/ N-)."""
     A_pos = b.R if b.pos_mult_adv else torch.ones_like(b.R)
-    return (positive_bc_term(b.logprobs, A_pos, b.w_pos, b.mask_pos, b.N_pos),
-            negative_term(b.logprobs, b.R, b.w_neg, b.mask_neg, b.N_neg, b.eta, b.old_logprobs))
+    return (positive_bc_term(b.logprobs, A_pos, b.w_pos, b.mask_pos, b.N_pos, b.tis),
+            negative_term(b.logprobs, b.R, b.w_neg, b.mask_neg, b.N_neg, b.eta, b.old_logprobs, b.tis))
 
 
 @dataclass(frozen=True)
@@ -295,14 +295,17 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                n_neg_tokens: int | Tensor | None = None,
                rm_score: str = "prefix_mean", topk_ratios: tuple[float, float] | None = None,
                force_w_pos_one: bool = False, shuffle_weights: bool = False,
-               old_logprobs: Tensor | None = None) -> dict[str, Tensor]:
+               old_logprobs: Tensor | None = None, kl_type: str = "k3", tis_weights: Tensor | None = None,
+               positive: Tensor | None = None) -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
 
     Shapes: ``logprobs``, ``ref_logprobs``, ``rm_scores``, ``mask`` are ``[S, T]`` in the
     shifted layout of the module docstring; ``rewards``, ``advantages`` are ``[S]``.
-    Positives are ``rewards > 0``. ``rm_scores`` are the RM's raw per-token logits from the
-    RM BEFORE this step's update (only ``mode="oreal"`` needs them; ``advantages`` is unused,
-    and may be None, in ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
+    Positives are ``rewards > 0``, or ``positive`` (``[S]`` bool: correct, whatever the
+    reward; ``algo.overlong=penalty`` can make a correct sample's reward <= 0). ``rm_scores``
+    are the RM's raw per-token logits from the RM BEFORE this step's update (only
+    ``mode="oreal"`` needs them; ``advantages`` is unused, and may be None, in
+    ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
     summed over all ranks (default: this batch's counts); give both or neither.
     ``rm_score`` is how a token's RM score becomes ``q_t``: ``"prefix_mean"`` (released
     configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``; then
@@ -313,6 +316,10 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     (``shuffle_within``): the RM's means and spread, none of its token-level information.
     ``old_logprobs`` (``[S, T]``, off-policy samples): the behaviour policy's log-probs, the
     ratio's ``pi_old`` in the negative (and REINFORCE) terms; None: on-policy, ratio 1.
+    ``kl_type``: the KL estimator (``learner.kl``: k1, k2, k3, mse). ``tis_weights`` (``[S, T]``,
+    detached, ``learner.correction``): truncated importance weights multiplying every policy
+    term per token (not the KL); they stand for the ratio to the engine, so ``old_logprobs``
+    must then be None.
 
     Returns ``loss`` (scalar with grad) and detached metrics: ``pos``, ``neg``, ``kl`` (the
     three terms, summing to ``loss``), ``kl_k3_mean`` (per-token k3, this batch),
@@ -327,7 +334,9 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
         raise ValueError("give both n_pos_tokens and n_neg_tokens (global counts) or neither")
     spec = MODES[mode]
     mask = mask.bool()
-    is_pos = rewards > 0
+    if tis_weights is not None and old_logprobs is not None:
+        raise ValueError("tis_weights already weigh by the ratio to the engine: give old_logprobs=None with them")
+    is_pos = rewards > 0 if positive is None else positive.bool()
     mask_pos, mask_neg = mask & is_pos[:, None], mask & ~is_pos[:, None]
     if spec.rm_weights:
         if rm_scores is None:
@@ -346,10 +355,10 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     b = TermInputs(logprobs=logprobs, R=R.to(logprobs.dtype), w_pos=w_pos.to(logprobs.dtype),
                    w_neg=w_neg.to(logprobs.dtype), mask_pos=mask_pos, mask_neg=mask_neg,
                    N_pos=N_pos.clamp(min=1), N_neg=N_neg.clamp(min=1), N=(N_pos + N_neg).clamp(min=1),
-                   eta=eta, pos_mult_adv=pos_mult_adv, old_logprobs=old_logprobs)
+                   eta=eta, pos_mult_adv=pos_mult_adv, old_logprobs=old_logprobs, tis=tis_weights)
 
     (pos, m_pos), (neg, m_neg) = spec.terms(b)
-    kl, m_kl = kl_k3_term(logprobs, ref_logprobs, mask, b.N, beta)
+    kl, m_kl = kl_term(logprobs, ref_logprobs, mask, b.N, beta, kl_type)
     n_pos, n_neg = mask_pos.sum().float(), mask_neg.sum().float()
     return {
         "loss": pos + neg + kl, **m_pos, **m_neg, **m_kl,

@@ -19,14 +19,16 @@ from learner.batch import TrainSample
 
 def rm_samples_of(groups: Sequence[Sequence[Any]], correct: Sequence[Sequence[bool]], kept: Sequence[TrainSample],
                   rewards: Sequence[Sequence[float]], advantages: Sequence[Sequence[float]],
-                  how: str = "pair") -> list[TrainSample]:
+                  how: str = "pair", usable: Sequence[Sequence[bool]] | None = None) -> list[TrainSample]:
     """This step's RM samples. ``"pair"``: ``kept`` (the policy's kept pairs, weight 1 each).
     ``"all"``: every sample with a response of each mixed query (one correct and one incorrect
     at least), weighted ``1 / n_pos`` (correct) or ``1 / n_neg`` (incorrect) over the query's
     samples with a response, so a query weighs 1 per class as its pair does.
 
     ``groups[q][i]`` has ``prompt_ids`` and ``response_ids`` (a rollout); ``rewards``,
-    ``advantages`` are the selection's ``[B][K]``.
+    ``advantages`` are the selection's ``[B][K]``; ``usable`` (the selection's, ``[B][K]``)
+    leaves out the samples that do not count (``algo.overlong=filter``: the truncated ones).
+    Each sample keeps its verdict (``correct``): the RM's label.
 
     >>> from types import SimpleNamespace as R
     >>> g = [[R(prompt_ids=(1,), response_ids=(2,)) for _ in range(4)]]
@@ -34,18 +36,18 @@ def rm_samples_of(groups: Sequence[Sequence[Any]], correct: Sequence[Sequence[bo
     [1.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
     """
     if how == "pair":
-        return [TrainSample(s.prompt_ids, s.response_ids, s.reward, s.advantage) for s in kept]
+        return [TrainSample(s.prompt_ids, s.response_ids, s.reward, s.advantage, correct=s.correct) for s in kept]
     if how != "all":
         raise ValueError(f"algo.rm_samples must be 'pair' or 'all', got {how!r}")
     out: list[TrainSample] = []
-    for group, c, r, a in zip(groups, correct, rewards, advantages):
-        idx = [i for i in range(len(group)) if group[i].response_ids]
+    for q, (group, c, r, a) in enumerate(zip(groups, correct, rewards, advantages)):
+        idx = [i for i in range(len(group)) if group[i].response_ids and (usable is None or usable[q][i])]
         n_pos = sum(1 for i in idx if c[i])
         n_neg = len(idx) - n_pos
         if not n_pos or not n_neg:
             continue  # no contrast in this query: nothing the RM can tell apart
         out += [TrainSample(tuple(group[i].prompt_ids), tuple(group[i].response_ids), r[i], a[i],
-                            rm_weight=1.0 / (n_pos if c[i] else n_neg)) for i in idx]
+                            rm_weight=1.0 / (n_pos if c[i] else n_neg), correct=bool(c[i])) for i in idx]
     return out
 
 
@@ -77,14 +79,15 @@ class RMReplay:
         """Back from ``to_json``; ``steps`` (the run's ``algo.rm_replay_steps``) keeps the newest
         that many when it differs from the saved size."""
         buffer = [[TrainSample(tuple(s["prompt_ids"]), tuple(s["response_ids"]), s["reward"], s["advantage"],
-                               rm_weight=s["rm_weight"]) for s in step] for step in d["buffer"]]
+                               rm_weight=s["rm_weight"], correct=s.get("correct")) for s in step]
+                  for step in d["buffer"]]
         n = steps or d["steps"]
         return cls(n, deque(buffer[-n:]))
 
 
 def _sample_json(s: TrainSample) -> dict[str, Any]:
     return {"prompt_ids": list(s.prompt_ids), "response_ids": list(s.response_ids), "reward": s.reward,
-            "advantage": s.advantage, "rm_weight": s.rm_weight}
+            "advantage": s.advantage, "rm_weight": s.rm_weight, "correct": s.correct}
 
 
 def rm_minibatches(samples: Sequence[TrainSample], epochs: int, minibatches: int,
@@ -119,7 +122,7 @@ def rm_step_data(algo, replay: RMReplay | None, groups, correct, selection, seed
     if not (algo.uses_rm and algo.rm_own_data):
         return None, []
     fresh = rm_samples_of(groups, correct, selection.samples, selection.rewards, selection.advantages,
-                          algo.rm_samples)
+                          algo.rm_samples, usable=selection.usable)
     replay = replay if replay is not None else RMReplay(algo.rm_replay_steps)
     replay.add(fresh)
     batches = rm_minibatches(replay.samples(), algo.rm_epochs, algo.rm_minibatches, random.Random(f"rm-{seed}-{step}"))

@@ -20,6 +20,7 @@ import torch
 from learner import ckpt_io
 from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, collate
 from learner.config import AlgoConfig, LearnerConfig
+from learner.correction import engine_correction
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
 from reward_model.instruments import RMStats
 from reward_model.loss import rm_accuracy, score_columns, token_rm_loss, token_weights
@@ -160,7 +161,7 @@ class LearnerWorker:
                 with torch.no_grad():
                     rm_scores = [self._rm_scores(b) for b in batches]
                 for b, scores in zip(batches, rm_scores):
-                    _add(sums, {"reward_model/correct": rm_accuracy(scores, b.mask, b.rewards > 0) * _rows(b)})
+                    _add(sums, {"reward_model/correct": rm_accuracy(scores, b.mask, b.labels) * _rows(b)})
                 self._train_rm_on_plan(rm_plan, sums)
             sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
             if self._rm_eval_due(step):  # an RM forward more: on the held-out instruments' steps only
@@ -183,6 +184,10 @@ class LearnerWorker:
                 logprobs, entropy = token_logprobs(logits, b.input_ids, with_entropy=True)
                 # kl_target "old": on-policy, pi_old is the current policy before this update.
                 ref_logprobs = self._ref_logprobs(b) if self.algo.uses_ref else logprobs.detach()
+                # the engine's log-probs: the mismatch, TIS weights, or the off-policy ratio's pi_old
+                tis, corrected = engine_correction(logprobs, b.engine_logprobs, b.mask, self.algo.tis_cap)
+                _add(sums, corrected)
+                off_policy = b.engine_logprobs if self.algo.max_staleness and tis is None else None
                 out = oreal_loss(
                     logprobs, ref_logprobs, rm_scores[i], b.mask, b.rewards, b.advantages,
                     mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,
@@ -190,7 +195,7 @@ class LearnerWorker:
                     n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
                     rm_score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
                     force_w_pos_one=self.algo.force_w_pos_one, shuffle_weights=self.algo.shuffle_token_weights,
-                    old_logprobs=b.old_logprobs,
+                    old_logprobs=off_policy, kl_type=self.algo.kl_type, tis_weights=tis, positive=b.labels,
                 )
                 self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
                                      scale_wrt_gas=False)
@@ -225,7 +230,7 @@ class LearnerWorker:
         for i, b in enumerate(batches):
             self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
             scores = self._rm_scores(b)
-            loss, _ = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=total,
+            loss, _ = token_rm_loss(scores, b.mask, b.labels.float(), n_seqs=total,
                                     weights=b.rm_weights if weighted else None)
             self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
             loss_sum += float(loss.detach())
@@ -241,7 +246,7 @@ class LearnerWorker:
             for i, b in enumerate(batches):
                 self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 scores = self._rm_scores(b)
-                loss, m = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=counts.n_seqs)
+                loss, m = token_rm_loss(scores, b.mask, b.labels.float(), n_seqs=counts.n_seqs)
                 self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                 if epoch == 0:  # weights and metrics: the RM as it was before this step
                     scores_before.append(scores.detach())
@@ -263,7 +268,7 @@ class LearnerWorker:
         out = 0.0
         with torch.no_grad():
             for b in batches:
-                loss, _ = token_rm_loss(self._rm_scores(b), b.mask, (b.rewards > 0).float(), n_seqs=total,
+                loss, _ = token_rm_loss(self._rm_scores(b), b.mask, b.labels.float(), n_seqs=total,
                                         weights=b.rm_weights)
                 out += 0.0 if b.dummy else float(loss)
         return out
@@ -296,7 +301,7 @@ class LearnerWorker:
         stats = RMStats()
         for b, mb, scores in zip(batches, micro_batches, rm_scores):
             if not b.dummy:
-                stats = stats + RMStats.of(scores, b.mask, b.rewards, [hash(s.prompt_ids) for s in mb],
+                stats = stats + RMStats.of(scores, b.mask, b.labels.float(), [hash(s.prompt_ids) for s in mb],
                                            self.algo.rm_score, self.algo.topk_ratios)
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             parts = [None] * torch.distributed.get_world_size()
@@ -504,8 +509,10 @@ def _rows(b: Batch) -> float:
 
 
 def _add(sums: dict[str, float], values: dict[str, torch.Tensor | float]) -> None:
+    """Sum each value into `sums`; a `*_max` key keeps the largest (as `LearnerGroup` merges ranks)."""
     for k, v in values.items():
-        sums[k] = sums.get(k, 0.0) + float(v)
+        x = float(v)
+        sums[k] = max(sums.get(k, x), x) if k.endswith("_max") else sums.get(k, 0.0) + x
 
 
 def _grad_norm(engine) -> float:

@@ -16,9 +16,40 @@ def test_cpu_bind_all_names_every_core_this_process_may_use():
     assert cpu_bind_mask("nobind") == "nobind"
 
 
-def test_defaults_keep_vllm_auto_binding_and_skip_behaviour_logprobs():
+def test_defaults_keep_vllm_auto_binding_and_return_sampled_logprobs():
     cfg = RolloutConfig()
-    assert cfg.cpu_threads_bind is None and cfg.behaviour_logprobs is False
+    # the sampled tokens' log-probs come back by default: rollout/logprob_mismatch every step
+    assert cfg.cpu_threads_bind is None and cfg.behaviour_logprobs is True
+
+
+def test_training_samples_ask_for_flat_sampled_logprobs_greedy_for_none():
+    from actors.engine import RolloutEngine
+
+    engine = RolloutEngine.__new__(RolloutEngine)  # _params reads the config only
+    engine.cfg = RolloutConfig(n_samples=4)
+    sampled = engine._params(1, None, False, None)
+    assert (sampled.logprobs, sampled.flat_logprobs, sampled.n) == (0, True, 4)
+    greedy = engine._params(1, 1, True, None)
+    assert greedy.logprobs is None and not greedy.flat_logprobs
+    engine.cfg = RolloutConfig(behaviour_logprobs=False)
+    assert engine._params(1, None, False, None).logprobs is None
+
+
+def test_sampled_logprobs_read_from_vllms_flat_and_dict_forms():
+    import math
+
+    from vllm.logprobs import FlatLogprobs, Logprob
+
+    from actors.engine import sampled_logprobs
+
+    flat = FlatLogprobs()
+    for tok, lp in ((5, -0.5), (6, -1.25), (9, -3.0)):  # position 2 holds another token than 7
+        flat.append({tok: Logprob(logprob=lp, rank=1, decoded_token=None)})
+    got = sampled_logprobs(flat, (5, 6, 7))
+    assert got[:2] == (-0.5, -1.25) and math.isnan(got[2])
+    as_dicts = [{5: Logprob(-0.5, 1, None)}, {6: Logprob(-1.25, 1, None)}, {7: Logprob(-2.0, 1, None)}]
+    assert sampled_logprobs(as_dicts, (5, 6, 7)) == (-0.5, -1.25, -2.0)
+    assert sampled_logprobs(None, (5,)) == () and sampled_logprobs(FlatLogprobs(), (5,)) == ()
 
 
 def _rollout(logprobs):

@@ -75,3 +75,26 @@ def test_every_yaml_field_has_a_comment_above_it():
             if not prev.startswith("#") and not prev.endswith(":"):
                 missing.append(f"{path.relative_to(ROOT)}:{i + 1}: {line}")
     assert not missing, "\n".join(missing)
+
+
+def test_every_key_is_in_the_configuration_page():
+    """docs/configuration.md lists every key of launch.train, each as `a.b.c`."""
+    import dataclasses
+
+    def keys(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                yield from keys(type(default), f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert [k for k in keys(TrainConfig) if f"`{k}`" not in page] == []
+
+
+def test_issue31_metrics_are_documented():
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    names = ("rollout/truncated_frac", "rollout/overlong_penalty_mean", "rollout/logprob_mismatch",
+             "rollout/logprob_mismatch_max", "learner/tis_clipped_frac", "learner/tis_weight_mean")
+    assert [n for n in names if f"`{n}`" not in page] == []

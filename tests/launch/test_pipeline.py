@@ -108,7 +108,9 @@ def test_on_policy_generates_each_step_after_the_sync(tmp_path, versioned_sync):
     roles, metrics = _run(0, tmp_path)
     assert all(not t.startswith("oreal-ahead") for _, _, t in roles.rollout.generated)
     assert [learner_v for _, learner_v, _ in roles.learner.trained] == [0, 1, 2]
-    assert all(lps == [None] * len(lps) for _, _, lps in roles.learner.trained)  # ratio 1: no pi_old
+    # the engine's log-probs travel on-policy too (rollout/logprob_mismatch, algo.tis_cap); the
+    # loss reads them as the ratio's pi_old only with max_staleness=1 (learner.worker)
+    assert all(lp == (-1.0, -2.0) for _, _, lps in roles.learner.trained for lp in lps)
 
 
 def test_prefetched_samples_too_old_are_generated_again():
@@ -147,5 +149,5 @@ def test_collate_lays_behaviour_logprobs_in_the_loss_columns():
 
     b = collate([TrainSample((7, 8), (1, 2, 3), -1.0, -0.5, behaviour_logprobs=(-0.1, -0.2, -0.3))], pad_id=0)
     assert b.mask.tolist() == [[0.0, 1.0, 1.0, 1.0]]
-    assert b.old_logprobs.tolist()[0] == pytest.approx([0.0, -0.1, -0.2, -0.3])
-    assert collate([TrainSample((7, 8), (1, 2, 3), -1.0, -0.5)], pad_id=0).old_logprobs is None
+    assert b.engine_logprobs.tolist()[0] == pytest.approx([0.0, -0.1, -0.2, -0.3])
+    assert collate([TrainSample((7, 8), (1, 2, 3), -1.0, -0.5)], pad_id=0).engine_logprobs is None

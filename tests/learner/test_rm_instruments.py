@@ -167,3 +167,43 @@ def test_bc_frozen_for_the_same_steps_with_freeze_without_rm(learners, rows):
         w.set_algo(algo)
     assert frozen["learner/policy_frozen"] == 1.0 and "learner/loss" not in frozen
     assert moving["learner/policy_frozen"] == 0.0 and "learner/loss" in moving
+
+
+def test_engine_logprobs_give_the_mismatch_and_tis_reaches_the_loss(learners):
+    """Issue 31 in the learner: samples carrying the engine's log-probs (here the learner's own
+    minus 1 on each response's first token and plus 0.1 elsewhere) give rollout/logprob_mismatch
+    and its max; with algo.tis_cap=2 the first tokens' ratio e^1 is clipped to 2, the others'
+    e^-0.1 kept, and in mode bc the logged terms equal the hand-weighted ones:
+    pos = A+ sum tis * (-logp) / N+, neg = -eta A- sum tis / N- (on-policy value)."""
+    import dataclasses as dc
+
+    from learner.batch import shard
+    from learner.group import _finalise
+
+    w = learners[True]
+    algo = w.algo
+    samples, counts = separable_group()
+    P = len(samples[0].prompt_ids)
+    offsets = [-1.0] + [0.1] * (len(samples[0].response_ids) - 1)
+    learner_lp, engine = [], []
+    for s in samples:
+        lp = w.probe_logprobs(s.prompt_ids + s.response_ids)[P - 1:]  # the response tokens' columns
+        learner_lp.append(lp)
+        engine.append(tuple(x + d for x, d in zip(lp, offsets)))
+    with_engine = [dc.replace(s, behaviour_logprobs=e) for s, e in zip(samples, engine)]
+    try:
+        w.set_algo(dc.replace(algo, mode="bc", tis_cap=2.0, kl_type="k2"))
+        out = _finalise(w.train_step(shard(with_engine, 1, 4)[0], counts, FREEZE + 1), counts)
+    finally:
+        w.set_algo(algo)
+    n_tok = sum(len(s.response_ids) for s in samples)
+    assert out["rollout/logprob_mismatch"] == pytest.approx((8 * 1.0 + (n_tok - 8) * 0.1) / n_tok, abs=1e-4)
+    assert out["rollout/logprob_mismatch_max"] == pytest.approx(1.0, abs=1e-4)
+    assert out["learner/tis_clipped_frac"] == pytest.approx(8 / n_tok)
+    tis = [2.0] + [math.exp(-0.1)] * (len(offsets) - 1)
+    A = 8 / 7
+    pos = A * sum(t * -x for s, lp in zip(samples, learner_lp) if s.positive for t, x in zip(tis, lp)) / counts.n_pos_tokens
+    neg = -0.5 * -A * 4 * sum(tis) / counts.n_neg_tokens
+    assert out["learner/pos"] == pytest.approx(pos, rel=1e-4)
+    assert out["learner/neg"] == pytest.approx(neg, rel=1e-6)
+    assert out["learner/tis_weight_mean"] == pytest.approx(sum(tis) / len(tis), rel=1e-6)
