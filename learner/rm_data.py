@@ -118,7 +118,10 @@ def rm_step_data(algo, replay: RMReplay | None, groups, correct, selection, seed
     resumed run shuffles alike. ``(None, [])``: the RM trains on the policy's kept pairs."""
     if not (algo.uses_rm and algo.rm_own_data):
         return None, []
-    fresh = rm_samples_of(groups, correct, selection.samples, selection.rewards, selection.advantages,
+    # a query the batch left out (a surplus of algo.dynamic_sampling's refills) trains neither model
+    rows = [i for i, why in enumerate(selection.why or [()] * len(groups)) if "surplus" not in why]
+    fresh = rm_samples_of([groups[i] for i in rows], [correct[i] for i in rows], selection.samples,
+                          [selection.rewards[i] for i in rows], [selection.advantages[i] for i in rows],
                           algo.rm_samples)
     replay = replay if replay is not None else RMReplay(algo.rm_replay_steps)
     replay.add(fresh)

@@ -33,18 +33,27 @@ class Selection:
 
 # "kept": trained on; "all_correct" / "all_wrong": its query had no signal under filtering;
 # "not_picked": a mixed query's other samples (filtering keeps one correct + one incorrect);
-# "empty_response": no response tokens, nothing to train on.
-WHY = ("kept", "all_correct", "all_wrong", "not_picked", "empty_response")
+# "empty_response": no response tokens, nothing to train on; "surplus": a mixed query past
+# the first `max_queries` (algo.dynamic_sampling drew more than the batch needed).
+WHY = ("kept", "all_correct", "all_wrong", "not_picked", "empty_response", "surplus")
 
 
-def rewards_of(correct: Sequence[Sequence[bool]], algo: AlgoConfig) -> torch.Tensor:
-    """r = reward_correct for a correct sample, reward_incorrect for anything else: [B, K]."""
-    return torch.tensor([[algo.reward_correct if c else algo.reward_incorrect for c in row] for row in correct])
+def rewards_of(correct: Sequence[Sequence[bool]], algo: AlgoConfig,
+               scores: Sequence[Sequence[float | None]] | None = None) -> torch.Tensor:
+    """r = reward_correct for a correct sample, reward_incorrect for anything else, or the
+    sample's score where `scores` has one (a `verifier.reward_fn` float): [B, K]."""
+    scores = scores or [[None] * len(row) for row in correct]
+    return torch.tensor([[s if s is not None else algo.reward_correct if c else algo.reward_incorrect
+                          for c, s in zip(row, srow)] for row, srow in zip(correct, scores)], dtype=torch.float32)
 
 
 def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]], algo: AlgoConfig,
-           rng: random.Random) -> Selection:
-    rewards = rewards_of(correct, algo)
+           rng: random.Random, scores: Sequence[Sequence[float | None]] | None = None,
+           max_queries: int | None = None) -> Selection:
+    """`scores`: per sample, a float reward replacing the outcome's (`rewards_of`). `max_queries`:
+    under filtering, mixed queries past the first `max_queries` are left out ("surplus"), so a
+    batch refilled by algo.dynamic_sampling trains on exactly that many, the first drawn."""
+    rewards = rewards_of(correct, algo, scores)
     advantages = ADVANTAGE_ESTIMATORS[algo.advantage](rewards)
     if algo.neg_weight == "paper":
         # The paper's prose: a negative sample weighs (1 - p) * r instead of RLOO's A-.
@@ -62,6 +71,9 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
             if not pos or not neg:
                 why.append(["all_wrong" if not pos else "all_correct"] * len(group))
                 continue  # all correct or all wrong: no signal under RLOO
+            if max_queries is not None and kept >= max_queries:
+                why.append(["surplus"] * len(group))
+                continue
             # one correct (every correct with algo.keep_all_correct: wo_tokenrm) + one incorrect
             idx = (pos if algo.keep_all_correct else [rng.choice(pos)]) + [rng.choice(neg)]
         why.append(["not_picked"] * len(group))

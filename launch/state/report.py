@@ -104,7 +104,7 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
     out = []
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean of ±1)")
+    ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean r)")
     ax.plot(x, [r["rollout/pass_rate"] for r in steps], label="train pass rate")
     if evals:
         held = [e for e in evals if "eval/pass1" in e]
