@@ -122,6 +122,15 @@ class AlgoConfig:
     # the sampling engine's log-probs as pi_old (rollout.behaviour_logprobs is turned on);
     # samples more than max_staleness versions old are dropped (rollout/stale_dropped).
     max_staleness: int = 0
+    # DAPO's dynamic sampling (verl's algorithm.filter_groups): when the filter leaves fewer than
+    # prompts_per_step mixed queries, draw more from the data order, generated and graded as the
+    # step's own, until prompts_per_step are mixed (the first drawn are trained on) or
+    # max_refill_rounds rounds ran (launch.streaming.refill). Needs the filter (mode bc or
+    # oreal, filter_groups). false: the paper's, the batch shrinks as queries become all right.
+    dynamic_sampling: bool = False
+    # Refill rounds a step may take at most; each draws the missing mixed queries divided by
+    # the step's mixed share so far, at most prompts_per_step (a fresh batch when none was mixed).
+    max_refill_rounds: int = 4
 
     def __post_init__(self) -> None:
         if self.max_staleness not in (0, 1):
@@ -152,6 +161,12 @@ class AlgoConfig:
         for key in ("eta", "beta", "actor_freeze_steps"):  # coefficients: a negative one flips a term
             if getattr(self, key) < 0:
                 raise ValueError(f"algo.{key} must be >= 0, got {getattr(self, key)}")
+        if self.max_refill_rounds < 0:
+            raise ValueError(f"algo.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
+        if self.dynamic_sampling and not self.filters:
+            raise ValueError(f"algo.dynamic_sampling=true refills the mixed queries the filter keeps: it needs "
+                             f"algo.filter_groups=true and mode bc or oreal, got filter_groups="
+                             f"{str(self.filter_groups).lower()}, mode={self.mode}")
         if self.reward_correct <= self.reward_incorrect:
             raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
 
