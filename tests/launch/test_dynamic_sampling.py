@@ -98,7 +98,8 @@ def _steps(cfg, roles, state, steps, tmp_path=None):
     for step in range(state.step, state.step + steps):
         queries = state.next_queries(TRAIN, cfg.prompts_per_step)
         metrics, groups, _ = rl_step(
-            cfg, roles, queries, PROMPT, [1], step, state.rng, run_dir=tmp_path, draw=partial(state.next_queries, TRAIN),
+            cfg, roles, queries, PROMPT, [1], step, state.rng, run_dir=tmp_path,
+            draw=partial(state.next_queries, TRAIN),
             next_queries=lambda: state.copy().next_queries(TRAIN, cfg.prompts_per_step))
         state.step_done(synced=True)
         out.append((metrics, [g[0].query_id for g in groups]))
@@ -247,7 +248,8 @@ def _checkpoint(run_dir, cfg, state):
 
     roles = type("Roles", (), {"learner": Learner()})()
     Checkpointer(cfg.ckpt, run_dir, cfg.steps).save(state, roles, dataclasses.asdict(cfg), None, [])
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "rollout/samples": 1.0}) + "\n" for s in range(1, state.step + 1)))
+    rows = [json.dumps({"step": s, "rollout/samples": 1.0}) + "\n" for s in range(1, state.step + 1)]
+    (run_dir / "metrics.jsonl").write_text("".join(rows))
 
 
 def test_a_checkpoint_with_refills_resumes_and_one_mid_step_does_not(tmp_path):
@@ -266,3 +268,17 @@ def test_a_checkpoint_with_refills_resumes_and_one_mid_step_does_not(tmp_path):
     _checkpoint(tmp_path / "b", dataclasses.replace(cfg, output_dir=str(tmp_path / "b")), state)
     with pytest.raises(CheckpointError, match=r"28 queries drawn, 22 by its 2 finished steps .*middle of a step"):
         find_resume(dataclasses.replace(cfg, output_dir=str(tmp_path / "b")), tmp_path / "b")
+
+
+def test_the_run_summary_counts_the_queries_trained_and_drawn_per_step():
+    from launch.state import report
+
+    rows = [{"step": s, "rollout/samples": 8.0, "rollout/pass_rate": 0.5, "learner/kept_query_frac": frac,
+             "rollout/queries_drawn": drawn} for s, (frac, drawn) in enumerate([(0.5, 8.0)] * 10 + [(0.5, 16.0)], 1)]
+    s = report.summary(rows, [], "oreal", wall_s=1.0)
+    assert s["kept_queries_per_step"] == pytest.approx(48 / 11)
+    assert s["queries_drawn_per_step"] == pytest.approx(96 / 11)
+    assert s["kept_queries_per_step_last10"] == pytest.approx(4.4)
+    assert "queries trained / drawn per step" in report.table(s)
+    before = [{"rollout/samples": 1.0, "rollout/pass_rate": 0.5}]  # a history from before these metrics
+    assert "kept_queries_per_step" not in report.summary(before, [], "oreal", wall_s=1.0)

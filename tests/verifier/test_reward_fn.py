@@ -96,7 +96,8 @@ def test_a_score_crosses_processes_and_must_agree_with_correct():
     ("verifier.plugins.string_match:nope", "has no nope"),
     ("verifier.plugins.string_match:_BOXED", "_BOXED is a Pattern, not a function"),
     ("verifier.plugins.string_match:normalize", "normalize(text: 'str') -> 'str' cannot be called as"),
-    ("oreal_user_reward:two_args", "two_args(completion, gold) cannot be called as two_args(completion, gold, question)"),
+    ("oreal_user_reward:two_args", "two_args(completion, gold) cannot be called as two_args(completion, gold, "
+                                   "question)"),
 ])
 def test_a_spec_that_cannot_be_loaded_is_refused_in_one_line(user_module, spec, why):
     with pytest.raises(ValueError) as err:
