@@ -49,7 +49,7 @@ class Streamed:
     def scores(self) -> list[list[float | None]] | None:
         """Per query, each sample's float reward (`verifier.reward_fn`), None where it has none;
         None when no sample has one."""
-        if all(getattr(v, "score", None) is None for v in self.verdicts):
+        if all(v.score is None for v in self.verdicts):
             return None
         out, i = [], 0
         for group in self.groups:

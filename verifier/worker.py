@@ -15,6 +15,10 @@ Protocol over a socket pair (parent = a Ray actor or any process):
     EOF (the child died) ---------------------- the spare takes over, job i is retried
                                                 once, then -> `error`
 
+The child calls the target `verifier.grade:grade` per job, or, with `verifier.reward_fn`,
+`verifier.plugins.reward_fn:grade`, which calls the user's function under the same deadline,
+memory cap and environment.
+
 Each job's clock starts when the previous verdict arrived (or the batch was sent), so a
 slow sample never eats its successors' time. Parsed sympy objects stay in the child; the
 parent receives plain tuples.
