@@ -182,11 +182,13 @@ def register_configs() -> None:
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:
     """Hydra's DictConfig -> the typed dataclasses (runs every `__post_init__` check), with
-    every path key absolute and every input path checked (`launch.preflight.resolve_paths`)."""
-    from launch.preflight import resolve_paths
+    every path key absolute and every input path checked (`launch.preflight.resolve_paths`), and
+    `verifier.reward_fn` imported (`launch.preflight.check_reward_fn`)."""
+    from launch.preflight import check_reward_fn, resolve_paths
 
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, TrainConfig):
         raise TypeError(f"config did not compose into TrainConfig (got {type(obj).__name__}); "
                         "does conf/train.yaml list train_schema first in its defaults?")
+    check_reward_fn(obj.verifier)
     return resolve_paths(obj)

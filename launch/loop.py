@@ -12,6 +12,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from launch.config import TrainConfig
@@ -105,14 +106,17 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
                dynamic_ncols=True)
+    B = cfg.prompts_per_step
     for step in bar:
         before = state.copy()  # what a stop before training saves: nothing of this step has trained
-        queries = state.next_queries(splits.train, cfg.prompts_per_step)
-        ahead = state.copy().next_queries(splits.train, cfg.prompts_per_step) if step + 1 < cfg.steps else None
+        queries = state.next_queries(splits.train, B)
+        draw = partial(state.next_queries, splits.train)  # algo.dynamic_sampling's refills: the same order
+        # step + 1's queries (generated ahead with max_staleness=1): the order as this step's draws leave it
+        ahead = (lambda: state.copy().next_queries(splits.train, B)) if step + 1 < cfg.steps else None
         with _stops_cleanly(cfg, run_dir, step, saver, logger,
                             save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
-            metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng,
-                                               run_dir=run_dir, next_queries=ahead, rm_replay=state.rm_replay)
+            metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng, run_dir=run_dir,
+                                               next_queries=ahead, rm_replay=state.rm_replay, draw=draw)
         with _stops_cleanly(cfg, run_dir, step, saver, logger):
             if (heldout or benches) and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
                 evals.append(evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=step + 1))
@@ -142,8 +146,12 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
 
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
-            rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None):
+            rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None, draw=None):
     """One OREAL step (docs/algorithm.md steps 1-7): rollout, judge, advantage + filter, update, sync.
+
+    `draw(n)`: the data order's next n queries, for algo.dynamic_sampling's refills;
+    `next_queries`: step + 1's queries (max_staleness=1), or a function giving them once this
+    step's draws are done.
 
     Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
     step + 1, as logged; `launch.records`; not written when `run_dir` is None). A step whose
@@ -162,15 +170,19 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     # (generated during the last step's training with algo.max_staleness=1).
     waited = time.perf_counter()
     rolled = roles.ahead.take(step, queries, prompt, cfg.seed, roles.rollout.version, cfg.algo.max_staleness)
-    groups, verdicts = rolled.groups, rolled.verdicts
     timings = ({"timing_s/generate": time.perf_counter() - waited, "timing_s/generate_ahead": rolled.generate_s}
                if rolled.ahead else {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s})
+    if cfg.algo.dynamic_sampling:  # DAPO: more queries, streamed alike, until prompts_per_step are mixed
+        with timed(timings, "refill"):
+            rolled = roles.ahead.refill(rolled, step, draw, prompt, cfg.seed, cfg.prompts_per_step,
+                                        cfg.algo.max_refill_rounds)
+    queries, groups, verdicts, correct = rolled.queries, rolled.groups, rolled.verdicts, rolled.correct
     alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac,  # timeout + error share
                            cfg.verifier.alarm_judge_rescued_frac)  # and the judge's rescued share
-    K = len(groups[0])
-    correct = [[v.correct for v in verdicts[i * K:(i + 1) * K]] for i in range(len(groups))]
-    # rewards (algo.overlong), advantages over all K, filter
-    selection = select(groups, correct, cfg.algo, rng, cfg.rollout.max_new_tokens)
+    # rewards (algo.overlong; verifier.reward_fn's numbers), advantages over all K, filter
+    # (refilled: the first prompts_per_step mixed queries)
+    selection = select(groups, correct, cfg.algo, rng, cfg.rollout.max_new_tokens, rolled.scores,
+                       cfg.prompts_per_step if cfg.algo.dynamic_sampling else None)
     if run_dir is not None:  # the audit record: every sample, its verdict, r, A, kept or why not
         with timed(timings, "records"):
             records.write_step(run_dir, step + 1, records.step_records(
@@ -179,11 +191,12 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
         raise VerifierAlarm(alarm, step + 1)
     if alarm.level == "warn":
         log.warning("%s", alarm.message(step + 1))
-    metrics = {**rollout_metrics(groups, correct), **verdict_metrics(verdicts), **alarm.metrics,
-               **selection.metrics()}
+    metrics = {**rollout_metrics(groups, correct, selection.rewards), **verdict_metrics(verdicts), **alarm.metrics,
+               **selection.metrics(), "rollout/queries_drawn": float(len(groups)),
+               "rollout/refill_rounds": float(rolled.refill_rounds)}
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
         if cfg.algo.max_staleness and next_queries is not None:  # step t+1 generates while step t trains
-            roles.ahead.prefetch(step + 1, next_queries, prompt, cfg.seed)
+            roles.ahead.prefetch(step + 1, next_queries() if callable(next_queries) else next_queries, prompt, cfg.seed)
         # the token RM's own data (algo.rm_samples, rm_replay_steps, rm_minibatches), if not the kept pairs
         rm_batches, rm_fresh = rm_step_data(cfg.algo, rm_replay, groups, correct, selection, cfg.seed, step)
         with timed(timings, "train"):
@@ -199,7 +212,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     metrics["rollout/stale_dropped"] = float(roles.ahead.stale_dropped)  # too old to train on: generated again
     metrics.update(timings)
     gen_tokens = sum(len(r.response_ids) for g in groups for r in g)
-    gen_s = timings.get("timing_s/generate_ahead", timings["timing_s/generate"])
+    gen_s = timings.get("timing_s/generate_ahead", timings["timing_s/generate"]) + timings.get("timing_s/refill", 0.0)
     metrics["perf/generate_tokens_per_s"] = gen_tokens / max(1e-9, gen_s)
     metrics["perf/step_s"] = sum(v for k, v in timings.items() if k != "timing_s/generate_ahead")  # wall, no overlap
     return metrics, groups, correct

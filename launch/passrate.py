@@ -89,6 +89,9 @@ def to_passrate_config(cfg) -> PassRateRunConfig:
     model = obj.model
     if model.path not in (None, "tiny") and Path(model.path).expanduser().is_dir():
         model = dataclasses.replace(model, path=absolute(model.path))
+    from launch.preflight import check_reward_fn
+
+    check_reward_fn(obj.verifier)  # before Ray: one line naming verifier.reward_fn
     ray = dataclasses.replace(obj.ray, temp_dir=absolute(obj.ray.temp_dir))
     return dataclasses.replace(obj, model=model, ray=ray, output_dir=absolute(obj.output_dir))
 

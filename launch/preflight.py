@@ -22,6 +22,11 @@ on the head node. So there `output_dir` is required and, like `ckpt.dir`, must b
 the run folder (and `policy/`, written by learner rank 0 on whatever node it runs, and the
 checkpoints, written by every rank) must be on storage every node shares.
 
+`check_reward_fn` (called by `to_train_config` too) imports `verifier.reward_fn` and refuses,
+in one line naming the key, a module that cannot be imported, a name that is missing or not
+callable, or a function that does not take (completion, gold, question): otherwise every
+sample of every step would be graded `error`.
+
 `cluster_fits` (called by `launch.ray_connect.init_ray` once Ray is up, before any placement group
 is requested) compares the resources the config asks for with what the cluster has.
 """
@@ -72,6 +77,15 @@ def resolve_paths(cfg: TrainConfig, cwd: str | os.PathLike | None = None) -> Tra
     ckpt = dataclasses.replace(ckpt, dir=absolute(ckpt.dir), resume=resume)
     ray = dataclasses.replace(ray, temp_dir=absolute(ray.temp_dir))
     return dataclasses.replace(cfg, model=model, task=task, ckpt=ckpt, ray=ray, output_dir=absolute(cfg.output_dir))
+
+
+def check_reward_fn(verifier_cfg) -> None:
+    """`verifier.reward_fn` (a `VerifierConfig`'s) loads here, in the driver, before Ray starts;
+    ValueError, one line naming the key, when it does not (`verifier.plugins.reward_fn.load`)."""
+    if verifier_cfg.reward_fn:
+        from verifier.plugins.reward_fn import load
+
+        load(verifier_cfg.reward_fn)
 
 
 def _input_file(value: str | None, key: str, absolute) -> str | None:

@@ -6,7 +6,8 @@ metrics.jsonl, from 1), one JSON object per generated sample:
 | field | meaning |
 |---|---|
 | step | the RL step (metrics.jsonl's `step`) |
-| query_index, query_id | the query's position in the step's batch (0..B-1) and its problem id |
+| query_index, query_id | the query's position in the step's batch (0..B-1; from B on, the queries
+  `algo.dynamic_sampling` drew in refill rounds, in order) and its problem id |
 | sample, n_samples | the sample's index among its query's K samples (0..K-1), and K |
 | prompt, response | the prompt text the policy saw (chat template applied) and its response |
 | finished, response_tokens | ended with the stop token; response length in tokens |
@@ -14,8 +15,9 @@ metrics.jsonl, from 1), one JSON object per generated sample:
 | judge | what the LLM judge said (`yes`, `no`, `error`; null: not asked, or the judge is off) |
 | gold | the gold answer |
 | reward, advantage | r and A (over all K samples, before filtering; docs/algorithm.md steps 2-3); r
-  includes the length penalty under algo.overlong=penalty; under algo.overlong=filter A is over
-  the finished samples, 0 for a truncated one (why "truncated") |
+  includes the length penalty under algo.overlong=penalty and is `verifier.reward_fn`'s number
+  when it returns one; under algo.overlong=filter A is over the finished samples, 0 for a
+  truncated one (why "truncated") |
 | kept, why | trained on or not, and why (`learner.selection.WHY`, or "verifier_alarm": the
   step was stopped by the verifier alarm before training) |
 | policy_version | the weights version that sampled it |

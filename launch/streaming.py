@@ -6,13 +6,18 @@ query never holds back the grading of the others.
 
 The result is in query order, as the batch calls returned it: the step's numbers do not depend
 on the order of arrival (with `rollout.seeded_sampling` not even on which engine a query ran).
+
+With `algo.dynamic_sampling` a step whose queries leave too few mixed ones (some samples right,
+some wrong) draws more through the same stream (`refill`, DAPO's dynamic sampling), before any
+training, on the weights the engines hold.
 """
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclass
@@ -24,6 +29,46 @@ class Streamed:
     graded_at: list[float] = field(default_factory=list)
     # Generated ahead, during the previous step's training (`Prefetcher`, max_staleness=1).
     ahead: bool = False
+    # The queries (Problems) of `groups`, in order (set by `Prefetcher`).
+    queries: list = field(default_factory=list)
+    # time.perf_counter() at the start (the times above count from it).
+    started_at: float = 0.0
+    # Refill rounds that drew `queries` past the step's first prompts_per_step (`refill`).
+    refill_rounds: int = 0
+
+    @property
+    def correct(self) -> list[list[bool]]:
+        """Per query, whether each of its samples was graded correct."""
+        out, i = [], 0
+        for group in self.groups:
+            out.append([v.correct for v in self.verdicts[i:i + len(group)]])
+            i += len(group)
+        return out
+
+    @property
+    def scores(self) -> list[list[float | None]] | None:
+        """Per query, each sample's float reward (`verifier.reward_fn`), None where it has none;
+        None when no sample has one."""
+        if all(v.score is None for v in self.verdicts):
+            return None
+        out, i = [], 0
+        for group in self.groups:
+            out.append([v.score for v in self.verdicts[i:i + len(group)]])
+            i += len(group)
+        return out
+
+    @property
+    def mixed(self) -> int:
+        """Queries with a right and a wrong sample: those the filter keeps (learner.selection)."""
+        return sum(0 < sum(row) < len(row) for row in self.correct)
+
+    def joined(self, more: Streamed) -> Streamed:
+        """This result followed by `more` (a refill round's), times counted from this start."""
+        shift = more.started_at - self.started_at
+        return Streamed(self.groups + more.groups, self.verdicts + more.verdicts,
+                        self.generated_at + [t + shift for t in more.generated_at],
+                        self.graded_at + [t + shift for t in more.graded_at], self.ahead,
+                        self.queries + more.queries, self.started_at, self.refill_rounds)
 
     @property
     def generate_s(self) -> float:
@@ -70,7 +115,36 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
             done, _ = wait(list(grading), return_when=FIRST_COMPLETED)
             collect(done)
     verdicts = [v for vs in per_query for v in vs]
-    return Streamed(groups, verdicts, generated_at, graded_at)
+    return Streamed(groups, verdicts, generated_at, graded_at, started_at=start)
+
+
+def refill_size(target: int, mixed: int, drawn: int) -> int:
+    """Queries a refill round draws: the missing mixed ones divided by the step's mixed share so
+    far (one round then usually fills the batch; DAPO and verl draw a whole batch each round),
+    at most `target`; `target` when none was mixed yet.
+
+    >>> refill_size(32, 24, 32), refill_size(32, 8, 32), refill_size(32, 0, 32)
+    (11, 32, 32)
+    """
+    if mixed == 0:
+        return target
+    return min(target, math.ceil((target - mixed) * drawn / mixed))
+
+
+def refill(first: Streamed, target: int, max_rounds: int, draw: Callable[[int], list],
+           run: Callable[[list, int], Streamed]) -> Streamed:
+    """`first` followed by refill rounds (algo.dynamic_sampling) until `target` of its queries
+    are mixed or `max_rounds` rounds ran: round r draws `refill_size` more queries (`draw(n)`:
+    the data order's next n, so a resumed run draws the same) and generates and grades them
+    (`run(queries, r)`). The result keeps every query in the order drawn; the filter trains on
+    the first `target` mixed ones (`learner.selection.select`'s `max_queries`)."""
+    out = first
+    for round_ in range(1, max_rounds + 1):
+        if out.mixed >= target:
+            break
+        out = out.joined(run(draw(refill_size(target, out.mixed, len(out.groups))), round_))
+        out.refill_rounds = round_
+    return out
 
 
 class Prefetcher:
@@ -117,7 +191,18 @@ class Prefetcher:
         if self._ahead is not None:
             wait([self._ahead[2]])
 
-    def _run(self, step: int, ids: list[str], queries, prompt: dict[str, str], seed: int) -> Streamed:
-        return generate_and_grade(self.roles.rollout, self.roles.verifier, ids, [prompt[i] for i in ids],
-                                  [q.answer for q in queries], seed_key=(seed, step),
-                                  questions=[q.question for q in queries])
+    def refill(self, first: Streamed, step: int, draw: Callable[[int], list], prompt: dict[str, str], seed: int,
+               target: int, max_rounds: int) -> Streamed:
+        """algo.dynamic_sampling: `first` (the step's rollouts) refilled (`refill`), now, in this
+        thread, on the weights the engines hold: before the step trains, so before anything is
+        generated ahead for the next step. Round r samples with seeds of (seed, step, r)."""
+        return refill(first, target, max_rounds, draw,
+                      lambda queries, r: self._run(step, [q.id for q in queries], queries, prompt, seed, r))
+
+    def _run(self, step: int, ids: list[str], queries, prompt: dict[str, str], seed: int,
+             round_: int = 0) -> Streamed:
+        out = generate_and_grade(self.roles.rollout, self.roles.verifier, ids, [prompt[i] for i in ids],
+                                 [q.answer for q in queries], seed_key=(seed, step, round_) if round_ else (seed, step),
+                                 questions=[q.question for q in queries])
+        out.queries = list(queries)
+        return out

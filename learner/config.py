@@ -146,6 +146,15 @@ class AlgoConfig:
     # d = logp_ref - logp (released configs, the authors' "unbias"), k1 = -d, k2 = d^2 / 2,
     # mse = d^2 / 2 (the authors' name for k2's formula).
     kl_type: str = "k3"
+    # DAPO's dynamic sampling (verl's algorithm.filter_groups): when the filter leaves fewer than
+    # prompts_per_step mixed queries, draw more from the data order, generated and graded as the
+    # step's own, until prompts_per_step are mixed (the first drawn are trained on) or
+    # max_refill_rounds rounds ran (launch.streaming.refill). Needs the filter (mode bc or
+    # oreal, filter_groups). false: the paper's, the batch shrinks as queries become all right.
+    dynamic_sampling: bool = False
+    # Refill rounds a step may take at most; each draws the missing mixed queries divided by
+    # the step's mixed share so far, at most prompts_per_step (a fresh batch when none was mixed).
+    max_refill_rounds: int = 4
 
     def __post_init__(self) -> None:
         if self.overlong not in OVERLONG:
@@ -191,6 +200,12 @@ class AlgoConfig:
         for key in ("eta", "beta", "actor_freeze_steps"):  # coefficients: a negative one flips a term
             if getattr(self, key) < 0:
                 raise ValueError(f"algo.{key} must be >= 0, got {getattr(self, key)}")
+        if self.max_refill_rounds < 0:
+            raise ValueError(f"algo.max_refill_rounds must be >= 0, got {self.max_refill_rounds}")
+        if self.dynamic_sampling and not self.filters:
+            raise ValueError(f"algo.dynamic_sampling=true refills the mixed queries the filter keeps: it needs "
+                             f"algo.filter_groups=true and mode bc or oreal, got filter_groups="
+                             f"{str(self.filter_groups).lower()}, mode={self.mode}")
         if self.reward_correct <= self.reward_incorrect:
             raise ValueError("algo.reward_correct must be greater than algo.reward_incorrect")
 

@@ -121,8 +121,12 @@ def rm_step_data(algo, replay: RMReplay | None, groups, correct, selection, seed
     resumed run shuffles alike. ``(None, [])``: the RM trains on the policy's kept pairs."""
     if not (algo.uses_rm and algo.rm_own_data):
         return None, []
-    fresh = rm_samples_of(groups, correct, selection.samples, selection.rewards, selection.advantages,
-                          algo.rm_samples, usable=selection.usable)
+    # a query the batch left out (a surplus of algo.dynamic_sampling's refills) trains neither model
+    rows = [i for i, why in enumerate(selection.why or [()] * len(groups)) if "surplus" not in why]
+    usable = selection.usable or [[True] * len(g) for g in groups]
+    fresh = rm_samples_of([groups[i] for i in rows], [correct[i] for i in rows], selection.samples,
+                          [selection.rewards[i] for i in rows], [selection.advantages[i] for i in rows],
+                          algo.rm_samples, usable=[usable[i] for i in rows])
     replay = replay if replay is not None else RMReplay(algo.rm_replay_steps)
     replay.add(fresh)
     batches = rm_minibatches(replay.samples(), algo.rm_epochs, algo.rm_minibatches, random.Random(f"rm-{seed}-{step}"))

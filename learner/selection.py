@@ -51,22 +51,32 @@ class Selection:
 # "kept": trained on; "all_correct" / "all_wrong": its query had no signal under filtering;
 # "not_picked": a mixed query's other samples (filtering keeps one correct + one incorrect);
 # "empty_response": no response tokens, nothing to train on; "truncated": no stop token, left
-# out under algo.overlong=filter (its query's other samples are judged without it).
-WHY = ("kept", "all_correct", "all_wrong", "not_picked", "empty_response", "truncated")
+# out under algo.overlong=filter (its query's other samples are judged without it);
+# "surplus": a mixed query past the first `max_queries` (algo.dynamic_sampling drew more than
+# the batch needed).
+WHY = ("kept", "all_correct", "all_wrong", "not_picked", "empty_response", "truncated", "surplus")
 
 
-def rewards_of(correct: Sequence[Sequence[bool]], algo: AlgoConfig) -> torch.Tensor:
-    """r = reward_correct for a correct sample, reward_incorrect for anything else: [B, K]."""
-    return torch.tensor([[algo.reward_correct if c else algo.reward_incorrect for c in row] for row in correct])
+def rewards_of(correct: Sequence[Sequence[bool]], algo: AlgoConfig,
+               scores: Sequence[Sequence[float | None]] | None = None) -> torch.Tensor:
+    """r = reward_correct for a correct sample, reward_incorrect for anything else, or the
+    sample's score where `scores` has one (a `verifier.reward_fn` float): [B, K]."""
+    scores = scores or [[None] * len(row) for row in correct]
+    return torch.tensor([[s if s is not None else algo.reward_correct if c else algo.reward_incorrect
+                          for c, s in zip(row, srow)] for row, srow in zip(correct, scores)], dtype=torch.float32)
 
 
 def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]], algo: AlgoConfig,
-           rng: random.Random, max_new_tokens: int | None = None) -> Selection:
+           rng: random.Random, max_new_tokens: int | None = None,
+           scores: Sequence[Sequence[float | None]] | None = None, max_queries: int | None = None) -> Selection:
     """Rewards, advantages and the kept samples of one step. `max_new_tokens`
-    (rollout.max_new_tokens) is the cap of `algo.overlong=penalty`'s ramp. A kept sample
-    carries the engine's log-probs of its tokens when the engine returned them (the learner's
-    mismatch metric, TIS, and the off-policy ratio)."""
-    rewards = rewards_of(correct, algo)
+    (rollout.max_new_tokens) is the cap of `algo.overlong=penalty`'s ramp. `scores`: per sample,
+    a float reward replacing the outcome's (`rewards_of`). `max_queries`: under filtering, mixed
+    queries past the first `max_queries` are left out ("surplus"), so a batch refilled by
+    algo.dynamic_sampling trains on exactly that many, the first drawn. A kept sample carries
+    the engine's log-probs of its tokens when the engine returned them (the learner's mismatch
+    metric, TIS, and the off-policy ratio)."""
+    rewards = rewards_of(correct, algo, scores)
     penalty_mean = None
     if algo.overlong == "penalty":
         if max_new_tokens is None:
@@ -93,6 +103,9 @@ def select(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]
             if not pos or not neg:
                 why.append([("all_wrong" if not pos else "all_correct") if ok else "truncated" for ok in u])
                 continue  # all correct or all wrong: no signal under RLOO
+            if max_queries is not None and kept >= max_queries:
+                why.append(["surplus"] * len(group))
+                continue
             # one correct (every correct with algo.keep_all_correct: wo_tokenrm) + one incorrect
             idx = (pos if algo.keep_all_correct else [rng.choice(pos)]) + [rng.choice(neg)]
         why.append(["not_picked" if ok else "truncated" for ok in u])

@@ -1,7 +1,11 @@
 """`VerifierConfig`: every verifier default lives here (schema of conf/verifier/*.yaml)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# "package.module:function" (verifier.reward_fn).
+REWARD_FN_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 @dataclass
@@ -62,6 +66,11 @@ class VerifierConfig:
     # Alarm (a warning, verifier/alarm = 1): more than this share of a step's judge questions
     # were rescues, with at least 8 asked (a judge that says YES to everything). 1 = never.
     alarm_judge_rescued_frac: float = 0.5
+    # A reward function of yours, "package.module:function", called as function(completion,
+    # gold, question) -> bool or float, grades instead of the math rules: in the same grading
+    # subprocesses, deadline, memory cap, alarm and records (docs/verifier.md, "Your own reward
+    # function"); a float is the reward r itself (correct iff > 0). null: the math rules.
+    reward_fn: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("num_workers", "timeout_s", "max_completion_chars", "max_answer_chars",
@@ -89,5 +98,10 @@ class VerifierConfig:
         if self.symbol_domain not in ("complex", "real", "positive"):
             raise ValueError("verifier.symbol_domain must be complex, real or positive, "
                              f"got {self.symbol_domain!r}")
+        if self.reward_fn is not None and not REWARD_FN_SPEC.match(self.reward_fn):
+            raise ValueError(f"verifier.reward_fn must be 'package.module:function', got {self.reward_fn!r}")
+        if self.reward_fn is not None and self.judge_url is not None:
+            raise ValueError("verifier.reward_fn with verifier.judge_url: the LLM judge re-checks the math "
+                             "rules' answers, which reward_fn replaces; set one of the two")
         if self.judge_url is not None and not self.judge_model:
             raise ValueError("verifier.judge_model must be set when verifier.judge_url is set")

@@ -29,7 +29,7 @@ from verifier.extract import gold_answer
 from verifier.metrics import metrics as _metrics
 from verifier.self_check import self_check as _self_check
 from verifier.verdict import Verdict
-from verifier.worker import DEFAULT_TARGET, GradingWorker, Job
+from verifier.worker import GradingWorker, Job
 
 _INFLIGHT_PER_ACTOR = 2  # chunks queued per actor, so an actor never waits on the driver
 
@@ -41,9 +41,9 @@ class VerifierFailure(RuntimeError):
 class GradeActor:
     """Ray actor body: one grading subprocess, plus the optional LLM judge."""
 
-    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET) -> None:
+    def __init__(self, cfg: VerifierConfig, target: str | None = None) -> None:
         self.cfg = cfg
-        self.worker = GradingWorker(cfg, target)
+        self.worker = GradingWorker(cfg, target)  # target None: the math rules or verifier.reward_fn
         self.worker.start()
         self.judge = None
         if cfg.judge_url:
@@ -75,7 +75,7 @@ class GradeActor:
 class VerifierPool:
     """`num_workers` GradeActors; `grade` returns verdicts in input order."""
 
-    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET) -> None:
+    def __init__(self, cfg: VerifierConfig, target: str | None = None) -> None:
         self.cfg = cfg
         self._target = target
         if cfg.judge_url:  # an unreachable judge fails here, in one line, not step by step
@@ -110,7 +110,7 @@ class VerifierPool:
                              + ("" if questions is None else f", questions={len(questions)}"))
         cap = self.cfg.max_completion_chars  # grade() keeps only this tail: send no more
         jobs: list[Job] = [(str(c)[-cap:], str(g), bool(f)) for c, g, f in zip(completions, golds, finished)]
-        if questions is not None and self.cfg.domain_from_problem:
+        if questions is not None and (self.cfg.domain_from_problem or self.cfg.reward_fn):
             jobs = [(*job, None if q is None else str(q)) for job, q in zip(jobs, questions)]
         size = self.cfg.chunk_size
         todo = deque((s, 0) for s in range(0, n, size))  # (chunk start, attempt)
@@ -208,7 +208,11 @@ class VerifierPool:
 
     # ---------------------------------------------------------------- the rest
     def self_check(self, golds: Sequence[str]) -> None:
-        """Refuse to train on golds the verifier cannot grade (see verifier.self_check)."""
+        """Refuse to train on golds the verifier cannot grade (see verifier.self_check). The
+        check is of the math rules (each gold in a `\\boxed{}` must grade correct): with
+        `verifier.reward_fn` it is skipped, as what a right answer looks like is the function's."""
+        if self.cfg.reward_fn:
+            return
         _self_check(golds, self.grade, self.cfg.self_check_max_fail_frac)
 
     @staticmethod

@@ -5,10 +5,12 @@ plain Python values only: never a sympy object (stringifying some of those hangs
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Every grading path ends in exactly one of these. Only `correct` earns reward r = +1;
-# everything else is r = -1 (docs/algorithm.md, step 2 "Judge").
+# everything else is r = -1 (docs/algorithm.md, step 2 "Judge"), unless a user's reward
+# function (`verifier.reward_fn`) gave a float `score`: then r is that float.
 OUTCOMES = ("correct", "incorrect", "no_answer", "truncated", "timeout", "error")
 
 
@@ -22,6 +24,8 @@ class Verdict:
     latency_s: wall-clock seconds spent grading this sample.
     detail:    why (for error / timeout / no_answer / rescues), else None.
     judge:     what the LLM judge said ("yes" / "no" / "error"; None: not asked).
+    score:     the float reward of `verifier.reward_fn`, the sample's r (correct iff > 0);
+               None: r is the outcome's (`algo.reward_correct` / `reward_incorrect`).
 
     >>> Verdict(correct=True, outcome="correct", answer="42").correct
     True
@@ -33,6 +37,7 @@ class Verdict:
     latency_s: float = 0.0
     detail: str | None = None
     judge: str | None = None
+    score: float | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -41,14 +46,19 @@ class Verdict:
             raise ValueError(f"Verdict.correct={self.correct} contradicts outcome={self.outcome!r}")
         if self.answer is not None and not isinstance(self.answer, str):
             raise TypeError(f"Verdict.answer must be str or None, got {type(self.answer).__name__}")
+        if self.score is not None and (not math.isfinite(self.score) or self.correct != (self.score > 0)):
+            raise ValueError(f"Verdict.score={self.score} must be finite, and > 0 exactly when correct "
+                             f"(correct={self.correct})")
 
     @property
     def reward(self) -> float:
-        """OREAL's outcome reward: +1 if correct else -1."""
+        """OREAL's outcome reward: +1 if correct else -1 (or the reward function's score)."""
+        if self.score is not None:
+            return self.score
         return 1.0 if self.correct else -1.0
 
     def to_tuple(self) -> tuple:
-        return (self.correct, self.outcome, self.answer, self.latency_s, self.detail, self.judge)
+        return (self.correct, self.outcome, self.answer, self.latency_s, self.detail, self.judge, self.score)
 
     @classmethod
     def from_tuple(cls, t: tuple) -> "Verdict":

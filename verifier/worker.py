@@ -15,6 +15,10 @@ Protocol over a socket pair (parent = a Ray actor or any process):
     EOF (the child died) ---------------------- the spare takes over, job i is retried
                                                 once, then -> `error`
 
+The child calls the target `verifier.grade:grade` per job, or, with `verifier.reward_fn`,
+`verifier.plugins.reward_fn:grade`, which calls the user's function under the same deadline,
+memory cap and environment.
+
 Each job's clock starts when the previous verdict arrived (or the batch was sent), so a
 slow sample never eats its successors' time. Parsed sympy objects stay in the child; the
 parent receives plain tuples.
@@ -40,6 +44,7 @@ from pathlib import Path
 
 from verifier.config import VerifierConfig
 from verifier.extract import extract_answer
+from verifier.plugins import reward_fn
 from verifier.verdict import Verdict
 
 # (completion, gold, finished) or (completion, gold, finished, question): the problem's text,
@@ -50,15 +55,22 @@ _STARTUP_TIMEOUT_S = 120.0
 _ROOT = str(Path(__file__).resolve().parents[1])
 
 
+def grading_target(cfg: VerifierConfig) -> str:
+    """What the grading subprocess calls per sample: the math rules, or `verifier.reward_fn`."""
+    return reward_fn.TARGET if cfg.reward_fn else DEFAULT_TARGET
+
+
 class _Child:
     """One grading subprocess and the parent's end of its socket."""
 
     def __init__(self, cfg: VerifierConfig, target: str) -> None:
         parent_sock, child_sock = socket.socketpair()
         fd = child_sock.fileno()
+        # a reward function is imported in the child from where this process finds it
+        paths = [reward_fn.import_root(cfg.reward_fn)] if cfg.reward_fn else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verifier.worker", str(fd), json.dumps(asdict(cfg)), target],
-            pass_fds=(fd,), env=child_env(), stdin=subprocess.DEVNULL, close_fds=True)
+            pass_fds=(fd,), env=child_env(extra_paths=paths), stdin=subprocess.DEVNULL, close_fds=True)
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
         self.ready = False
@@ -87,9 +99,10 @@ class GradingWorker:
     """Owns a grading subprocess (plus a warm spare); `grade_many` returns exactly one
     Verdict per job on every path: reply, deadline, or crash."""
 
-    def __init__(self, cfg: VerifierConfig, target: str = DEFAULT_TARGET, spare: bool = True) -> None:
+    def __init__(self, cfg: VerifierConfig, target: str | None = None, spare: bool = True) -> None:
         self.cfg = cfg
-        self.target = target  # "module:function" with grade()'s signature (tests inject others)
+        # "module:function" with grade()'s signature: by the config (`grading_target`); tests inject others
+        self.target = target or grading_target(cfg)
         self.spare = spare
         self._child: _Child | None = None
         self._spare: _Child | None = None
@@ -215,11 +228,12 @@ def scrub_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not is_secret(k, v)}
 
 
-def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(environ: Mapping[str, str] | None = None, extra_paths: Sequence[str | None] = ()) -> dict[str, str]:
     """The grading child's environment: `environ` (default: this process's) without secrets,
-    and this repository first on PYTHONPATH (`python -m verifier.worker` must find it)."""
+    and this repository first on PYTHONPATH (`python -m verifier.worker` must find it), then
+    `extra_paths` (where a `verifier.reward_fn` module is found)."""
     env = scrub_secrets(os.environ if environ is None else environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, *extra_paths, env.get("PYTHONPATH")) if p)
     return env
 
 

@@ -25,6 +25,8 @@ from launch.state.provenance import invoked, stamp
 
 MODES = ("reinforce", "shaped", "bc", "oreal")
 DEFAULT_NAME = "ablation"
+# Per run, from its summary: queries trained (pairs) and drawn per step (algo.dynamic_sampling).
+BATCH_KEYS = ("kept_queries_per_step", "kept_queries_per_step_last10", "queries_drawn_per_step")
 
 
 def output_paths(out_dir: Path, name: str = DEFAULT_NAME) -> dict[str, Path]:
@@ -88,7 +90,8 @@ def run_ablation(base: TrainConfig, out_dir: Path, seeds: Sequence[int] = (0,), 
             runs.append({"mode": mode, "seed": seed, "curve": curve,
                          "before": result.summary["heldout_pass1_before"],
                          "after": result.summary["heldout_pass1_after"],
-                         "samples": result.summary["samples"], "rl_wall_s": result.summary["rl_wall_s"]})
+                         "samples": result.summary["samples"], "rl_wall_s": result.summary["rl_wall_s"],
+                         **{k: result.summary[k] for k in BATCH_KEYS if k in result.summary}})
     table = [_row(mode, [r for r in runs if r["mode"] == mode]) for mode in modes]
     eval_size = heldout_size(base)
     stated = noise(runs, eval_size, len(seeds))

@@ -134,5 +134,8 @@ def to_eval_config(cfg) -> EvalRunConfig:
         if "/" in name and not name.startswith("hf:") and not Path(name).expanduser().exists():
             raise FileNotFoundError(f"eval.benchmarks: {name!r}: no such file or dataset folder "
                                     f"(resolved to {absolute(name)})")
+    from launch.preflight import check_reward_fn
+
+    check_reward_fn(obj.verifier)  # before Ray: one line naming verifier.reward_fn
     ray = dataclasses.replace(obj.ray, temp_dir=absolute(obj.ray.temp_dir))
     return dataclasses.replace(obj, model=model, task=task, ray=ray, output_dir=absolute(obj.output_dir))

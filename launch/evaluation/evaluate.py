@@ -31,7 +31,10 @@ def evaluate_all(rollout, verifier, heldout: Sequence, benchmarks: dict[str, Seq
     return out
 
 
-def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]]) -> dict[str, float]:
+def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Sequence[bool]],
+                    rewards: Sequence[Sequence[float]] | None = None) -> dict[str, float]:
+    """The step's samples. `rewards`: each sample's r (learner.selection's); without them
+    rollout/reward_mean is the mean of +-1 by correctness."""
     flat = [r for g in groups for r in g]
     n = max(1, len(flat))
     hits = [c for row in correct for c in row]
@@ -40,7 +43,7 @@ def rollout_metrics(groups: Sequence[Sequence[Rollout]], correct: Sequence[Seque
     return {
         "rollout/samples": float(len(flat)),
         "rollout/pass_rate": sum(hits) / n,
-        "rollout/reward_mean": (2 * sum(hits) - len(hits)) / n,
+        "rollout/reward_mean": (sum(map(sum, rewards)) if rewards is not None else 2 * sum(hits) - len(hits)) / n,
         "rollout/response_length/mean": sum(lengths) / n,
         "rollout/response_length/max": float(max(lengths, default=0)),
         "rollout/truncated_frac": sum(not r.finished for r in flat) / n,

@@ -117,8 +117,11 @@ class DriverState:
     rng: random.Random
     # Ids of the problems still to draw, in order (the rest of the current shuffled pass).
     order: list[str]
-    # Queries drawn so far (step x prompts_per_step).
+    # Queries drawn so far (step x prompts_per_step, more with algo.dynamic_sampling's refills).
     drawn: int = 0
+    # `drawn` when the last step finished: equal to it between steps, so a state saved after a
+    # step drew its queries but before it finished is told apart (check_resumable).
+    drawn_done: int = 0
     # The token RM's replay buffer (algo.rm_replay_steps; learner.rm_data): the last steps'
     # RM samples, trained on again; empty when the RM trains on the kept pairs alone.
     rm_replay: RMReplay = field(default_factory=lambda: RMReplay())
@@ -141,13 +144,15 @@ class DriverState:
 
     def step_done(self, synced: bool) -> None:
         self.step += 1
+        self.drawn_done = self.drawn
         if synced:
             self.policy_version = self.step
 
     def to_json(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         return {"step": self.step, "policy_version": self.policy_version, "order": self.order,
-                "drawn": self.drawn, "rng": [version, list(internal), gauss], "rm_replay": self.rm_replay.to_json()}
+                "drawn": self.drawn, "drawn_done": self.drawn_done, "rng": [version, list(internal), gauss],
+                "rm_replay": self.rm_replay.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DriverState:
@@ -156,7 +161,7 @@ class DriverState:
         rng.setstate((version, tuple(internal), gauss))
         replay = RMReplay.from_json(d["rm_replay"]) if "rm_replay" in d else RMReplay()  # older checkpoints
         return cls(step=d["step"], policy_version=d["policy_version"], rng=rng, order=list(d["order"]),
-                   drawn=d["drawn"], rm_replay=replay)
+                   drawn=d["drawn"], drawn_done=d.get("drawn_done", d["drawn"]), rm_replay=replay)
 
 
 @dataclass(frozen=True)
@@ -344,9 +349,14 @@ def check_resumable(ckpt: Checkpoint, cfg, run_dir: Path) -> None:
                               "an exact resume needs the same (only ckpt.*, output_dir, ray.*, wandb.* and "
                               "save_policy may change)")
     state = ckpt.meta["state"]
-    if state["drawn"] != state["step"] * cfg.prompts_per_step:
-        raise CheckpointError(f"{where}: {state['drawn']} queries drawn in {state['step']} steps of "
-                              f"prompts_per_step={cfg.prompts_per_step}: saved in the middle of a step, resuming "
+    # Between steps every query drawn belongs to a finished step: exactly prompts_per_step per
+    # step, or, with algo.dynamic_sampling's refills, as many as the steps drew (drawn_done).
+    expected = (state.get("drawn_done", state["drawn"]) if cfg.algo.dynamic_sampling
+                else state["step"] * cfg.prompts_per_step)
+    if state["drawn"] != expected:
+        raise CheckpointError(f"{where}: {state['drawn']} queries drawn, {expected} by its {state['step']} finished "
+                              f"steps (prompts_per_step={cfg.prompts_per_step}, algo.dynamic_sampling="
+                              f"{str(cfg.algo.dynamic_sampling).lower()}): saved in the middle of a step, resuming "
                               "would repeat or skip its queries")
     logged = logged_steps(Path(run_dir) / "metrics.jsonl")
     if logged < ckpt.step:

@@ -38,9 +38,22 @@ def summary(history: Sequence[dict], evals: Sequence[dict], mode: str, wall_s: f
         "rl_wall_s": sum(r.get("perf/step_s", 0.0) for r in steps),
         "wall_s": wall_s,
         "startup_s": (startup or {}).get("perf/startup_s"),
+        **_batch_summary(steps),
         **_rm_summary(history),
         "startup": {k.removeprefix("startup/"): v for k, v in (startup or {}).items() if k.startswith("startup/")},
     }
+
+
+def _batch_summary(steps: Sequence[dict]) -> dict:
+    """Queries trained per step (mixed ones kept: a pair each) and drawn, on average over the
+    run and over its last 10 steps: what algo.dynamic_sampling changes."""
+    rows = [r for r in steps if "rollout/queries_drawn" in r and "learner/kept_query_frac" in r]
+    if not rows:
+        return {}
+    kept = [r["learner/kept_query_frac"] * r["rollout/queries_drawn"] for r in rows]
+    return {"kept_queries_per_step": sum(kept) / len(kept),
+            "kept_queries_per_step_last10": sum(kept[-10:]) / len(kept[-10:]),
+            "queries_drawn_per_step": sum(r["rollout/queries_drawn"] for r in rows) / len(rows)}
 
 
 def _rm_summary(history: Sequence[dict]) -> dict:
@@ -65,6 +78,8 @@ def table(s: dict) -> str:
         ("held-out pass@1 before RL", _pct(s["heldout_pass1_before"])),
         ("held-out pass@1 after RL", _pct(s["heldout_pass1_after"])),
         ("train pass rate, first -> last step", f"{_pct(s['train_pass_rate_first'])} -> {_pct(s['train_pass_rate_last'])}"),
+        *([("queries trained / drawn per step",
+            f"{s['kept_queries_per_step']:.1f} / {s['queries_drawn_per_step']:.1f}")] if "kept_queries_per_step" in s else []),
         *([("token RM held-out pair accuracy", f"{_pct(s['rm_heldout_pair_accuracy_before'])} -> "
                                                 f"{_pct(s['rm_heldout_pair_accuracy_after'])}")]
           if "rm_heldout_pair_accuracy_after" in s else []),
@@ -104,7 +119,7 @@ def plot(run_dir: Path, history: Sequence[dict], evals: Sequence[dict],
     out = []
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean of ±1)")
+    ax.plot(x, [r["rollout/reward_mean"] for r in steps], label="train reward (mean r)")
     ax.plot(x, [r["rollout/pass_rate"] for r in steps], label="train pass rate")
     if evals:
         held = [e for e in evals if "eval/pass1" in e]

@@ -69,3 +69,15 @@ def env_probe(completion, gold, *, finished=True, cfg=None):
     (the verdict's detail; "none" if it has none of them)."""
     seen = [name for name in completion.split(",") if name in os.environ]
     return Verdict.failed("error", ",".join(seen) or "none")
+
+
+USER_REWARD = "tests.verifier.verifier_targets:user_reward"
+
+
+def user_reward(completion, gold, question):
+    """A `verifier.reward_fn` (not a grading target): the question decides, or a float score."""
+    if completion == "question":
+        return question == "Q?"
+    if completion.startswith("score:"):
+        return float(completion[len("score:"):])
+    return completion == gold
