@@ -55,6 +55,7 @@ class Example:
 EXAMPLES: dict[str, Example] = {
     # Configuration
     "algo=shaped steps=20": Example(run=True),
+    "verifier.reward_fn=verifier.plugins.string_match:reward steps=20": Example(run=True),
     "model=hf model.path=/data/ckpt/my-sft-model": Example(
         refused_here="model.path", substitute={"/data/ckpt/my-sft-model": TINY}, run=True),
     "model=hf model.path=/data/ckpt/my-sft-model task.name=jsonl task.path=gsm8k_test "
