@@ -56,8 +56,8 @@ class RolloutGroup:
         try:
             ray.get([a.ready.remote() for a in self.actors])
             self._procs = ray.get([a.processes.remote() for a in self.actors])
-        except BaseException:
-            self._stop_failed_start()
+        except BaseException as e:
+            self._stop_failed_start(wait=isinstance(e, Exception))  # Ctrl-C: stop what is up, now
             raise
         atexit.register(self._stop_at_exit)  # after ray.init's own hook, so it runs while Ray is up
         self.version = 0  # the policy version the engines hold (the last one sent)
@@ -67,14 +67,15 @@ class RolloutGroup:
         self.restarts = 0  # this run
         self._faults: Counter[str] = Counter()  # since the last take_faults()
 
-    def _stop_failed_start(self) -> None:
+    def _stop_failed_start(self, wait: bool = True) -> None:
         """An engine failed to start: stop the others and their engine cores before the error
         ends the run. One still starting is waited for (its engine core is known once vLLM's
-        `LLM` returns), up to START_WAIT_S. A failed actor's own process exits, and Ray's
-        default (RAY_kill_child_processes_on_worker_exit) kills its direct children."""
-        log.warning("a rollout engine failed to start; stopping the others once their start-up returns "
-                    "(up to %d s)", START_WAIT_S)
-        deadline = time.monotonic() + START_WAIT_S
+        `LLM` returns), up to START_WAIT_S (`wait`). A failed actor's own process exits, and
+        Ray's default (RAY_kill_child_processes_on_worker_exit) kills its direct children."""
+        if wait:
+            log.warning("a rollout engine failed to start; stopping the others once their start-up returns "
+                        "(up to %d s)", START_WAIT_S)
+        deadline = time.monotonic() + (START_WAIT_S if wait else 0)
         refs = [a.processes.remote() for a in self.actors]
         for e, ref in enumerate(refs):
             with contextlib.suppress(Exception):  # dead, or still starting at the deadline
