@@ -9,8 +9,8 @@ side is `send_buckets` below run on each rank's partition layout).
 
 Which group (`init_group`): vLLM's public `stateless_init_torch_distributed_process_group`
 wherever vLLM is installed (every process of a run: learner ranks and engines share the
-image), one code path for "gloo" (CPU) and "nccl" (GPUs); vLLM keeps the torch internals it
-rests on in step with the torch its wheel pins. Where vLLM is missing (the GPU check machine,
+image), one code path for "gloo" (CPU) and "nccl" (GPUs); vLLM forms its own data-parallel
+groups with it and keeps the torch internals it rests on in step with the torch it pins. Where vLLM is missing (the GPU check machine,
 `tests/gpu/`), `_torch_group` builds the same group the same way (the same store prefix, so
 both kinds join one group: tests/learner/test_sync_group.py). Not vLLM's other stateless
 group, the RLHF example's `StatelessProcessGroup` + `PyNcclCommunicator` (measured with 2
