@@ -63,7 +63,8 @@ def _mixed_rank(me: int, impls: tuple[str, str], ports, out) -> None:
         out.put((me, "error", traceback.format_exc()))
 
 
-@pytest.mark.parametrize("impls", [("torch", "vllm"), ("vllm", "torch"), ("torch", "torch")])
+@pytest.mark.parametrize("impls", [pytest.param(("torch", "vllm"), marks=pytest.mark.slow),  # vLLM's import: ~5 s
+                                   pytest.param(("vllm", "torch"), marks=pytest.mark.slow), ("torch", "torch")])
 def test_both_impls_form_one_stateless_group(impls):
     """A torch-twin process and a vLLM one meet in one group either way round, as root or
     member, the root's store on a pre-bound socket or on a port it binds (same store prefix,
