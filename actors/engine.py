@@ -146,7 +146,7 @@ class RolloutEngine:
     def processes() -> tuple[str, list[tuple[int, float]]]:
         """This engine's Ray node id and its child processes (vLLM's engine core), as (pid,
         start time): a SIGKILLed actor leaves them orphaned, holding memory (GPU memory on a
-        cluster), so a restart reaps them first (`reap_processes`)."""
+        cluster), so whatever stops an engine reaps them (`actors.group.stop_engines`)."""
         import psutil
         import ray
 

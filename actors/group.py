@@ -6,10 +6,15 @@ re-forms the weight-sync groups and sends it the current weights with the probe 
 the dead engine's queries not yet returned are sent again, with their own sampling seeds, so
 the step's samples are those an unbroken step would have drawn (`rollout.seeded_sampling`).
 Engines stream (`stream`): each query's K samples come back the moment its last one ends.
+Every path that ends engines (a restart, `shutdown` after a run or sweep point, a failed
+start, the driver's exit) goes through `stop_engines`, which also kills their vLLM engine cores.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
     from launch.placement import Placement
 
 log = logging.getLogger("oreal")
+
+# An engine still starting when another failed is waited for this long before it is stopped.
+START_WAIT_S = 300
 
 
 class EngineFailure(RuntimeError):
@@ -43,14 +51,43 @@ class RolloutGroup:
         if env_vars:
             self._opts["runtime_env"] = {"env_vars": env_vars}
         self.actors = [self._start(i) for i in range(cfg.num_engines)]
-        ray.get([a.ready.remote() for a in self.actors])
-        self._procs = ray.get([a.processes.remote() for a in self.actors])  # reaped on a restart
+        # each engine's (node, its processes): its vLLM engine core, killed with it (`stop_engines`)
+        self._procs: list[tuple[str, list[tuple[int, float]]] | None] = [None] * len(self.actors)
+        try:
+            ray.get([a.ready.remote() for a in self.actors])
+            self._procs = ray.get([a.processes.remote() for a in self.actors])
+        except BaseException as e:
+            self._stop_failed_start(wait=isinstance(e, Exception))  # Ctrl-C: stop what is up, now
+            raise
+        atexit.register(self._stop_at_exit)  # after ray.init's own hook, so it runs while Ray is up
         self.version = 0  # the policy version the engines hold (the last one sent)
         # Called after an engine was restarted: re-form the sync groups, send the current
         # weights, check the probe (launch.roles.Roles). None: the engine keeps the model path.
         self.on_restart: Callable[[], None] | None = None
         self.restarts = 0  # this run
         self._faults: Counter[str] = Counter()  # since the last take_faults()
+
+    def _stop_failed_start(self, wait: bool = True) -> None:
+        """An engine failed to start: stop the others and their engine cores before the error
+        ends the run. One still starting is waited for (its engine core is known once vLLM's
+        `LLM` returns), up to START_WAIT_S (`wait`). A failed actor's own process exits, and
+        Ray's default (RAY_kill_child_processes_on_worker_exit) kills its direct children."""
+        if wait:
+            log.warning("a rollout engine failed to start; stopping the others once their start-up returns "
+                        "(up to %d s)", START_WAIT_S)
+        deadline = time.monotonic() + (START_WAIT_S if wait else 0)
+        refs = [a.processes.remote() for a in self.actors]
+        for e, ref in enumerate(refs):
+            with contextlib.suppress(Exception):  # dead, or still starting at the deadline
+                self._procs[e] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        stop_engines(self.actors, self._procs)
+
+    def _stop_at_exit(self) -> None:
+        """The driver exits with the engines running (a run that raised): stop them while Ray is
+        still up (on a cluster Ray would kill the actors, not their engine cores)."""
+        with contextlib.suppress(Exception):
+            if ray.is_initialized():
+                stop_engines(self.actors, self._procs)
 
     def _start(self, i: int):
         opts = {**self._opts, **(self.placement.engine_options(i) if self.placement else {})}
@@ -121,16 +158,7 @@ class RolloutGroup:
                                 f"more than rollout.max_engine_restarts={self.cfg.max_engine_restarts}")
         log.warning("rollout engine %d died (%s); restarting it (%d of rollout.max_engine_restarts=%d)",
                     e, reason, self.restarts, self.cfg.max_engine_restarts)
-        try:
-            ray.kill(self.actors[e])
-        except Exception:
-            pass
-        node, procs = self._procs[e]  # its orphaned engine core would keep the memory
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        reaper = ray.remote(reap_processes).options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
-        ray.get(reaper.remote(procs))
+        stop_engines([self.actors[e]], [self._procs[e]])  # its orphaned engine core would keep the memory
         self.actors[e] = self._start(e)
         ray.get(self.actors[e].ready.remote())
         self._procs[e] = ray.get(self.actors[e].processes.remote())
@@ -177,8 +205,31 @@ class RolloutGroup:
         return ray.get([a.probe_logprobs.remote(list(token_ids)) for a in self.actors])
 
     def shutdown(self) -> None:
-        for a in self.actors:
+        """Stop every engine and its vLLM engine core (`stop_engines`), as a restart does."""
+        atexit.unregister(self._stop_at_exit)
+        stop_engines(self.actors, self._procs)
+
+
+def stop_engines(actors: Sequence, procs: Sequence[tuple[str, list[tuple[int, float]]] | None]) -> int:
+    """Kill each engine actor, then SIGKILL its processes (`procs[i]`: engine i's Ray node and
+    its (pid, start time)s from `RolloutEngine.processes`, None if unknown): `ray.kill` ends the
+    actor's own process only, and vLLM's engine core (its own process unless
+    `rollout.in_process_engine`) would live on holding its memory, a GPU's on a cluster. One
+    reaping task per node, run there. Returns how many processes were killed."""
+    for a in actors:
+        with contextlib.suppress(Exception):  # already dead
             ray.kill(a)
+    by_node: dict[str, list[tuple[int, float]]] = {}
+    for entry in procs:
+        if entry and entry[1]:
+            by_node.setdefault(entry[0], []).extend(entry[1])
+    if not by_node:
+        return 0
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    reaper = ray.remote(reap_processes)
+    return sum(ray.get([reaper.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+                        .remote(pids) for node, pids in by_node.items()]))
 
 
 def assign_least_loaded(prompt_lengths: Sequence[int], engines: int) -> list[list[int]]:

@@ -10,8 +10,8 @@ Within one training step::
 start-up (`connect`), `learner.sync_mode`:
   shards (default): W stateless groups, one per learner rank: group r = {learner rank r
     (group rank 0), every vLLM worker (engine e's TP rank t at 1 + e*TP + t)}, meeting at rank
-    r's Ray node IP; every worker joins all W in order (`group.init_group`: gloo on CPU, NCCL
-    on GPUs), beside DeepSpeed's and vLLM's own worlds.
+    r's Ray node IP; every worker joins all W in order (`group.init_group`: vLLM's stateless
+    group, gloo on CPU, NCCL on GPUs), beside DeepSpeed's and vLLM's own worlds.
   gather: one group, learner rank 0 + every worker (same ranks), at rank 0's node IP.
   (`learner.colocate` ignores sync_mode: one group of every learner rank and every worker,
     `cuda_ipc`.)

