@@ -102,7 +102,9 @@ def test_a_failed_start_leaves_no_engine_core(ray_cluster, monkeypatch):
 
     monkeypatch.setattr(group_mod, "stop_engines", recording_stop)
     with pytest.raises(Exception, match="not_an_argument"):
-        RolloutGroup(dataclasses.replace(cfg.rollout, num_engines=2), path, seed=0,
+        # no CPU asked: in the full suite the session's roles hold the cluster's CPUs, and an
+        # engine 0 left pending would never start (nothing to stop, nothing seen)
+        RolloutGroup(dataclasses.replace(cfg.rollout, num_engines=2, num_cpus_per_actor=0), path, seed=0,
                      engine_kwargs=[{}, {"not_an_argument": 1}])
     assert len(seen) >= 1, "engine 0's vLLM engine core was never seen"
     assert _alive(seen) == [], "a failed start left engine 0's vLLM engine core running"
