@@ -78,8 +78,28 @@ def test_no_engine_core_of_a_finished_run_is_alive_when_the_next_starts(ray_clus
     assert _alive(runs[1]["cores"]) == [], "the second run's vLLM engine core outlived it"
 
 
+def _failing_second_engine():
+    """A RolloutEngine whose engine 1 raises in its constructor (after engine 0 began starting):
+    a start that fails inside the actor, as a bad vLLM argument or an OOM would. (A bad keyword
+    argument fails in `.remote()` itself, before any engine starts.)"""
+    import sys
+
+    import ray
+
+    from actors.engine import RolloutEngine
+
+    class FailingSecond(RolloutEngine):
+        def __init__(self, cfg, model_path, seed=0):
+            if seed == 1:
+                raise RuntimeError("engine 1 cannot start: not_an_argument")
+            super().__init__(cfg, model_path, seed)
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    return FailingSecond
+
+
 def test_a_failed_start_leaves_no_engine_core(ray_cluster, monkeypatch):
-    """Engine 1 cannot start (a bad argument); engine 0, which did, is stopped with its core."""
+    """Engine 1 cannot start; engine 0, which did, is stopped with its core."""
     import ray
 
     import actors.group as group_mod
@@ -105,6 +125,6 @@ def test_a_failed_start_leaves_no_engine_core(ray_cluster, monkeypatch):
         # no CPU asked: in the full suite the session's roles hold the cluster's CPUs, and an
         # engine 0 left pending would never start (nothing to stop, nothing seen)
         RolloutGroup(dataclasses.replace(cfg.rollout, num_engines=2, num_cpus_per_actor=0), path, seed=0,
-                     engine_kwargs=[{}, {"not_an_argument": 1}])
+                     engine_cls=_failing_second_engine())
     assert len(seen) >= 1, "engine 0's vLLM engine core was never seen"
     assert _alive(seen) == [], "a failed start left engine 0's vLLM engine core running"
