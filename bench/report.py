@@ -104,6 +104,15 @@ def ablation(d: dict) -> list[str]:
                                         ("after, mean over seeds (%)", "pass1_after", "pct"),
                                         ("std over seeds (points)", "pass1_after_std", "pct"),
                                         ("samples per run", "samples", "int")])
+    runs = [r for r in d.get("runs") or [] if isinstance(r, dict) and "kept_queries_per_step" in r]
+    if runs:  # the batch each step trained on, and what it took (algo.dynamic_sampling draws more)
+        out += ["", "Per run: queries trained (pairs) and drawn per step, over the run and its last 10 steps; "
+                    "RL wall time.", ""]
+        out += table(runs, [("mode", "mode", ""), ("seed", "seed", "int"),
+                            ("pairs / step", "kept_queries_per_step", ".1f"),
+                            ("pairs / step, last 10", "kept_queries_per_step_last10", ".1f"),
+                            ("queries drawn / step", "queries_drawn_per_step", ".1f"),
+                            ("RL wall (s)", "rl_wall_s", ".0f")])
     return out + noise(n, "mode")
 
 
