@@ -39,11 +39,7 @@ class Streamed:
     @property
     def correct(self) -> list[list[bool]]:
         """Per query, whether each of its samples was graded correct."""
-        out, i = [], 0
-        for group in self.groups:
-            out.append([v.correct for v in self.verdicts[i:i + len(group)]])
-            i += len(group)
-        return out
+        return self._per_query([v.correct for v in self.verdicts])
 
     @property
     def scores(self) -> list[list[float | None]] | None:
@@ -51,9 +47,13 @@ class Streamed:
         None when no sample has one."""
         if all(v.score is None for v in self.verdicts):
             return None
+        return self._per_query([v.score for v in self.verdicts])
+
+    def _per_query(self, flat: list) -> list[list]:
+        """`flat` (one value per sample, in the verdicts' order) split by query."""
         out, i = [], 0
         for group in self.groups:
-            out.append([v.score for v in self.verdicts[i:i + len(group)]])
+            out.append(flat[i:i + len(group)])
             i += len(group)
         return out
 

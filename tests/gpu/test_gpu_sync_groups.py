@@ -23,12 +23,17 @@ is built and broadcasts with this machine's torch and NCCL; no bytes cross a lin
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import traceback
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run as a script too
+from conftest import run_spawned  # noqa: E402
 
 pytestmark = [pytest.mark.gpu]
 
@@ -116,27 +121,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(target, args_list, timeout: float) -> dict:
-    """`target(*args, queue)` in one spawned process each; {key: result}, every one "ok"."""
-    import torch.multiprocessing as tmp
-
-    ctx = tmp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, out)) for args in args_list]
-    for p in procs:
-        p.start()
-    try:
-        results = {key: (status, res) for key, status, res in (out.get(timeout=timeout) for _ in procs)}
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    bad = {key: res for key, (status, res) in results.items() if status != "ok"}
-    assert not bad, "\n".join(f"{key}:\n{res}" for key, res in bad.items())
-    return {key: res for key, (_, res) in results.items()}
-
-
 def run_sync(backend: str = "nccl", groups: int = 8, receivers: int = 1, mb: float = 256, bucket_mb: float = 32,
              syncs: int = 2, timeout_s: float = 300) -> dict:
     """Run `syncs` shards syncs (the first one warms NCCL's communicators up) from `groups`
@@ -146,7 +130,7 @@ def run_sync(backend: str = "nccl", groups: int = 8, receivers: int = 1, mb: flo
     common = (backend, ports, receivers, mb, bucket_mb, syncs, timeout_s)
     args = [("sender", r, d, *common) for r, d in enumerate(send_dev)] + \
            [("receiver", j, d, *common) for j, d in enumerate(recv_dev)]
-    return _spawn(_rank, args, timeout=timeout_s + 60)
+    return run_spawned(_rank, args, timeout=timeout_s + 60)
 
 
 def check(res: dict, groups: int) -> str:
@@ -202,7 +186,7 @@ def _one_gpu(groups: int, out) -> None:
 
 
 def test_nccl_groups_build_on_one_gpu():
-    impl, ok, version, nccl = _spawn(_one_gpu, [(8,)], timeout=180)["gpu0"]
+    impl, ok, version, nccl = run_spawned(_one_gpu, [(8,)], timeout=180)["gpu0"]
     assert ok
     print(f"\n8 one-rank NCCL groups ({impl}) built and broadcast on cuda:0: torch {version}, NCCL {nccl}")
 
