@@ -50,7 +50,8 @@ def write_manifest(folder: Path, known: Mapping[str, str] | None = None, skip: I
     already taken (the learner ranks'), keyed by path relative to `folder`; the rest are hashed
     here. Returns the manifest."""
     files = checkpoint_files(folder, skip)
-    known = {k: v for k, v in (known or {}).items() if k in set(files)}
+    present = set(files)
+    known = {k: v for k, v in (known or {}).items() if k in present}
     digests = {**hash_files(folder, [f for f in files if f not in known]), **known}
     text = "".join(f"{digests[f]}  {f}\n" for f in files)
     with open(Path(folder) / MANIFEST, "w") as f:
