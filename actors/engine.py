@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -154,21 +155,39 @@ class RolloutEngine:
         return ray.get_runtime_context().get_node_id(), [(c.pid, c.create_time()) for c in kids]
 
 
-def reap_processes(procs: Sequence[tuple[int, float]]) -> int:
+def reap_processes(procs: Sequence[tuple[int, float]], wait_s: float = 30.0) -> int:
     """SIGKILL those of `procs` (pid, start time) still alive and the same process (the start
-    time guards against a reused pid). Returns how many were killed."""
+    time guards against a reused pid), then wait up to `wait_s` for them to end: a process
+    holding much memory takes a while to exit after SIGKILL, and the memory (a GPU's, on a
+    cluster) is free only then, so the next engine to start must not race it. An ended
+    process not yet reaped by its parent (a zombie) holds nothing and counts as ended.
+    Returns how many were killed."""
     import psutil
 
-    killed = 0
+    killed = []
     for pid, started in procs:
         try:
             p = psutil.Process(pid)
             if abs(p.create_time() - started) < 1e-3:
                 p.kill()
-                killed += 1
+                killed.append(p)
         except psutil.Error:
             pass
-    return killed
+    deadline, dying = time.monotonic() + wait_s, killed
+    while dying and time.monotonic() < deadline:
+        time.sleep(0.05)
+        dying = [p for p in dying if _running(p)]
+    return len(killed)
+
+
+def _running(p) -> bool:
+    """Not yet ended (a zombie has ended; a vanished pid has ended and been reaped)."""
+    import psutil
+
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def request_seeds(key: Sequence[int], query_ids: Sequence[str]) -> list[int]:

@@ -201,3 +201,19 @@ def test_reap_skips_a_pid_that_is_now_another_process():
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_reap_returns_once_the_killed_processes_have_ended():
+    """The next engine may start the moment reaping returns: every killed process has ended
+    by then (a zombie, here, as our unwaited child), not merely been sent SIGKILL."""
+    procs = [_core() for _ in range(4)]
+    try:
+        known = [(p.pid, psutil.Process(p.pid).create_time()) for p in procs]
+        assert reap_processes(known) == 4
+        assert [psutil.Process(p.pid).status() for p in procs] == [psutil.STATUS_ZOMBIE] * 4
+        assert all(_ended(p) for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
