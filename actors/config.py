@@ -73,6 +73,18 @@ class RolloutConfig:
     # Dead engines restarted in one run (each: a new engine, the current weights, the probe
     # check, its queries sent again; faults/rollout_engine_restarts) before the run stops.
     max_engine_restarts: int = 3
+    # Partial rollouts (actors.partial): a step's engines stop once `partial_budget` of the
+    # samples they were given have ended; the rest keep their tokens and log-probs and
+    # continue in a later step on that step's weights; a query trains once all K of its
+    # samples have ended. Off: every step waits for its longest sample.
+    partial: bool = False
+    # The share of each engine's samples in a step (fresh and continued) that must end before
+    # the others are cut, in (0, 1].
+    partial_budget: float = 0.9
+    # Steps a query may wait for its cut samples: one first drawn at step s is dropped
+    # (rollout/partial_dropped counts its samples) if a sample is still unfinished after step
+    # s + partial_max_age.
+    partial_max_age: int = 4
     # Extra keyword arguments for `vllm.LLM(...)`, for anything not named above.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -99,6 +111,12 @@ class RolloutConfig:
         if not self.torch_compile and not self.enforce_eager:
             raise ValueError("rollout.torch_compile=false contradicts rollout.enforce_eager=false: vLLM would "
                              "capture its graphs with torch.compile disabled; set enforce_eager=true with it")
+        if not 0.0 < self.partial_budget <= 1.0:
+            raise ValueError(f"rollout.partial_budget must be in (0, 1] (the share of a step's samples that "
+                             f"must end), got {self.partial_budget}")
+        if self.partial_max_age < 1:
+            raise ValueError(f"rollout.partial_max_age must be >= 1 (steps a cut sample may continue in), "
+                             f"got {self.partial_max_age}")
         if self.max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

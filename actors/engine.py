@@ -59,11 +59,21 @@ class RolloutEngine:
         return [self._group(qid, out) for qid, out in zip(query_ids, outputs)]
 
     def generate_stream(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
-                        greedy: bool = False, seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list[Rollout]]]:
+                        greedy: bool = False, seeds: Sequence[int] | None = None,
+                        prefixes: Sequence[Sequence[Rollout] | None] | None = None,
+                        partial_budget: float | None = None) -> Iterator[tuple[int, list[Rollout]]]:
         """`generate`, yielding (position, its K samples) the moment a query's last sample
         finishes: the same batch in the engine (every prompt queued at once), so the same
         samples, but a query's grading can start while the others still generate. A Ray
-        streaming generator (`RolloutGroup.stream`)."""
+        streaming generator (`RolloutGroup.stream`).
+
+        Partial rollouts (`actors.partial`): `prefixes[i]`, if given, are cut samples of query i
+        to continue (one each, seeded seeds[i] + j; the query yields just those); with
+        `partial_budget`, once that share of the call's samples have ended the others stop and
+        are yielded with `cut=True`. Every query is yielded exactly once."""
+        if prefixes is not None or partial_budget is not None:
+            yield from self._generate_partial(query_ids, prompts, n, seeds, prefixes, partial_budget)
+            return
         ids = self.llm.enqueue(list(prompts), self._params(len(prompts), n, greedy, seeds), use_tqdm=False)
         # enqueue returns vLLM's internal ids, "<request id>-<8 random chars>"; outputs carry the request id
         position = {str(rid).rsplit("-", 1)[0]: i for i, rid in enumerate(ids)}
@@ -73,6 +83,71 @@ class RolloutEngine:
                 if out.finished:
                     i = position[str(out.request_id)]
                     yield i, self._group(query_ids[i], out)
+
+    def _generate_partial(self, query_ids, prompts, n, seeds, prefixes, budget) -> Iterator[tuple[int, list[Rollout]]]:
+        """One vLLM request per sample, its output streamed as deltas (what a cut sample has is
+        then known: vLLM's offline API returns nothing of an aborted request), cut once
+        `must_end` of them have ended."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        from actors.partial import continuation_ids, extend, must_end, tokens_left
+
+        want = self.cfg.behaviour_logprobs
+        engine = self.llm.llm_engine
+        samples = []  # (query position, its prefix or None), one per request
+        for i in range(len(query_ids)):
+            pre = prefixes[i] if prefixes is not None else None
+            samples += [(i, p) for p in pre] if pre else [(i, None)] * (n or self.cfg.n_samples)
+        self._calls = getattr(self, "_calls", 0) + 1
+        rid = {f"oreal-{self._calls}-{r}": r for r in range(len(samples))}  # request id -> sample
+        fresh_ids = {i: self.tokenizer.encode(prompts[i]) for i, pre in samples if pre is None}  # as vLLM would
+        seen: dict[int, int] = {}  # per query: its samples so far (its j-th is seeded seeds[i] + j)
+        for (name, r), (i, pre) in zip(rid.items(), samples):
+            j = seen[i] = seen.get(i, -1) + 1
+            params = SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                    max_tokens=tokens_left(pre, self.cfg.max_new_tokens),
+                                    logprobs=0 if want else None, flat_logprobs=want,
+                                    seed=None if seeds is None else seeds[i] + j,
+                                    output_kind=RequestOutputKind.DELTA)
+            engine.add_request(name, TokensPrompt(prompt_token_ids=fresh_ids[i] if pre is None else continuation_ids(pre)),
+                               params)
+        got = [([], [], []) for _ in samples]  # per request: token ids, log-probs, text pieces
+        reason: list[str | None] = [None] * len(samples)
+        left = {i: sum(1 for q, _ in samples if q == i) for i in range(len(query_ids))}
+        need, ended = must_end(len(samples), budget), 0
+
+        def rollout(r: int, cut: bool) -> Rollout:
+            i, pre = samples[r]
+            ids, lps, text = got[r]
+            return extend(pre, query_id=query_ids[i], prompt_ids=fresh_ids.get(i, ()), new_ids=ids,
+                          new_text="".join(text), new_logprobs=lps, finished=reason[r] == "stop", cut=cut,
+                          version=self.policy_version)
+
+        def group(i: int, cut: bool = False) -> list[Rollout]:
+            return [rollout(r, cut and reason[r] is None) for r, (q, _) in enumerate(samples) if q == i]
+
+        while ended < need and engine.has_unfinished_requests():
+            for out in engine.step():
+                name = str(out.request_id)
+                r = rid[name] if name in rid else rid[name.rsplit("-", 1)[0]]
+                c = out.outputs[0]
+                ids, lps, text = got[r]
+                ids.extend(c.token_ids)
+                lps.extend(sampled_logprobs(c.logprobs, c.token_ids) if want else ())
+                text.append(c.text)
+                if out.finished:
+                    reason[r], ended = c.finish_reason or "stop", ended + 1
+                    i = samples[r][0]
+                    left[i] -= 1
+                    if left[i] == 0:
+                        yield i, group(i)
+        if engine.has_unfinished_requests():  # the budget is reached: the rest stop here
+            engine.abort_request([name for name, r in rid.items() if reason[r] is None])
+        for i in range(len(query_ids)):
+            if left[i]:
+                yield i, group(i, cut=True)
 
     def _params(self, count: int, n: int | None, greedy: bool, seeds: Sequence[int] | None):
         from vllm import SamplingParams

@@ -108,13 +108,17 @@ class RolloutGroup:
         return out  # type: ignore[return-value]
 
     def stream(self, query_ids: Sequence[str], prompts: Sequence[str], *, n: int | None = None,
-               greedy: bool = False, seed_key: Sequence[int] | None = None) -> Iterator[tuple[int, list[Rollout]]]:
+               greedy: bool = False, seed_key: Sequence[int] | None = None,
+               prefixes: Sequence[Sequence[Rollout] | None] | None = None,
+               partial_budget: float | None = None) -> Iterator[tuple[int, list[Rollout]]]:
         """(query index, its K samples) as each query finishes, whichever engine it is on:
         each query goes to the least-loaded engine, every engine streams (`generate_stream`).
         `seed_key` (the driver's run seed and step): with `rollout.seeded_sampling`, query i
         samples with `request_seeds(seed_key)[i]` on whichever engine it lands, so the samples
         do not depend on the routing, the order of arrival or what the engines ran before
-        (exact resume; a dead engine's queries re-issued elsewhere draw the same samples)."""
+        (exact resume; a dead engine's queries re-issued elsewhere draw the same samples).
+        `prefixes` / `partial_budget`: partial rollouts (`RolloutEngine.generate_stream`; the
+        budget holds on each engine's share)."""
         seeds = (request_seeds(seed_key, query_ids) if seed_key is not None and self.cfg.seeded_sampling
                  and not greedy else None)
         shares = assign_least_loaded([len(p) for p in prompts], len(self.actors))
@@ -122,7 +126,10 @@ class RolloutGroup:
         while pending:  # more than one round only when an engine died
             streams = {self.actors[e].generate_stream.options(num_returns="streaming").remote(
                 [query_ids[i] for i in idx], [prompts[i] for i in idx], n=n, greedy=greedy,
-                seeds=None if seeds is None else [seeds[i] for i in idx]): e for e, idx in pending.items()}
+                seeds=None if seeds is None else [seeds[i] for i in idx],
+                **({} if prefixes is None else {"prefixes": [prefixes[i] for i in idx]}),
+                **({} if partial_budget is None else {"partial_budget": partial_budget})): e
+                for e, idx in pending.items()}
             left = {e: set(range(len(idx))) for e, idx in pending.items()}  # not yet yielded, per engine
             dead: dict[int, BaseException] = {}
             while streams:
