@@ -336,15 +336,27 @@ def partial_rollouts(d: dict) -> list[str]:
     rows = [{**r, "mode": "on" if r["partial"] else "off", "p99_over_median": r["lengths"]["p99_over_median"]}
             for r in rows_of(d, "runs")]
     return (["Real loop, this machine, `" + " ".join(d.get("setting", [])) + "`:", ""]
-            + table(rows, [("rollout.partial", "mode", ""), ("step (s, median)", "step_s_median", ".2f"),
+            + table(rows, [("seed", "seed", ""), ("rollout.partial", "mode", ""), ("step (s, median)", "step_s_median", ".2f"),
                            ("generation (s, median)", "generate_s_median", ".2f"),
                            ("train (s, median)", "train_s_median", ".2f"),
                            ("samples trained / step", "samples_trained_per_step", ".1f"),
                            ("carried", "partial_carried_total", ".0f"), ("dropped", "partial_dropped_total", ".0f"),
                            ("pass@1 before", "pass1_before", ".3f"), ("pass@1 after", "pass1_after", ".3f"),
                            ("response p99 / median", "p99_over_median", ".1f")])
-            + ["", f"On / off: step {fmt(d.get('step_s_ratio'), '.2f')}x, generation "
-                   f"{fmt(d.get('generate_s_ratio'), '.2f')}x."])
+            + ["", f"On / off, mean over seeds: step {fmt(d.get('step_s_ratio'), '.2f')}x, generation "
+                   f"{fmt(d.get('generate_s_ratio'), '.2f')}x, held-out pass@1 after "
+                   f"{fmt(d.get('pass1_after_diff'), '+.3f')}."] + _engine_alone(d.get("engine_alone")))
+
+
+def _engine_alone(e: dict | None) -> list[str]:
+    if not e:
+        return []
+    m = e["median"]
+    return ["", f"The engine alone ({e['queries_per_call']} fresh queries a call, the cut samples carried from "
+                f"call to call, median over calls): plain {fmt(m['plain_s'], '.2f')} s and "
+                f"{fmt(m['plain_decode_steps'], '.0f')} decode steps, partial {fmt(m['partial_s'], '.2f')} s and "
+                f"{fmt(m['partial_decode_steps'], '.0f')} decode steps: {fmt(e['seconds_ratio'], '.2f')}x the "
+                f"seconds, {fmt(e['decode_steps_ratio'], '.2f')}x the decode steps."]
 
 
 def generic(d: dict) -> list[str]:

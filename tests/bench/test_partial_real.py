@@ -32,8 +32,11 @@ def test_summary_of_a_run_folder(tmp_path):
     assert s["steps_timed"] == 3 and s["step_s_median"] == 5.0 and s["generate_s_median"] == 2.0  # the first left out
     assert s["partial_carried_total"] == 8.0 and s["segments_max"] == 4.0
     assert (s["pass1_before"], s["pass1_after"]) == (0.25, 0.5)
+    alone = {"queries_per_call": 32, "seconds_ratio": 0.9, "decode_steps_ratio": 0.4,
+             "median": {"plain_s": 1.0, "partial_s": 0.9, "plain_decode_steps": 300, "partial_decode_steps": 120}}
     page = "\n".join(partial_rollouts({"setting": ["task=arith_long_tail"], "step_s_ratio": 0.8,
-                                       "generate_s_ratio": 0.5,
-                                       "runs": [{**s, "partial": False}, {**s, "partial": True}]}))
-    assert "| off | 5.00 | 2.00 |" in page and "| on |" in page and "step 0.80x" in page
+                                       "generate_s_ratio": 0.5, "pass1_after_diff": 0.02, "engine_alone": alone,
+                                       "runs": [{**s, "seed": 0, "partial": False}, {**s, "seed": 0, "partial": True}]}))
+    assert "| 0 | off | 5.00 | 2.00 |" in page and "| on |" in page and "step 0.80x" in page
+    assert "0.40x the decode steps" in page
     assert s["lengths"]["p99_over_median"] == pytest.approx(99 / 50.5)
