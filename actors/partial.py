@@ -9,7 +9,7 @@ importance ratio covers the mix (AReaL's, Kimi k1.5's and slime's partial rollou
 
 These helpers are the engine side's bookkeeping, shared by `actors.engine.RolloutEngine` and
 the stand-in engines (`bench.standins`); the carried queries between steps are the driver's
-(`launch.partial`).
+(`launch.state.carried`).
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ lives in its component's dataclass; `conf/` holds only what a preset changes.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,15 @@ class TrainConfig:
         if (self.algo.max_staleness or self.algo.tis_cap is not None) and not self.rollout.behaviour_logprobs:
             # one step off-policy: the ratio's pi_old is the sampling engine's log-probs; TIS: its ratio
             self.rollout.behaviour_logprobs = True
+        if self.rollout.partial:  # a carried sample's tokens come from several versions: the ratio to its sampler
+            self.rollout = dataclasses.replace(self.rollout, behaviour_logprobs=True)
+            self.algo = dataclasses.replace(self.algo, off_policy=True)
+            if self.algo.dynamic_sampling:
+                raise ValueError("rollout.partial=true with algo.dynamic_sampling=true is not supported: refill "
+                                 "rounds would carry samples of their own; turn one of them off")
+            if self.algo.kl_target == "old":
+                raise ValueError("rollout.partial=true with algo.kl_target=old is not supported: the KL to pi_old "
+                                 "would need the full distribution of every version that sampled; use kl_target=initial")
         if self.algo.overlong == "penalty" and not self.algo.overlong_buffer < self.rollout.max_new_tokens:
             raise ValueError(f"algo.overlong_buffer={self.algo.overlong_buffer} must be below rollout.max_new_tokens="
                              f"{self.rollout.max_new_tokens}: the penalty ramps over the last overlong_buffer tokens")

@@ -116,7 +116,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
         with _stops_cleanly(cfg, run_dir, step, saver, logger,
                             save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng, run_dir=run_dir,
-                                               next_queries=ahead, rm_replay=state.rm_replay, draw=draw)
+                                               next_queries=ahead, rm_replay=state.rm_replay, draw=draw,
+                                               carried=state.carried)
         with _stops_cleanly(cfg, run_dir, step, saver, logger):
             if (heldout or benches) and (step + 1 == cfg.steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0)):
                 evals.append(evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=step + 1))
@@ -146,12 +147,14 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
 
 
 def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], probe_ids, step: int,
-            rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None, draw=None):
+            rng: random.Random, run_dir: Path | None = None, next_queries=None, rm_replay=None, draw=None,
+            carried=None):
     """One OREAL step (docs/algorithm.md steps 1-7): rollout, judge, advantage + filter, update, sync.
 
     `draw(n)`: the data order's next n queries, for algo.dynamic_sampling's refills;
     `next_queries`: step + 1's queries (max_staleness=1), or a function giving them once this
-    step's draws are done.
+    step's draws are done; `carried` (`launch.state.carried.Carried`, rollout.partial): the queries
+    with cut samples, continued this step; those still cut after it replace them.
 
     Every sample goes to the rollout record `<run_dir>/rollouts/step_NNNNN.jsonl` (NNNNN =
     step + 1, as logged; `launch.records`; not written when `run_dir` is None). A step whose
@@ -159,7 +162,6 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     from launch import records
     from launch.evaluation.evaluate import rollout_metrics
     from launch.state.metrics import timed
-    from launch.streaming import generate_and_grade
     from learner.rm_data import rm_step_data
     from learner.selection import select
     from learner.weight_sync import sync_weights
@@ -168,8 +170,15 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
 
     # Rollout and judge, streamed: each query is graded as soon as its K samples are done
     # (generated during the last step's training with algo.max_staleness=1).
+    # rollout.partial: the engines stop at the budget; queries whose samples all ended train, the rest wait
+    cut = (cfg.rollout.partial_budget, cfg.rollout.partial_max_age) if cfg.rollout.partial else None
+    if cut and carried is None:
+        raise ValueError("rollout.partial needs the driver's carried queries: pass rl_step(carried=Carried())")
     waited = time.perf_counter()
-    rolled = roles.ahead.take(step, queries, prompt, cfg.seed, roles.rollout.version, cfg.algo.max_staleness)
+    rolled = roles.ahead.take(step, queries, prompt, cfg.seed, roles.rollout.version, cfg.algo.max_staleness,
+                              carried=carried.queries if cut else (), partial=cut)
+    if cut:
+        carried.queries = rolled.carried
     timings = ({"timing_s/generate": time.perf_counter() - waited, "timing_s/generate_ahead": rolled.generate_s}
                if rolled.ahead else {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s})
     if cfg.algo.dynamic_sampling:  # DAPO: more queries, streamed alike, until prompts_per_step are mixed
@@ -194,9 +203,14 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     metrics = {**rollout_metrics(groups, correct, selection.rewards), **verdict_metrics(verdicts), **alarm.metrics,
                **selection.metrics(), "rollout/queries_drawn": float(len(groups)),
                "rollout/refill_rounds": float(rolled.refill_rounds)}
+    if cut:
+        from launch.state.carried import partial_metrics
+
+        metrics.update(partial_metrics(groups, rolled.carried, rolled.partial_dropped))
     if selection.samples:  # nothing to learn from when every query was all-right or all-wrong
         if cfg.algo.max_staleness and next_queries is not None:  # step t+1 generates while step t trains
-            roles.ahead.prefetch(step + 1, next_queries() if callable(next_queries) else next_queries, prompt, cfg.seed)
+            roles.ahead.prefetch(step + 1, next_queries() if callable(next_queries) else next_queries, prompt, cfg.seed,
+                                 carried=rolled.carried, partial=cut)
         # the token RM's own data (algo.rm_samples, rm_replay_steps, rm_minibatches), if not the kept pairs
         rm_batches, rm_fresh = rm_step_data(cfg.algo, rm_replay, groups, correct, selection, cfg.seed, step)
         with timed(timings, "train"):

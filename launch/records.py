@@ -20,7 +20,9 @@ metrics.jsonl, from 1), one JSON object per generated sample:
   truncated one (why "truncated") |
 | kept, why | trained on or not, and why (`learner.selection.WHY`, or "verifier_alarm": the
   step was stopped by the verifier alarm before training) |
-| policy_version | the weights version that sampled it |
+| policy_version | the weights version that sampled it (its first segment's) |
+| segments | [policy version, tokens] of each stretch generated in one step (rollout.partial: a
+  sample cut at a step's budget continues in later steps; one segment otherwise) |
 
 A step's file is written whole and renamed into place, so a step that is run again (a
 resumed run) replaces its file rather than adding to it.
@@ -41,6 +43,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from actors.partial import segments_of
 from verifier.verdict import OUTCOMES
 
 RECORDS_DIR = "rollouts"
@@ -72,7 +75,7 @@ def step_records(step: int, queries: Sequence, prompt: dict[str, str], groups: S
                 "response_tokens": len(r.response_ids), "outcome": v.outcome, "answer": v.answer,
                 "detail": v.detail, "judge": getattr(v, "judge", None), "gold": q.answer, "reward": selection.rewards[i][k],
                 "advantage": selection.advantages[i][k], "kept": why == "kept", "why": why,
-                "policy_version": r.policy_version,
+                "policy_version": r.policy_version, "segments": [list(seg) for seg in segments_of(r)],
             })
     return records
 

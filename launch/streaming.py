@@ -35,6 +35,10 @@ class Streamed:
     started_at: float = 0.0
     # Refill rounds that drew `queries` past the step's first prompts_per_step (`refill`).
     refill_rounds: int = 0
+    # rollout.partial (launch.state.carried): the queries left with cut samples, for the next step,
+    # and the samples dropped as too old; `groups` holds only queries whose samples all ended.
+    carried: list = field(default_factory=list)
+    partial_dropped: int = 0
 
     @property
     def correct(self) -> list[list[bool]]:
@@ -83,11 +87,13 @@ class Streamed:
 def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Sequence[str],
                        golds: Sequence[str], seed_key: Sequence[int] | None = None,
                        max_grading: int | None = None, questions: Sequence[str] | None = None,
-                       n: int | None = None) -> Streamed:
+                       n: int | None = None, partial=None) -> Streamed:
     """Every query's K samples (`rollout.stream`; `n` of them if given) and their verdicts
     (`verifier.grade`, one call per query, `max_grading` at a time: default two per verifier
     actor). `questions`: each query's problem text, graded in the symbol domain it states
-    (verifier.domain_from_problem)."""
+    (verifier.domain_from_problem). `partial`: (`launch.state.carried.StepPlan`, budget): carried
+    samples continued, the step cut at the budget, and only queries whose samples all ended
+    graded and returned."""
     queries = len(query_ids)
     start = time.perf_counter()
     groups: list = [None] * queries
@@ -104,7 +110,11 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
                 graded_at[i] = time.perf_counter() - start
 
         more = {} if n is None else {"n": n}  # rollout.n_samples unless asked for
+        if partial is not None:
+            more.update(prefixes=partial[0].prefixes, partial_budget=partial[1])
         for i, group in rollout.stream(query_ids, prompts, seed_key=seed_key, **more):
+            if partial is not None and (group := partial[0].assemble(i, group)) is None:
+                continue  # a cut sample left: carried to the next step
             groups[i] = group
             generated_at[i] = time.perf_counter() - start
             extra = {} if questions is None else {"questions": [questions[i]] * len(group)}
@@ -114,8 +124,10 @@ def generate_and_grade(rollout, verifier, query_ids: Sequence[str], prompts: Seq
         while grading:
             done, _ = wait(list(grading), return_when=FIRST_COMPLETED)
             collect(done)
-    verdicts = [v for vs in per_query for v in vs]
-    return Streamed(groups, verdicts, generated_at, graded_at, started_at=start)
+    done = [i for i in range(queries) if groups[i] is not None]
+    verdicts = [v for i in done for v in per_query[i]]
+    return Streamed([groups[i] for i in done], verdicts, [generated_at[i] for i in done],
+                    [graded_at[i] for i in done], started_at=start)
 
 
 def refill_size(target: int, mixed: int, drawn: int) -> int:
@@ -162,29 +174,37 @@ class Prefetcher:
         self.stale_dropped = 0  # at the last take: prefetched samples too old to train on, generated again
 
     def take(self, step: int, queries, prompt: dict[str, str], seed: int, version: int = 0,
-             max_staleness: int = 0) -> Streamed:
+             max_staleness: int = 0, carried: Sequence = (), partial: tuple[float, int] | None = None) -> Streamed:
         """Step `step`'s rollouts: the prefetched ones if they are this step's queries and no
-        sample is more than `max_staleness` versions older than `version` (the learner's),
-        else generated now."""
+        sample is more than `max_staleness` versions older than `version` (the learner's;
+        a carried sample's older segments are rollout.partial_max_age's to bound), else
+        generated now. `partial` (rollout.partial's budget and max age; None: off) with
+        `carried`, the queries carried into this step (launch.state.carried)."""
+        from actors.partial import newest_version
+
         ids = [q.id for q in queries]
         self.stale_dropped = 0
         if self._ahead is not None:
             ahead_step, ahead_ids, future = self._ahead
             self._ahead = None
             result = future.result()
-            oldest = min((r.policy_version for g in result.groups for r in g), default=version)
+            # the version each query was last sampled on (a carried query's samples that ended
+            # in earlier steps are older, by design: rollout.partial_max_age bounds them)
+            oldest = min((max(newest_version(r) for r in g) for g in result.groups), default=version)
             if (ahead_step, ahead_ids) == (step, ids) and version - oldest <= max_staleness:
                 result.ahead = True
                 return result
             if (ahead_step, ahead_ids) == (step, ids):
                 self.stale_dropped = sum(len(g) for g in result.groups)
-        return self._run(step, ids, queries, prompt, seed)
+        return self._run(step, ids, queries, prompt, seed, carried=carried, partial=partial)
 
-    def prefetch(self, step: int, queries, prompt: dict[str, str], seed: int) -> None:
+    def prefetch(self, step: int, queries, prompt: dict[str, str], seed: int, carried: Sequence = (),
+                 partial: tuple[float, int] | None = None) -> None:
         """Start step `step`'s rollouts now, on the weights the engines hold."""
         self.wait()
         ids = [q.id for q in queries]
-        self._ahead = (step, ids, self._pool.submit(self._run, step, ids, queries, prompt, seed))
+        self._ahead = (step, ids, self._pool.submit(self._run, step, ids, queries, prompt, seed, carried=carried,
+                                                    partial=partial))
 
     def wait(self) -> None:
         """Block until the rollouts ahead, if any, are done (their errors surface in `take`)."""
@@ -200,9 +220,21 @@ class Prefetcher:
                       lambda queries, r: self._run(step, [q.id for q in queries], queries, prompt, seed, r))
 
     def _run(self, step: int, ids: list[str], queries, prompt: dict[str, str], seed: int,
-             round_: int = 0) -> Streamed:
+             round_: int = 0, carried: Sequence = (), partial: tuple[float, int] | None = None) -> Streamed:
+        """Generate and grade `queries` (`partial`: and the `carried` ones, cut at the budget)."""
+        plan = None
+        if partial is not None:
+            from launch.state.carried import StepPlan
+
+            plan = StepPlan(step, queries, carried, max_age=partial[1])
+            queries, ids = plan.problems, [q.id for q in plan.problems]
         out = generate_and_grade(self.roles.rollout, self.roles.verifier, ids, [prompt[i] for i in ids],
                                  [q.answer for q in queries], seed_key=(seed, step, round_) if round_ else (seed, step),
-                                 questions=[q.question for q in queries])
-        out.queries = list(queries)
+                                 questions=[q.question for q in queries],
+                                 partial=None if plan is None else (plan, partial[0]))
+        if plan is None:
+            out.queries = list(queries)
+            return out
+        out.queries = plan.completed()  # in item order, as `out.groups`
+        out.carried, out.partial_dropped = plan.carried_out(), plan.dropped
         return out

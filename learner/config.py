@@ -127,6 +127,10 @@ class AlgoConfig:
     # the sampling engine's log-probs as pi_old (rollout.behaviour_logprobs is turned on);
     # samples more than max_staleness versions old are dropped (rollout/stale_dropped).
     max_staleness: int = 0
+    # The policy terms' importance ratio takes the engines' log-probs as pi_old even on-policy
+    # (as max_staleness=1 does). The run turns it on with rollout.partial: a carried sample's
+    # tokens come from the several versions that sampled them.
+    off_policy: bool = False
     # A truncated response (no stop token: cut at rollout.max_new_tokens) is "keep": graded
     # like any other, reward_incorrect (the paper); "filter": left out of the loss, of its
     # query's pass rate and advantages, of the kept pair and of the RM's samples (DAPO's

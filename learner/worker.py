@@ -187,7 +187,8 @@ class LearnerWorker:
                 # the engine's log-probs: the mismatch, TIS weights, or the off-policy ratio's pi_old
                 tis, corrected = engine_correction(logprobs, b.engine_logprobs, b.mask, self.algo.tis_cap)
                 _add(sums, corrected)
-                off_policy = b.engine_logprobs if self.algo.max_staleness and tis is None else None
+                off_policy = (b.engine_logprobs if (self.algo.max_staleness or self.algo.off_policy) and tis is None
+                              else None)
                 out = oreal_loss(
                     logprobs, ref_logprobs, rm_scores[i], b.mask, b.rewards, b.advantages,
                     mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,

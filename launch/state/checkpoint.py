@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from launch.state.carried import Carried
 from launch.state import run_folder
 from launch.state.manifest import verify_manifest, write_manifest
 from learner.rm_data import RMReplay
@@ -125,6 +126,8 @@ class DriverState:
     # The token RM's replay buffer (algo.rm_replay_steps; learner.rm_data): the last steps'
     # RM samples, trained on again; empty when the RM trains on the kept pairs alone.
     rm_replay: RMReplay = field(default_factory=lambda: RMReplay())
+    # rollout.partial: the queries whose cut samples continue in the next step (launch.state.carried).
+    carried: Carried = field(default_factory=Carried)
 
     @classmethod
     def start(cls, seed: int, rm_replay_steps: int = 1) -> DriverState:
@@ -152,7 +155,7 @@ class DriverState:
         version, internal, gauss = self.rng.getstate()
         return {"step": self.step, "policy_version": self.policy_version, "order": self.order,
                 "drawn": self.drawn, "drawn_done": self.drawn_done, "rng": [version, list(internal), gauss],
-                "rm_replay": self.rm_replay.to_json()}
+                "rm_replay": self.rm_replay.to_json(), "carried": self.carried.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DriverState:
@@ -161,7 +164,8 @@ class DriverState:
         rng.setstate((version, tuple(internal), gauss))
         replay = RMReplay.from_json(d["rm_replay"]) if "rm_replay" in d else RMReplay()  # older checkpoints
         return cls(step=d["step"], policy_version=d["policy_version"], rng=rng, order=list(d["order"]),
-                   drawn=d["drawn"], drawn_done=d.get("drawn_done", d["drawn"]), rm_replay=replay)
+                   drawn=d["drawn"], drawn_done=d.get("drawn_done", d["drawn"]), rm_replay=replay,
+                   carried=Carried.from_json(d.get("carried", [])))  # older checkpoints: none
 
 
 @dataclass(frozen=True)
