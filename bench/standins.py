@@ -44,15 +44,17 @@ class StandInEngine:
     (their gold answer); a sample answers it right with probability `correct_p`.
 
     `max_concurrent`: at most that many sequences decode at once, the others wait for a slot
-    in the call's order (a real engine's batch and KV-cache limit): the engine's throughput is
-    then max_concurrent x tok_per_s, not unbounded. None: every sequence at once (as before)."""
+    in the call's order, first come first served as vLLM's scheduler (a real engine's batch
+    and KV-cache limit): the engine's throughput is then max_concurrent x tok_per_s, not
+    unbounded. None: every sequence at once (as before). `continued_first`: continued samples
+    take slots before the call's fresh ones (what vLLM's priority scheduling could do)."""
 
     def __init__(self, cfg, model_path: str, seed: int = 0, tok_per_s: float = 500.0,
                  mean_tokens: float = 200.0, sigma: float = 0.6, correct_p: float = 0.5,
-                 max_concurrent: int | None = None):
+                 max_concurrent: int | None = None, continued_first: bool = False):
         self.cfg, self.seed = cfg, seed
         self.tok_per_s, self.mean_tokens, self.sigma, self.correct_p = tok_per_s, mean_tokens, sigma, correct_p
-        self.max_concurrent = max_concurrent
+        self.max_concurrent, self.continued_first = max_concurrent, continued_first
         self.policy_version = 0
 
     def _lengths(self, qid: str, k: int, seeds) -> list[int]:
@@ -88,7 +90,11 @@ class StandInEngine:
                         [(i, None, length) for length in
                          self._lengths(q, n or self.cfg.n_samples, None if seeds is None else seeds[i])])
         done = [len(p.response_ids) if p is not None else 0 for _, p, _ in samples]
-        starts = self._slots([length - d for (_, _, length), d in zip(samples, done)])
+        order = sorted(range(len(samples)), key=lambda r: samples[r][1] is None) if self.continued_first \
+            else range(len(samples))
+        starts = [0.0] * len(samples)
+        for r, t in zip(order, self._slots([samples[r][2] - done[r] for r in order])):
+            starts[r] = t
         ends = [s + (length - d) / self.tok_per_s for s, (_, _, length), d in zip(starts, samples, done)]
         need = must_end(len(samples), budget)
         cut_at = sorted(ends)[need - 1] if need else 0.0
@@ -117,7 +123,7 @@ class StandInEngine:
 
     def _slots(self, remaining: Sequence[int]) -> list[float]:
         """Each sample's start in simulated seconds: at once, or when one of `max_concurrent`
-        decode slots frees, in the call's order."""
+        decode slots frees, in the order given."""
         if self.max_concurrent is None:
             return [0.0] * len(remaining)
         free, starts = [0.0] * self.max_concurrent, []

@@ -82,3 +82,13 @@ def test_every_query_is_yielded_once_with_its_samples_in_order(budget):
     out = _run(_engine(max_concurrent=3), partial_budget=budget)
     assert sorted(i for i, _ in out) == list(range(6))
     assert all(len(g) == 4 and all(r.query_id == IDS[i] for r in g) for i, g in out)
+
+
+def test_continued_samples_can_take_the_slots_first():
+    out = _run(_engine(max_concurrent=2), partial_budget=0.5)
+    prefixes = [[r for r in g if r.cut] or None for _, g in sorted(out, key=lambda x: x[0])]
+    fcfs, first = _engine(max_concurrent=2), _engine(max_concurrent=2, continued_first=True)
+    late = dict(_run(fcfs, prefixes=prefixes, partial_budget=0.5))
+    early = dict(_run(first, prefixes=prefixes, partial_budget=0.5))
+    last = max(i for i, p in enumerate(prefixes) if p)  # its samples queue behind every fresh one
+    assert sum(len(r.response_ids) for r in early[last]) > sum(len(r.response_ids) for r in late[last])
