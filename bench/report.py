@@ -344,6 +344,33 @@ def fuzz(d: dict) -> list[str]:
                    f"{fmt(d.get('slowest_grade_s'), '.3f')} s ({fmt(get(d, 'parts.grading.over_1s'))} over 1 s)."])
 
 
+def partial_rollouts(d: dict) -> list[str]:
+    rows = [{**r, "mode": "on" if r["partial"] else "off", "p99_over_median": r["lengths"]["p99_over_median"]}
+            for r in rows_of(d, "runs")]
+    return (["Real loop, this machine, `" + " ".join(d.get("setting", [])) + "`:", ""]
+            + table(rows, [("seed", "seed", ""), ("rollout.partial", "mode", ""), ("step (s, median)", "step_s_median", ".2f"),
+                           ("generation (s, median)", "generate_s_median", ".2f"),
+                           ("train (s, median)", "train_s_median", ".2f"),
+                           ("samples trained / step", "samples_trained_per_step", ".1f"),
+                           ("carried", "partial_carried_total", ".0f"), ("dropped", "partial_dropped_total", ".0f"),
+                           ("pass@1 before", "pass1_before", ".3f"), ("pass@1 after", "pass1_after", ".3f"),
+                           ("response p99 / median", "p99_over_median", ".1f")])
+            + ["", f"On / off, mean over seeds: step {fmt(d.get('step_s_ratio'), '.2f')}x, generation "
+                   f"{fmt(d.get('generate_s_ratio'), '.2f')}x, held-out pass@1 after "
+                   f"{fmt(d.get('pass1_after_diff'), '+.3f')}."] + _engine_alone(d.get("engine_alone")))
+
+
+def _engine_alone(e: dict | None) -> list[str]:
+    if not e:
+        return []
+    m = e["median"]
+    return ["", f"The engine alone ({e['queries_per_call']} fresh queries a call, the cut samples carried from "
+                f"call to call, median over calls): plain {fmt(m['plain_s'], '.2f')} s and "
+                f"{fmt(m['plain_decode_steps'], '.0f')} decode steps, partial {fmt(m['partial_s'], '.2f')} s and "
+                f"{fmt(m['partial_decode_steps'], '.0f')} decode steps: {fmt(e['seconds_ratio'], '.2f')}x the "
+                f"seconds, {fmt(e['decode_steps_ratio'], '.2f')}x the decode steps."]
+
+
 def generic(d: dict) -> list[str]:
     rows = [{"key": k, "value": v} for k, v in d.items()
             if k != "provenance" and (v is None or isinstance(v, (str, int, float, bool)))]
@@ -355,7 +382,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "ablation_rm": ablation_rm, "bench_eval": bench_eval, "bench_memory": bench_memory,
     "bench_pipeline": bench_pipeline, "bench_pipeline_real": bench_pipeline_real, "bench_sync": bench_sync,
     "bench_verifier": bench_verifier, "ceiling": ceiling, "cluster_model": cluster_model, "peer": peer,
-    "rm_probe": rm_probe, "demo_builds": demo_builds, "fuzz": fuzz}
+    "rm_probe": rm_probe, "demo_builds": demo_builds, "fuzz": fuzz, "partial_rollouts": partial_rollouts}
 
 
 def renderer(stem: str, d: dict) -> Callable[[dict], list[str]]:

@@ -60,6 +60,7 @@ class Variant:
     head_mult: float = 1.0        # learner.rm_head_lr_mult
     max_pairs: int | None = None  # keep this many kept pairs a step (the loop's ~9; no override)
     shuffle: bool = False         # the control: labels permuted within each query
+    smoothing: float = 0.0        # algo.rm_label_smoothing: BCE targets 1 - s/2 and s/2
 
     @property
     def updates_per_step(self) -> int:
@@ -71,7 +72,7 @@ class Variant:
                 f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
                 f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
                 f"learner.rm_optim.warmup_steps={WARMUP_RL_STEPS * self.updates_per_step}",
-                f"learner.rm_head_lr_mult={self.head_mult:g}"]
+                f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}"]
 
 
 # One change at a time from the loop's regime, then the combinations that did best in a wider
@@ -91,6 +92,11 @@ VARIANTS: dict[str, Variant] = {
     "all_r2_e2_m8_3e-4_h10": Variant(samples="all", replay=2, epochs=2, minibatches=8, lr=3e-4, head_mult=10),
     # conf/rm/learns.yaml, the demo's regime (the best at step 30 in the wider search, seed 0)
     "rm_learns": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10),
+    # the same with the BCE's targets smoothed (algo.rm_label_smoothing): the RM's confidence bounded
+    "pair_r4_e4_m4_1e-3_h10_ls0.2": Variant(replay=4, epochs=4, minibatches=4, lr=1e-3, head_mult=10, smoothing=0.2),
+    "all_r2_e2_m8_3e-4_h10_ls0.2": Variant(samples="all", replay=2, epochs=2, minibatches=8, lr=3e-4, head_mult=10,
+                                           smoothing=0.2),
+    "rm_learns_ls0.2": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2),
 }
 NAMES = (*VARIANTS, CONTROL)
 
@@ -211,7 +217,7 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
     from learner.config import OptimConfig
     from learner.deepspeed_config import warmup_cosine
     from learner.rm_data import RMReplay, rm_minibatches
-    from reward_model.loss import score_columns, token_rm_loss
+    from reward_model.loss import score_columns, smoothed, token_rm_loss
     from reward_model.model import TokenRewardModel
 
     t0 = time.perf_counter()
@@ -232,7 +238,8 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
         for mb in rm_minibatches(replay.samples(), v.epochs, v.minibatches, random.Random(f"rm-{seed}-{t}")):
             b = collate(mb, pad_id)
             scores = score_columns(rm(b.input_ids, b.attention_mask), "prefix_mean")
-            loss, _ = token_rm_loss(scores, b.mask, (b.rewards > 0).float(), n_seqs=sum(s.rm_weight for s in mb),
+            loss, _ = token_rm_loss(scores, b.mask, smoothed((b.rewards > 0).float(), v.smoothing),
+                                    n_seqs=sum(s.rm_weight for s in mb),
                                     weights=b.rm_weights)
             opt.zero_grad()
             loss.backward()

@@ -109,6 +109,10 @@ class AlgoConfig:
     # many shuffled mini-batches, one optimiser step each: rm_epochs x rm_minibatches RM
     # updates per RL step. 1: one step per pass (the paper, with rm_epochs 1).
     rm_minibatches: int = 1
+    # The RM's BCE targets 1 - s/2 (correct) and s/2 (incorrect) instead of 1 and 0 (a
+    # deviation; 0: the paper): the loss stops rewarding ever larger scores, so an RM that
+    # ranks well does not grow overconfident on pairs it trained on (its held-out BCE).
+    rm_label_smoothing: float = 0.0
     # RL steps at the start in which only the RM trains (the policy frozen): the issue's name
     # for actor_freeze_steps (the authors'); null keeps actor_freeze_steps, a number sets it.
     rm_only_steps: int | None = None
@@ -193,6 +197,8 @@ class AlgoConfig:
         for key in ("rm_epochs", "rm_replay_steps", "rm_minibatches", "rm_eval_pairs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.rm_label_smoothing < 1.0:
+            raise ValueError(f"algo.rm_label_smoothing must be in [0, 1), got {self.rm_label_smoothing}")
         if self.rm_samples not in RM_SAMPLES:
             raise ValueError(f"algo.rm_samples must be one of {RM_SAMPLES}, got {self.rm_samples!r}")
         if self.rm_eval_every < 0:

@@ -23,7 +23,7 @@ from learner.config import AlgoConfig, LearnerConfig
 from learner.correction import engine_correction
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
 from reward_model.instruments import RMStats
-from reward_model.loss import rm_accuracy, score_columns, token_rm_loss, token_weights
+from reward_model.loss import rm_accuracy, score_columns, smoothed, token_rm_loss, token_weights
 
 # DeepSpeed's checkpoint tag: one checkpoint per folder (the driver names the folders by step).
 CKPT_TAG = "state"
@@ -231,8 +231,8 @@ class LearnerWorker:
         for i, b in enumerate(batches):
             self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
             scores = self._rm_scores(b)
-            loss, _ = token_rm_loss(scores, b.mask, b.labels.float(), n_seqs=total,
-                                    weights=b.rm_weights if weighted else None)
+            loss, _ = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
+                                    n_seqs=total, weights=b.rm_weights if weighted else None)
             self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
             loss_sum += float(loss.detach())
         self.rm.step()
@@ -247,7 +247,8 @@ class LearnerWorker:
             for i, b in enumerate(batches):
                 self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 scores = self._rm_scores(b)
-                loss, m = token_rm_loss(scores, b.mask, b.labels.float(), n_seqs=counts.n_seqs)
+                loss, m = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
+                                        n_seqs=counts.n_seqs)
                 self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                 if epoch == 0:  # weights and metrics: the RM as it was before this step
                     scores_before.append(scores.detach())

@@ -72,6 +72,17 @@ def sequence_score(rm_scores: Tensor, mask: Tensor) -> Tensor:
     return _masked(rm_scores, m).sum(-1) / m.sum(-1).clamp(min=1)
 
 
+def smoothed(labels: Tensor, eps: float) -> Tensor:
+    """BCE targets ``1 - eps/2`` and ``eps/2`` for labels 1 and 0 (``algo.rm_label_smoothing``):
+    the loss no longer rewards an unbounded score, so the RM's confidence stays bounded
+    (``|wbar_n| <= ln((2 - eps) / eps)`` at the optimum).
+
+    >>> [round(x, 6) for x in smoothed(torch.tensor([1.0, 0.0]), 0.2).tolist()]
+    [0.9, 0.1]
+    """
+    return labels * (1.0 - eps) + eps / 2.0 if eps else labels
+
+
 def token_rm_loss(rm_scores: Tensor, mask: Tensor, labels: Tensor,
                   n_seqs: int | float | Tensor | None = None, weights: Tensor | None = None) -> tuple[Tensor, Metrics]:
     """RM loss: ``sum_i BCE_with_logits(wbar_n(i), label_i) / S``, ``label = 1[r > 0]``.

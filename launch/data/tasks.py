@@ -76,6 +76,10 @@ class TaskConfig:
     # arith: numbers per problem, drawn uniformly from [min_operands, max_operands].
     min_operands: int = 2
     max_operands: int = 3
+    # arith: > 0 draws the count of numbers from a power law instead, P(n) proportional to
+    # (n - min_operands + 1) ** -operands_zipf on the same range: mostly short problems and a
+    # long tail of long ones, so response lengths have a long tail (conf/task/arith_long_tail.yaml).
+    operands_zipf: float = 0.0
     # arith: digits per number, drawn uniformly from [min_digits, max_digits].
     min_digits: int = 1
     max_digits: int = 2
@@ -118,6 +122,8 @@ class TaskConfig:
                              "(synthetic problems): set task.name=jsonl")
         if not self.hf_split or not self.hf_split.strip():
             raise ValueError("task.hf_split must name a split (e.g. train or test)")
+        if self.operands_zipf < 0:
+            raise ValueError(f"task.operands_zipf must be >= 0 (0: uniform), got {self.operands_zipf}")
         if not 2 <= self.min_operands <= self.max_operands:
             raise ValueError(
                 f"need 2 <= task.min_operands <= task.max_operands, "
@@ -178,7 +184,7 @@ def make_arith_problem(rng: random.Random, cfg: TaskConfig, pid: str,
     `cfg.teacher_slip`, drawn from `teacher_rng` (default: one seeded by `pid`), never from
     `rng`, so that the problems themselves do not depend on the slip rate.
     """
-    n = rng.randint(cfg.min_operands, cfg.max_operands)
+    n = _draw_operands(rng, cfg)
     numbers = [_draw_number(rng, cfg)]
     ops: list[str] = []
     total = numbers[0]
@@ -213,6 +219,14 @@ def carries(a: int, op: str, b: int) -> bool:
     (True, True, False)
     """
     return (abs(a) % 10 + abs(b) % 10 >= 10) if op == "+" else (abs(a) % 10 < abs(b) % 10)
+
+
+def _draw_operands(rng: random.Random, cfg: TaskConfig) -> int:
+    """How many numbers a problem has: uniform, or power-law with `operands_zipf`."""
+    if not cfg.operands_zipf:
+        return rng.randint(cfg.min_operands, cfg.max_operands)
+    counts = range(cfg.min_operands, cfg.max_operands + 1)
+    return rng.choices(counts, weights=[(n - cfg.min_operands + 1) ** -cfg.operands_zipf for n in counts])[0]
 
 
 def _draw_number(rng: random.Random, cfg: TaskConfig) -> int:

@@ -301,3 +301,19 @@ class _StubTokenizer:
 def test_build_prompt_uses_the_chat_template():
     assert build_prompt(_StubTokenizer(), "Q?", "Think.") == "system:Think.|user:Q?|assistant:"
     assert build_prompt(_StubTokenizer(), "Q?", "") == "user:Q?|assistant:"
+
+
+def test_operands_zipf_draws_a_long_tail_of_long_problems():
+    """task.operands_zipf: mostly short problems, a few near max_operands (conf/task/arith_long_tail.yaml)."""
+    from launch.data.tasks import TaskConfig, make_arith_problems
+
+    def counts(cfg):
+        return sorted(p.question.count(" + ") + p.question.count(" - ") + 1 for p in make_arith_problems(cfg).train)
+
+    uniform = counts(TaskConfig(min_operands=2, max_operands=40, num_train=1000, num_heldout=10))
+    tail = counts(TaskConfig(min_operands=2, max_operands=40, operands_zipf=2.0, num_train=1000, num_heldout=10))
+    assert 2 <= tail[0] and tail[-1] <= 40
+    assert tail[len(tail) // 2] <= 5 < uniform[len(uniform) // 2]  # the median problem is short
+    assert tail[int(0.99 * len(tail))] >= 6 * tail[len(tail) // 2]  # and the tail is long
+    with pytest.raises(ValueError, match="operands_zipf"):
+        TaskConfig(operands_zipf=-1.0)

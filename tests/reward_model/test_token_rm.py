@@ -87,6 +87,26 @@ def test_token_rm_loss_hand_value_and_gradient():
     torch.testing.assert_close(w.grad, want)
 
 
+def test_smoothed_targets_hand_value_and_gradient():
+    """algo.rm_label_smoothing=0.2: targets 0.9 / 0.1; the gradient (sigmoid(wbar_n) - y) / (n S)
+    vanishes at sigmoid = 0.9 instead of growing the score for ever."""
+    from reward_model.loss import smoothed
+
+    w, mask, labels = rm_hand_batch()
+    y = smoothed(labels.to(F64), 0.2)
+    assert y.tolist() == pytest.approx([0.9, 0.1, 0.1])
+    loss, _ = token_rm_loss(w, mask, y)
+    # sigmoid(wbar_n) = 3/4, 1/2, 3/4: BCE = -(y ln p + (1 - y) ln(1 - p)), averaged over 3
+    p = torch.tensor([0.75, 0.5, 0.75], dtype=F64)
+    want = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    assert loss.item() == pytest.approx(want.item(), abs=1e-12)
+    loss.backward()
+    want_grad = torch.tensor([[0, (0.75 - 0.9) / 6, (0.75 - 0.9) / 6, 0], [(0.5 - 0.1) / 12] * 4,
+                              [0, 0, (0.75 - 0.1) / 6, (0.75 - 0.1) / 6]], dtype=F64)
+    torch.testing.assert_close(w.grad, want_grad)
+    assert torch.equal(smoothed(labels, 0.0), labels)
+
+
 def test_token_rm_loss_gradcheck():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(4, 6, generator=g, dtype=F64, requires_grad=True)
