@@ -189,6 +189,18 @@ def bench_pipeline(d: dict) -> list[str]:
                      ("off-policy step / ceiling", "pipelined_over_ceiling", ".2f", "target"),
                      ("launch to the first step, median (s)", "startup_s", ".1f", "startup_target_s"),
                      ("launch to the first step, slowest (s)", "startup_max_s", ".1f", "startup_target_s")])
+            + ["", "Long tail, simulated (`bench.long_tail`: log-normal lengths, partial rollouts against the "
+                   "tail-bound step and the volume bound):", ""]
+            + kv(d, [("response lengths p99 / median", "long_tail.lengths_p99_over_median", ".1f"),
+                     ("tail-bound step, rollout.partial off (s)", "long_tail.tail_bound_step_s", ".2f"),
+                     ("volume bound: tokens / throughput + train + sync (s)", "long_tail.volume_bound_s", ".2f"),
+                     ("partial step, steady-state median (s)", "long_tail.partial_step_s", ".2f"),
+                     ("partial / volume bound", "long_tail.partial_over_volume", ".2f", "long_tail.volume_target"),
+                     ("partial / tail-bound", "long_tail.partial_over_tail", ".2f", "long_tail.tail_target"),
+                     ("samples dropped (rollout.partial_max_age)", "long_tail.dropped_samples", "int"),
+                     ("partial step, continued samples' slots first (s)",
+                      "long_tail.continued_first.partial_step_s", ".2f"),
+                     ("samples dropped, continued samples first", "long_tail.continued_first.dropped_samples", "int")])
             + ["", "The real loop on this machine:", ""] + table(rows_of(d, "real"), REAL))
 
 

@@ -29,3 +29,43 @@ def test_pipelining_hides_the_shorter_stage_and_colocation_uses_every_gpu():
     assert r["pipelined"]["step_s"] <= r["split"]["step_s"]
     assert r["colocated"]["train_s"] == pytest.approx(half["train_s"] / 2)
     assert r["colocated"]["hours"] == pytest.approx(r["colocated"]["step_s"] * 10 / 3600)
+
+
+def test_the_length_model_puts_the_longest_of_a_step_at_the_cap():
+    from bench.cluster_model import Lengths, length_sigma
+
+    sigma = length_sigma(RUN).value
+    lengths = Lengths(RUN["mean_response_tokens"].value, sigma, RUN["max_response_tokens"].value)
+    n = RUN["queries"].value * RUN["samples"].value
+    assert lengths.quantile(1 - 1 / n) == pytest.approx(RUN["max_response_tokens"].value)
+    assert lengths.upto(lengths.cap) == pytest.approx(RUN["mean_response_tokens"].value, rel=0.01)  # the cap cuts little
+    assert lengths.above(lengths.quantile(0.9)) == pytest.approx(0.1)
+
+
+def test_partial_rollouts_bound_decode_by_the_cut_not_the_longest():
+    from bench.cluster_model import PARTIAL, Lengths, length_sigma, partial_parts
+
+    p = partial_parts(RUN, HW, HW["gpus"].value, PARTIAL)
+    full = step_parts(RUN, HW, HW["gpus"].value, HW["gpus"].value)
+    assert p["decode_cut_s"] == pytest.approx(p["cut_tokens"] / HW["single_seq_tok_s"].value)
+    assert p["decode_s"] == pytest.approx(max(p["decode_volume_s"], p["decode_cut_s"]))
+    assert p["decode_s"] < full["decode_tail_s"] / 4  # the issue: 205 s of tail against ~20 s of volume
+    # nothing dropped at the default age: the carried tokens make up the rest of the volume
+    assert p["dropped_query_frac"] == 0.0
+    assert p["fresh_volume_s"] + p["carried_volume_s"] == pytest.approx(full["decode_volume_s"])
+    # the steady state: as many samples end as start, and they are the budget's share of those in flight
+    lengths = Lengths(RUN["mean_response_tokens"].value, length_sigma(RUN).value, RUN["max_response_tokens"].value)
+    assert p["carried_per_fresh"] == pytest.approx(sum(lengths.above(a * p["cut_tokens"]) for a in range(1, 5)))
+    assert 1 / (1 + p["carried_per_fresh"]) == pytest.approx(PARTIAL["partial_budget"].value, rel=1e-6)
+    # a lower budget cuts sooner and carries more, and drops queries whose samples outlive the age
+    low = partial_parts(RUN, HW, HW["gpus"].value, {**PARTIAL, "partial_budget": Figure(0.8, "test")})
+    assert low["cut_tokens"] < p["cut_tokens"] and low["carried_per_fresh"] > p["carried_per_fresh"]
+    assert low["dropped_query_frac"] > 0
+
+
+def test_each_schedule_has_its_partial_row():
+    r = schedules(RUN, HW, sync=Figure(2.0, "test"))
+    for name in ("colocated", "split", "pipelined"):
+        cut = r[f"{name}_partial"]
+        assert cut["train_s"] == r[name]["train_s"] and cut["step_s"] < r[name]["step_s"]
+        assert cut["decode_tail_s"] == cut["decode_cut_s"]
