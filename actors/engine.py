@@ -103,9 +103,14 @@ class RolloutEngine:
         self._calls = getattr(self, "_calls", 0) + 1
         rid = {f"oreal-{self._calls}-{r}": r for r in range(len(samples))}  # request id -> sample
         fresh_ids = {i: self.tokenizer.encode(prompts[i]) for i, pre in samples if pre is None}  # as vLLM would
-        seen: dict[int, int] = {}  # per query: its samples so far (its j-th is seeded seeds[i] + j)
-        for (name, r), (i, pre) in zip(rid.items(), samples):
-            j = seen[i] = seen.get(i, -1) + 1
+        first: dict[int, int] = {}  # query -> its first request (its j-th sample is seeded seeds[i] + j)
+        for r, (i, _) in enumerate(samples):
+            first.setdefault(i, r)
+        # continued samples queue first: with more requests than decode slots (vLLM serves them in
+        # order) the carried ones would otherwise wait behind the fresh ones, progress little and
+        # outlive rollout.partial_max_age, a bias against long responses
+        for name, r in sorted(rid.items(), key=lambda item: samples[item[1]][1] is None):
+            (i, pre), j = samples[r], r - first[samples[r][0]]
             params = SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                                     max_tokens=tokens_left(pre, self.cfg.max_new_tokens),
                                     logprobs=0 if want else None, flat_logprobs=want,

@@ -17,12 +17,12 @@ for one, in the call's order, as vLLM's first-come-first-served scheduler does):
 throughput is max_concurrent x tok_per_s, the engines' together engines x that; a step's
 64 samples per engine, 4 per slot, keep it busy most of the step, as a real engine is.
 
-The budget is the default, 0.9. A lower one cuts sooner, but the engine queues the carried
-samples behind the call's fresh ones (the driver sends them last), so the longest ones decode
-little in each step and outlive `partial_max_age`: their queries are dropped
-(rollout/partial_dropped), a bias against long responses (about 3% of the queries at 0.9 and
-9% at 0.85 in a model of this schedule). `continued_first` measures the same with engines that
-give continued samples their slots first: none dropped, and the step no slower.
+The budget is the default, 0.9. The stand-ins queue a call's continued samples before its
+fresh ones, as `RolloutEngine` does. `fresh_first` measures the same with the fresh ones
+first (the driver sends the carried queries last): then the longest samples wait behind the
+fresh ones, decode little in each step and outlive `partial_max_age`, and their queries are
+dropped (rollout/partial_dropped), a bias against long responses (about 3% of the queries at
+0.9 and 9% at 0.85 in a model of this schedule), for a step no faster.
 """
 from __future__ import annotations
 
@@ -113,10 +113,10 @@ def _steps(s: Setting, rollout, pool, partial: bool, steps: int) -> tuple[list[d
     return rows, lengths, complete
 
 
-def run(s: Setting = Setting(), pool=None, continued_first: bool = True) -> dict:
+def run(s: Setting = Setting(), pool=None, fresh_first: bool = True) -> dict:
     """Both modes on the same queries (the same lengths: each fresh query keeps its position,
     its seed and its engine), inside a running Ray; partial rollouts again with engines that
-    give continued samples their slots first (`continued_first`). `pool`: a verifier pool to
+    give the fresh samples their slots first (`fresh_first`). `pool`: a verifier pool to
     grade with (else one of its own)."""
     import learner.weight_sync as ws
     from actors.config import RolloutConfig
@@ -143,15 +143,15 @@ def run(s: Setting = Setting(), pool=None, continued_first: bool = True) -> dict
     pool = pool or VerifierPool(VerifierConfig(num_workers=2))
     real_sync, ws.sync_weights = ws.sync_weights, sync
     try:
-        rollout = engines(continued_first=False)
+        rollout = engines(continued_first=True)
         try:
             tail, lengths, _ = _steps(s, rollout, pool, partial=False, steps=s.tail_steps)
             part, _, complete = _steps(s, rollout, pool, partial=True, steps=s.partial_steps)
         finally:
             rollout.shutdown()
         first, first_complete = None, True
-        if continued_first:
-            rollout = engines(continued_first=True)
+        if fresh_first:
+            rollout = engines(continued_first=False)
             try:
                 first, _, first_complete = _steps(s, rollout, pool, partial=True, steps=s.partial_steps)
             finally:
@@ -178,26 +178,26 @@ def run(s: Setting = Setting(), pool=None, continued_first: bool = True) -> dict
             / statistics.median(ordered),
             "lengths_median": statistics.median(ordered), "lengths_max": ordered[-1],
             "trained_complete": complete and first_complete, "throughput_tok_s": s.throughput,
-            "continued_first": {**partial_figures(first), "partial_steps": first} if first else None,
+            "fresh_first": {**partial_figures(first), "partial_steps": first} if first else None,
             "setting": dataclasses.asdict(s), "tail_steps": tail, "partial_steps": part}
 
 
 def report(out: dict) -> None:
     """The table, with the targets, and the partial steps one by one."""
-    v, t, first = out["volume_bound_s"], out["tail_bound_step_s"], out["continued_first"]
+    v, t, first = out["volume_bound_s"], out["tail_bound_step_s"], out["fresh_first"]
     print(f"long tail: lengths p99 / median = {out['lengths_p99_over_median']:.1f} (median "
           f"{out['lengths_median']:.0f}, longest {out['lengths_max']} tokens), engines' throughput "
           f"{out['throughput_tok_s']:.0f} tok/s, budget {out['setting']['budget']}")
     print(f"  {'':<52} {'step s':>7} {'/ volume':>9} {'/ tail':>7} {'dropped':>8}")
     rows = [("tail-bound step (rollout.partial off)", t, None), ("volume bound (tokens / throughput + train + sync)",
             v, None), ("partial step (steady state, median)", out["partial_step_s"], out),
-            ("  continued samples' slots first", first["partial_step_s"], first)]
+            ("  fresh samples' slots first", first["partial_step_s"], first)]
     for name, value, fig in rows:
         extra = (f" {value / v:>9.2f} {value / t:>7.2f} {fig['dropped_samples']:>4.0f} smp" if fig else "")
         print(f"  {name:<52} {value:>7.2f}{extra}")
     print(f"  targets: partial <= {VOLUME_TARGET} x volume, <= {TAIL_TARGET} x tail; met: {out['met']}; "
           f"trained queries complete (K ended samples, none cut): {out['trained_complete']}")
-    for label, steps in (("partial", out["partial_steps"]), ("continued first", first["partial_steps"])):
+    for label, steps in (("partial", out["partial_steps"]), ("fresh first", first["partial_steps"])):
         print(f"  {label}: step  wall s  generate s  verify s  trained  carried  dropped  segments_max")
         for r in steps:
             print(f"  {'':<{len(label)}} {r['step']:>5} {r['step_s']:>7.2f} {r['generate_s']:>11.2f} "

@@ -46,13 +46,31 @@ def lengths(run_dir: Path) -> dict[str, float]:
             "p99_over_median": p99 / med, "samples": len(tokens)}
 
 
+def generated_tokens(run_dir: Path) -> dict[int, int]:
+    """Tokens generated in each step (by the version that sampled them, = step - 1 on-policy),
+    from the recorded samples' segments: a carried sample's tokens count where they were made."""
+    from launch.records import read_step
+
+    out: dict[int, int] = {}
+    for f in (run_dir / "rollouts").glob("step_*.jsonl"):
+        for r in read_step(f)[0]:
+            for version, n in r["segments"]:
+                out[version] = out.get(version, 0) + n
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], run_dir: Path, wall_s: float) -> dict[str, Any]:
     trained = [r for r in rows if "rollout/samples" in r and "learner/loss" in r][1:]  # the first: lazy set-up
     evals = [r["eval/pass1"] for r in rows if "eval/pass1" in r]
     gen = [r.get("timing_s/generate_ahead", r["timing_s/generate"]) for r in trained]
     steps = [r for r in rows if "rollout/samples" in r]
+    made = generated_tokens(run_dir)  # the work each step's generation did, whatever trained
+    tok_s = [made.get(r["step"] - 1, 0) / r["timing_s/generate"] for r in trained if "timing_s/generate_ahead" not in r]
     return {"step_s_median": statistics.median(r["perf/step_s"] for r in trained),
-            "generate_s_median": statistics.median(gen), "train_s_median": statistics.median(r["timing_s/train"] for r in trained),
+            "generate_s_median": statistics.median(gen),
+            "train_s_median": statistics.median(r["timing_s/train"] for r in trained),
+            "generated_tokens_per_step": statistics.mean(made.get(r["step"] - 1, 0) for r in trained),
+            "generate_tok_s_median": statistics.median(tok_s) if tok_s else None,
             "steps_timed": len(trained), "samples_trained_per_step": statistics.mean(r["rollout/samples"] for r in steps),
             "partial_carried_total": sum(r.get("rollout/partial_carried", 0.0) for r in steps),
             "partial_dropped_total": sum(r.get("rollout/partial_dropped", 0.0) for r in steps),
@@ -130,11 +148,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_env()
     runs = [run_one(p, args.steps, seed, ROOT / ".cache" / "partial_real") for seed in args.seeds
             for p in (False, True)]
-    print(f"{'seed':<4} {'rollout.partial':<16} {'step s':>7} {'generate s':>10} {'train s':>8} {'samples/step':>12} "
-          f"{'carried':>7} {'dropped':>7} {'pass@1':>15}")
+    print(f"{'seed':<4} {'rollout.partial':<16} {'step s':>7} {'generate s':>10} {'train s':>8} {'tokens/step':>11} "
+          f"{'gen tok/s':>9} {'carried':>7} {'dropped':>7} {'pass@1':>15}")
     for r in runs:
         print(f"{r['seed']:<4} {str(r['partial']).lower():<16} {r['step_s_median']:7.2f} {r['generate_s_median']:10.2f} "
-              f"{r['train_s_median']:8.2f} {r['samples_trained_per_step']:12.1f} {r['partial_carried_total']:7.0f} "
+              f"{r['train_s_median']:8.2f} {r['generated_tokens_per_step']:11.0f} {r['generate_tok_s_median']:9.0f} "
+              f"{r['partial_carried_total']:7.0f} "
               f"{r['partial_dropped_total']:7.0f} {r['pass1_before']:.3f} -> {r['pass1_after']:.3f}")
     L = runs[0]["lengths"]
     print(f"response tokens (seed {runs[0]['seed']}, off): median {L['median']:.0f}, p99 {L['p99']:.0f}, "

@@ -198,9 +198,9 @@ def bench_pipeline(d: dict) -> list[str]:
                      ("partial / volume bound", "long_tail.partial_over_volume", ".2f", "long_tail.volume_target"),
                      ("partial / tail-bound", "long_tail.partial_over_tail", ".2f", "long_tail.tail_target"),
                      ("samples dropped (rollout.partial_max_age)", "long_tail.dropped_samples", "int"),
-                     ("partial step, continued samples' slots first (s)",
-                      "long_tail.continued_first.partial_step_s", ".2f"),
-                     ("samples dropped, continued samples first", "long_tail.continued_first.dropped_samples", "int")])
+                     ("partial step, fresh samples' slots first (s)",
+                      "long_tail.fresh_first.partial_step_s", ".2f"),
+                     ("samples dropped, fresh samples first", "long_tail.fresh_first.dropped_samples", "int")])
             + ["", "The real loop on this machine:", ""] + table(rows_of(d, "real"), REAL))
 
 
@@ -351,7 +351,8 @@ def partial_rollouts(d: dict) -> list[str]:
             + table(rows, [("seed", "seed", ""), ("rollout.partial", "mode", ""), ("step (s, median)", "step_s_median", ".2f"),
                            ("generation (s, median)", "generate_s_median", ".2f"),
                            ("train (s, median)", "train_s_median", ".2f"),
-                           ("samples trained / step", "samples_trained_per_step", ".1f"),
+                           ("tokens generated / step", "generated_tokens_per_step", ".0f"),
+                           ("generation tok/s (median)", "generate_tok_s_median", ".0f"),
                            ("carried", "partial_carried_total", ".0f"), ("dropped", "partial_dropped_total", ".0f"),
                            ("pass@1 before", "pass1_before", ".3f"), ("pass@1 after", "pass1_after", ".3f"),
                            ("response p99 / median", "p99_over_median", ".1f")])

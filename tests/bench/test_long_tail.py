@@ -13,7 +13,7 @@ def test_partial_rollouts_beat_the_tail_and_train_only_complete_queries(ray_clus
 
     s = Setting(queries=8, samples=4, tok_per_s=2000.0, max_concurrent=4, train_s=0.2, sync_s=0.02,
                 tail_steps=3, partial_steps=5, warmup=2, budget=0.75)
-    out = run(s, continued_first=False)
+    out = run(s, fresh_first=False)
     print(f"\ntail {out['tail_bound_step_s']:.2f} s, volume {out['volume_bound_s']:.2f} s, partial "
           f"{out['partial_step_s']:.2f} s (steps: tail {[round(r['step_s'], 2) for r in out['tail_steps']]}, "
           f"partial {[round(r['step_s'], 2) for r in out['partial_steps']]})")

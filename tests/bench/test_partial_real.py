@@ -14,7 +14,7 @@ def _run(tmp_path, tokens: list[int]):
     (tmp_path / "rollouts").mkdir()
     with (tmp_path / "rollouts" / "step_00001.jsonl").open("w") as f:
         for t in tokens:
-            f.write(json.dumps({"response_tokens": t}) + "\n")
+            f.write(json.dumps({"response_tokens": t, "segments": [[0, t - 1], [2, 1]]}) + "\n")
     rows = [{"step": 0, "eval/pass1": 0.25}]
     for s, (step_s, gen) in enumerate([(9.0, 8.0), (4.0, 2.0), (5.0, 3.0), (6.0, 1.0)], 1):
         rows.append({"step": s, "rollout/samples": 16.0, "perf/step_s": step_s, "timing_s/generate": gen,
@@ -31,6 +31,8 @@ def test_summary_of_a_run_folder(tmp_path):
     s = summarise(rows, tmp_path, wall_s=3.0)
     assert s["steps_timed"] == 3 and s["step_s_median"] == 5.0 and s["generate_s_median"] == 2.0  # the first left out
     assert s["partial_carried_total"] == 8.0 and s["segments_max"] == 4.0
+    # tokens by the step that made them: version 2 made 100 (one per sample) in logged step 3, in 3 s
+    assert s["generated_tokens_per_step"] == pytest.approx(100 / 3) and s["generate_tok_s_median"] == 0.0
     assert (s["pass1_before"], s["pass1_after"]) == (0.25, 0.5)
     alone = {"queries_per_call": 32, "seconds_ratio": 0.9, "decode_steps_ratio": 0.4,
              "median": {"plain_s": 1.0, "partial_s": 0.9, "plain_decode_steps": 300, "partial_decode_steps": 120}}
