@@ -97,6 +97,7 @@ VARIANTS: dict[str, Variant] = {
     "all_r2_e2_m8_3e-4_h10_ls0.2": Variant(samples="all", replay=2, epochs=2, minibatches=8, lr=3e-4, head_mult=10,
                                            smoothing=0.2),
     "rm_learns_ls0.2": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2),
+    "rm_learns_ls0.4": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.4),
 }
 NAMES = (*VARIANTS, CONTROL)
 
