@@ -94,7 +94,8 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     else:
         with timed(startup, "probe_check"):
             check_in_sync(roles.learner, roles.rollout, probe_ids, cfg.learner.sync_tolerance, version=0)
-        state = checkpoint.DriverState.start(cfg.seed, cfg.algo.rm_replay_steps)  # step, data order, RNG, RM replay
+        state = checkpoint.DriverState.start(cfg.seed, cfg.algo.rm_replay_steps,  # step, data order, RNG, RM replay
+                                             cfg.algo.rm_replay_anchor_steps)
         with timed(startup, "first_eval"):
             evals = [evaluate_all(roles.rollout, roles.verifier, heldout, benches, prompt, step=0)] \
                 if heldout or benches else []

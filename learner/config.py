@@ -113,6 +113,11 @@ class AlgoConfig:
     # deviation; 0: the paper): the loss stops rewarding ever larger scores, so an RM that
     # ranks well does not grow overconfident on pairs it trained on (its held-out BCE).
     rm_label_smoothing: float = 0.0
+    # The RM samples of the run's first N steps stay in its replay for the whole run, besides
+    # the last rm_replay_steps' (a deviation; 0: none). With the RM-only steps they are the
+    # starting policy's: the RM keeps ranking the responses it learnt first while the policy
+    # moves away from them (its held-out pairs are the starting policy's too).
+    rm_replay_anchor_steps: int = 0
     # RL steps at the start in which only the RM trains (the policy frozen): the issue's name
     # for actor_freeze_steps (the authors'); null keeps actor_freeze_steps, a number sets it.
     rm_only_steps: int | None = None
@@ -197,6 +202,8 @@ class AlgoConfig:
         for key in ("rm_epochs", "rm_replay_steps", "rm_minibatches", "rm_eval_pairs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
+        if self.rm_replay_anchor_steps < 0:
+            raise ValueError(f"algo.rm_replay_anchor_steps must be >= 0, got {self.rm_replay_anchor_steps}")
         if not 0.0 <= self.rm_label_smoothing < 1.0:
             raise ValueError(f"algo.rm_label_smoothing must be in [0, 1), got {self.rm_label_smoothing}")
         if self.rm_samples not in RM_SAMPLES:
@@ -238,7 +245,8 @@ class AlgoConfig:
     def rm_own_data(self) -> bool:
         """The RM trains on data of its own (all samples, a replay buffer, or mini-batches),
         not in one pass over the policy's kept pairs."""
-        return self.rm_samples != "pair" or self.rm_replay_steps > 1 or self.rm_minibatches > 1
+        return (self.rm_samples != "pair" or self.rm_replay_steps > 1 or self.rm_minibatches > 1
+                or self.rm_replay_anchor_steps > 0)
 
     @property
     def topk_ratios(self) -> tuple[float, float] | None:

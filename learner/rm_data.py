@@ -54,35 +54,49 @@ def rm_samples_of(groups: Sequence[Sequence[Any]], correct: Sequence[Sequence[bo
 @dataclass
 class RMReplay:
     """The RM samples of the last ``steps`` RL steps (``algo.rm_replay_steps``), oldest
-    first; the driver keeps it and checkpoints it (``to_json`` / ``from_json``)."""
+    first, after those of the run's first ``anchor_steps`` steps (``algo.rm_replay_anchor_steps``),
+    which stay for the whole run; the driver keeps it and checkpoints it (``to_json`` /
+    ``from_json``)."""
 
     steps: int = 1
     buffer: deque = field(default_factory=deque)
+    anchor_steps: int = 0
+    anchor: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"algo.rm_replay_steps must be >= 1, got {self.steps}")
+        if self.anchor_steps < 0:
+            raise ValueError(f"algo.rm_replay_anchor_steps must be >= 0, got {self.anchor_steps}")
         self.buffer = deque(self.buffer, maxlen=self.steps)
 
     def add(self, samples: Sequence[TrainSample]) -> None:
-        """This step's samples; the oldest step falls out once ``steps`` are held."""
-        self.buffer.append(list(samples))
+        """This step's samples: into the anchor while it has fewer than ``anchor_steps`` steps,
+        else into the recent buffer, whose oldest step falls out once ``steps`` are held."""
+        if len(self.anchor) < self.anchor_steps:
+            self.anchor.append(list(samples))
+        else:
+            self.buffer.append(list(samples))
 
     def samples(self) -> list[TrainSample]:
-        return [s for step in self.buffer for s in step]
+        return [s for step in [*self.anchor, *self.buffer] for s in step]
 
     def to_json(self) -> dict[str, Any]:
-        return {"steps": self.steps, "buffer": [[_sample_json(s) for s in step] for step in self.buffer]}
+        return {"steps": self.steps, "buffer": [[_sample_json(s) for s in step] for step in self.buffer],
+                "anchor_steps": self.anchor_steps, "anchor": [[_sample_json(s) for s in step] for step in self.anchor]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], steps: int | None = None) -> "RMReplay":
         """Back from ``to_json``; ``steps`` (the run's ``algo.rm_replay_steps``) keeps the newest
         that many when it differs from the saved size."""
-        buffer = [[TrainSample(tuple(s["prompt_ids"]), tuple(s["response_ids"]), s["reward"], s["advantage"],
-                               rm_weight=s["rm_weight"], correct=s.get("correct")) for s in step]
-                  for step in d["buffer"]]
+        def load(steps_json):
+            return [[TrainSample(tuple(s["prompt_ids"]), tuple(s["response_ids"]), s["reward"], s["advantage"],
+                                 rm_weight=s["rm_weight"], correct=s.get("correct")) for s in step]
+                    for step in steps_json]
+
+        buffer = load(d["buffer"])
         n = steps or d["steps"]
-        return cls(n, deque(buffer[-n:]))
+        return cls(n, deque(buffer[-n:]), d.get("anchor_steps", 0), load(d.get("anchor", [])))  # older: no anchor
 
 
 def _sample_json(s: TrainSample) -> dict[str, Any]:
@@ -127,7 +141,7 @@ def rm_step_data(algo, replay: RMReplay | None, groups, correct, selection, seed
     fresh = rm_samples_of([groups[i] for i in rows], [correct[i] for i in rows], selection.samples,
                           [selection.rewards[i] for i in rows], [selection.advantages[i] for i in rows],
                           algo.rm_samples, usable=[usable[i] for i in rows])
-    replay = replay if replay is not None else RMReplay(algo.rm_replay_steps)
+    replay = replay if replay is not None else RMReplay(algo.rm_replay_steps, anchor_steps=algo.rm_replay_anchor_steps)
     replay.add(fresh)
     batches = rm_minibatches(replay.samples(), algo.rm_epochs, algo.rm_minibatches, random.Random(f"rm-{seed}-{step}"))
     return batches, fresh

@@ -130,8 +130,9 @@ class DriverState:
     carried: Carried = field(default_factory=Carried)
 
     @classmethod
-    def start(cls, seed: int, rm_replay_steps: int = 1) -> DriverState:
-        return cls(step=0, policy_version=0, rng=random.Random(seed), order=[], rm_replay=RMReplay(rm_replay_steps))
+    def start(cls, seed: int, rm_replay_steps: int = 1, rm_replay_anchor_steps: int = 0) -> DriverState:
+        return cls(step=0, policy_version=0, rng=random.Random(seed), order=[],
+                   rm_replay=RMReplay(rm_replay_steps, anchor_steps=rm_replay_anchor_steps))
 
     def next_queries(self, train: Sequence, count: int) -> list:
         """The next `count` problems: the rest of the current pass, then a new shuffle of `train`."""

@@ -62,6 +62,24 @@ def test_an_unknown_rm_samples_value_is_refused_everywhere():
         AlgoConfig(rm_samples="every")
 
 
+def test_the_anchor_keeps_the_first_steps_for_the_whole_run_and_round_trips_through_json():
+    """algo.rm_replay_anchor_steps=2 with rm_replay_steps=2: steps 0-1 stay, then the last two."""
+    replay = RMReplay(2, anchor_steps=2)
+    steps = [[TrainSample((1,), (t, i), 1.0 - 2 * (i % 2), 0.1 * i) for i in range(2)] for t in range(6)]
+    for s in steps[:3]:
+        replay.add(s)
+    assert replay.samples() == steps[0] + steps[1] + steps[2]
+    for s in steps[3:]:
+        replay.add(s)
+    assert replay.samples() == steps[0] + steps[1] + steps[4] + steps[5]
+    back = RMReplay.from_json(json.loads(json.dumps(replay.to_json())))
+    assert back.anchor_steps == 2 and back.samples() == replay.samples()
+    assert RMReplay.from_json({"steps": 1, "buffer": [[]]}).anchor == []  # a checkpoint from before anchors
+    assert AlgoConfig(mode="oreal", rm_replay_anchor_steps=5).rm_own_data
+    with pytest.raises(ValueError, match="rm_replay_anchor_steps"):
+        AlgoConfig(rm_replay_anchor_steps=-1)
+
+
 def test_replay_keeps_the_last_steps_and_round_trips_through_json():
     replay = RMReplay(2)
     steps = [[TrainSample((1,), (t, i), 1.0 - 2 * (i % 2), 0.1 * i, rm_weight=0.5 + i) for i in range(3)]
