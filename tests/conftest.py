@@ -148,6 +148,30 @@ def separable_group(vocab: int = 512, response_len: int = 24):
     return samples, GlobalCounts.of(samples)
 
 
+class RecordingLearner:
+    """A learner role for driver tests (`launch.loop.rl_step` with stand-in roles): records
+    each step's samples, trains nothing."""
+
+    def __init__(self):
+        self.trained = []  # (step, samples)
+
+    def train_step(self, samples, step, rm_batches=None, rm_fresh=()):
+        self.trained.append((step, samples))
+        return {"learner/loss": 0.0}
+
+
+@pytest.fixture
+def versioned_sync(monkeypatch):
+    """The stand-in weight sync of driver tests: the engines take the learner's new version."""
+    import learner.weight_sync as ws
+
+    def sync(learner, rollout, version, *a, **k):
+        rollout.version = version
+        return ws.SyncReport(version, 0.0, 10, 1, 0.0)
+
+    monkeypatch.setattr(ws, "sync_weights", sync)
+
+
 @pytest.fixture(scope="session")
 def full_benchmarks():
     """The folder of the full benchmark files (`launch.data.benchmarks.benchmarks_dir()`: the

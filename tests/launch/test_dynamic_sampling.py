@@ -11,6 +11,7 @@ from functools import partial
 import pytest
 
 from actors.types import Rollout
+from conftest import RecordingLearner
 from launch import records
 from launch.config import TrainConfig
 from launch.data.problem import Problem
@@ -19,6 +20,8 @@ from launch.state.checkpoint import CheckpointError, Checkpointer, DriverState, 
 from launch.streaming import Prefetcher, Streamed, refill, refill_size
 from learner.config import AlgoConfig
 from verifier.verdict import Verdict
+
+pytestmark = pytest.mark.usefixtures("versioned_sync")  # tests/conftest.py: the engines take each new version
 
 K = 4
 # p<n>: n % 3 == 0 all right, 1 all wrong, 2 mixed (even samples right): a third are mixed
@@ -58,33 +61,13 @@ class _AllRight(_Verifier):
         return [Verdict(True, "correct") for _ in texts]
 
 
-class _Learner:
-    def __init__(self):
-        self.trained = []  # (step, samples)
-
-    def train_step(self, samples, step, rm_batches=None, rm_fresh=()):
-        self.trained.append((step, samples))
-        return {"learner/loss": 0.0}
-
-
 class _Roles:
     def __init__(self, verifier=None):
-        self.rollout, self.verifier, self.learner = _Rollout(), verifier or _Verifier(), _Learner()
+        self.rollout, self.verifier, self.learner = _Rollout(), verifier or _Verifier(), RecordingLearner()
         self.ahead = Prefetcher(self)
 
     def take_faults(self):
         return {}
-
-
-@pytest.fixture(autouse=True)
-def versioned_sync(monkeypatch):
-    import learner.weight_sync as ws
-
-    def sync(learner, rollout, version, *a, **k):
-        rollout.version = version
-        return ws.SyncReport(version, 0.0, 10, 1, 0.0)
-
-    monkeypatch.setattr(ws, "sync_weights", sync)
 
 
 def _cfg(B=6, rounds=4, staleness=0, on=True):

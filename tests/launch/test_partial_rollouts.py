@@ -13,6 +13,7 @@ import pytest
 from actors.config import RolloutConfig
 from actors.partial import extend, must_end, segments_of
 from actors.types import Rollout
+from conftest import RecordingLearner
 from launch import records
 from launch.config import TrainConfig
 from launch.data.problem import Problem
@@ -22,6 +23,8 @@ from launch.state.checkpoint import DriverState
 from launch.streaming import Prefetcher
 from learner.config import AlgoConfig
 from verifier.verdict import Verdict
+
+pytestmark = pytest.mark.usefixtures("versioned_sync")  # tests/conftest.py: the engines take each new version
 
 K = 4
 # Response lengths in tokens per query and sample; every sample answers right but the last,
@@ -71,34 +74,14 @@ class _Verifier:
                 for t, g in zip(texts, golds)]
 
 
-class _Learner:
-    def __init__(self):
-        self.trained = []  # (step, samples)
-
-    def train_step(self, samples, step, rm_batches=None, rm_fresh=()):
-        self.trained.append((step, samples))
-        return {"learner/loss": 0.0}
-
-
 class _Roles:
     def __init__(self, version=0):
-        self.rollout, self.verifier, self.learner = _Rollout(), _Verifier(), _Learner()
+        self.rollout, self.verifier, self.learner = _Rollout(), _Verifier(), RecordingLearner()
         self.rollout.version = version
         self.ahead = Prefetcher(self)
 
     def take_faults(self):
         return {}
-
-
-@pytest.fixture(autouse=True)
-def versioned_sync(monkeypatch):
-    import learner.weight_sync as ws
-
-    def sync(learner, rollout, version, *a, **k):
-        rollout.version = version
-        return ws.SyncReport(version, 0.0, 10, 1, 0.0)
-
-    monkeypatch.setattr(ws, "sync_weights", sync)
 
 
 def _cfg(budget=0.75, max_age=4, staleness=0):

@@ -65,18 +65,6 @@ class _Roles:
         return {}
 
 
-@pytest.fixture
-def versioned_sync(monkeypatch):
-    """The stand-in sync: the engines take the learner's new version."""
-    import learner.weight_sync as ws
-
-    def sync(learner, rollout, version, *a, **k):
-        rollout.version = version
-        return ws.SyncReport(version, 0.0, 10, 1, 0.0)
-
-    monkeypatch.setattr(ws, "sync_weights", sync)
-
-
 def _run(staleness: int, tmp_path) -> tuple[_Roles, list[dict]]:
     cfg = dataclasses.replace(TrainConfig(), prompts_per_step=2,
                               algo=AlgoConfig(mode="reinforce", max_staleness=staleness))
