@@ -113,10 +113,11 @@ def token_rm_loss(rm_scores: Tensor, mask: Tensor, labels: Tensor,
 def rm_accuracy(rm_scores: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
     """Fraction of sequences (with response tokens) where ``sign(wbar_n)`` matches the label:
     ``wbar_n > 0`` for label 1, ``wbar_n < 0`` for label 0; ``wbar_n == 0`` (e.g. a zero
-    head) is undecided and counts as wrong."""
+    head) is undecided and counts as wrong. A soft label (``algo.rm_label_smoothing``'s
+    ``1 - s/2`` or ``s/2``) is the class it is closer to."""
     has_tokens = mask.bool().any(-1)
     wbar_n = sequence_score(rm_scores, mask)
-    y = labels.bool()
+    y = labels > 0.5
     right = ((wbar_n > 0) & y) | ((wbar_n < 0) & ~y)
     return (right & has_tokens).sum().float() / has_tokens.sum().clamp(min=1)
 

@@ -105,6 +105,8 @@ def test_smoothed_targets_hand_value_and_gradient():
                               [0, 0, (0.75 - 0.1) / 6, (0.75 - 0.1) / 6]], dtype=F64)
     torch.testing.assert_close(w.grad, want_grad)
     assert torch.equal(smoothed(labels, 0.0), labels)
+    # the accuracy the pair path logs from the same call reads a soft label as its class
+    assert token_rm_loss(w.detach(), mask, y)[1]["accuracy"].item() == pytest.approx(1 / 3)
 
 
 def test_token_rm_loss_gradcheck():
