@@ -97,20 +97,20 @@ class RolloutEngine:
         want = self.cfg.behaviour_logprobs
         engine = self.llm.llm_engine
         samples = []  # (query position, its prefix or None), one per request
+        members: list[list[int]] = []  # per query: its requests, in order (the j-th is seeded seeds[i] + j)
         for i in range(len(query_ids)):
             pre = prefixes[i] if prefixes is not None else None
-            samples += [(i, p) for p in pre] if pre else [(i, None)] * (n or self.cfg.n_samples)
+            mine = [(i, p) for p in pre] if pre else [(i, None)] * (n or self.cfg.n_samples)
+            members.append(list(range(len(samples), len(samples) + len(mine))))
+            samples += mine
         self._calls = getattr(self, "_calls", 0) + 1
         rid = {f"oreal-{self._calls}-{r}": r for r in range(len(samples))}  # request id -> sample
         fresh_ids = {i: self.tokenizer.encode(prompts[i]) for i, pre in samples if pre is None}  # as vLLM would
-        first: dict[int, int] = {}  # query -> its first request (its j-th sample is seeded seeds[i] + j)
-        for r, (i, _) in enumerate(samples):
-            first.setdefault(i, r)
         # continued samples queue first: with more requests than decode slots (vLLM serves them in
         # order) the carried ones would otherwise wait behind the fresh ones, progress little and
         # outlive rollout.partial_max_age, a bias against long responses
         for name, r in sorted(rid.items(), key=lambda item: samples[item[1]][1] is None):
-            (i, pre), j = samples[r], r - first[samples[r][0]]
+            (i, pre), j = samples[r], r - members[samples[r][0]][0]
             params = SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                                     max_tokens=tokens_left(pre, self.cfg.max_new_tokens),
                                     logprobs=0 if want else None, flat_logprobs=want,
@@ -120,7 +120,7 @@ class RolloutEngine:
                                params)
         got = [([], [], []) for _ in samples]  # per request: token ids, log-probs, text pieces
         reason: list[str | None] = [None] * len(samples)
-        left = {i: sum(1 for q, _ in samples if q == i) for i in range(len(query_ids))}
+        left = [len(m) for m in members]  # per query: requests not yet ended
         need, ended = must_end(len(samples), budget), 0
 
         def rollout(r: int, cut: bool) -> Rollout:
@@ -131,7 +131,7 @@ class RolloutEngine:
                           version=self.policy_version)
 
         def group(i: int, cut: bool = False) -> list[Rollout]:
-            return [rollout(r, cut and reason[r] is None) for r, (q, _) in enumerate(samples) if q == i]
+            return [rollout(r, cut and reason[r] is None) for r in members[i]]
 
         while ended < need and engine.has_unfinished_requests():
             for out in engine.step():
