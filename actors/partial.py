@@ -13,7 +13,6 @@ the stand-in engines (`bench.standins`); the carried queries between steps are t
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
