@@ -45,39 +45,6 @@ TARGET = 1.15  # pipelined <= 1.15 x max(generate, train) + sync
 STARTUP_TARGET_S = 30.0  # the demo, launch to the first step, caches built
 
 
-class StandInLearner:
-    """Training of fixed cost (what the schedule must hide), nothing learned."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    def train_step(self, samples, step, *rm_data):
-        time.sleep(self.seconds)
-        return {"learner/loss": 0.0}
-
-
-class StandInRoles:
-    def __init__(self, rollout, verifier, learner):
-        from launch.streaming import Prefetcher
-
-        self.rollout, self.verifier, self.learner = rollout, verifier, learner
-        self.ahead = Prefetcher(self)
-
-    def take_faults(self):
-        return {**self.verifier.take_faults(), **self.rollout.take_faults()}
-
-
-def _stand_in_sync(learner, rollout, version, *args, **kwargs):
-    import ray
-
-    from learner.weight_sync import SyncReport
-
-    time.sleep(SYNC_S)
-    ray.get([a.set_version.remote(version) for a in rollout.actors])
-    rollout.version = version
-    return SyncReport(version, 0.0, 1, 1, SYNC_S)
-
-
 def _problems(step: int):
     from launch.data.problem import Problem
 
@@ -111,7 +78,7 @@ def main(real: bool = True) -> dict:
     import learner.weight_sync as ws
     from actors.config import RolloutConfig
     from actors.group import RolloutGroup
-    from bench.standins import StandInEngine
+    from bench.standins import StandInEngine, StandInLearner, StandInRoles, stand_in_sync
     from launch.ray_connect import ray_temp_dir
     from launch.streaming import generate_and_grade
     from verifier import VerifierConfig, VerifierPool
@@ -120,7 +87,7 @@ def main(real: bool = True) -> dict:
     if started:
         ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR",
                  _temp_dir=ray_temp_dir(str(ROOT / ".cache" / "ray_bp")))
-    real_sync, ws.sync_weights = ws.sync_weights, _stand_in_sync
+    real_sync, ws.sync_weights = ws.sync_weights, stand_in_sync(SYNC_S)
     cfg = RolloutConfig(num_engines=len(ENGINES), n_samples=K, max_new_tokens=4000, num_cpus_per_actor=0.1)
     rollout = RolloutGroup(cfg, "stand-in", seed=0, engine_cls=StandInEngine, engine_kwargs=ENGINES)
     pool = VerifierPool(VerifierConfig(num_workers=2))

@@ -59,18 +59,6 @@ class Setting:
         return self.engines * self.max_concurrent * self.tok_per_s
 
 
-class RecordingLearner:
-    """The stand-in learner of fixed cost that keeps what it was given."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.trained = seconds, []  # (step, samples)
-
-    def train_step(self, samples, step, *rm_data):
-        time.sleep(self.seconds)
-        self.trained.append((step, list(samples)))
-        return {"learner/loss": 0.0}
-
-
 def _problems(s: Setting, step: int):
     from launch.data.problem import Problem
 
@@ -81,8 +69,7 @@ def _steps(s: Setting, rollout, pool, partial: bool, steps: int) -> tuple[list[d
     """`steps` serial driver steps: a row per step, every trained sample's length, and whether
     every trained query had all its samples ended (none cut, each its planned length)."""
     from actors.config import RolloutConfig
-    from bench.bench_pipeline import StandInRoles
-    from bench.standins import planned_length
+    from bench.standins import StandInLearner, StandInRoles, planned_length
     from launch.config import TrainConfig
     from launch.loop import rl_step
     from launch.state.carried import Carried
@@ -92,7 +79,7 @@ def _steps(s: Setting, rollout, pool, partial: bool, steps: int) -> tuple[list[d
                               rollout=RolloutConfig(n_samples=s.samples, max_new_tokens=s.max_new_tokens,
                                                     partial=partial, partial_budget=s.budget,
                                                     partial_max_age=s.max_age))
-    roles = StandInRoles(rollout, pool, RecordingLearner(s.train_s))
+    roles = StandInRoles(rollout, pool, StandInLearner(s.train_s))
     prompt = {p.id: "stand-in" for step in range(steps) for p in _problems(s, step)}
     carried, rows, lengths, complete = Carried(), [], [], True
     for step in range(steps):
@@ -121,16 +108,8 @@ def run(s: Setting = Setting(), pool=None, fresh_first: bool = True) -> dict:
     import learner.weight_sync as ws
     from actors.config import RolloutConfig
     from actors.group import RolloutGroup
-    from bench.standins import StandInEngine
+    from bench.standins import StandInEngine, stand_in_sync
     from verifier import VerifierConfig, VerifierPool
-
-    def sync(learner, rollout, version, *args, **kwargs):
-        import ray
-
-        time.sleep(s.sync_s)
-        ray.get([a.set_version.remote(version) for a in rollout.actors])
-        rollout.version = version
-        return ws.SyncReport(version, 0.0, 1, 1, s.sync_s)
 
     def engines(continued_first: bool) -> RolloutGroup:
         kw = {"tok_per_s": s.tok_per_s, "mean_tokens": s.mean_tokens, "sigma": s.sigma,
@@ -141,7 +120,7 @@ def run(s: Setting = Setting(), pool=None, fresh_first: bool = True) -> dict:
 
     own_pool = pool is None
     pool = pool or VerifierPool(VerifierConfig(num_workers=2))
-    real_sync, ws.sync_weights = ws.sync_weights, sync
+    real_sync, ws.sync_weights = ws.sync_weights, stand_in_sync(s.sync_s)
     try:
         rollout = engines(continued_first=True)
         try:

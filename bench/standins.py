@@ -155,3 +155,46 @@ class StandInEngine:
         import ray
 
         return ray.get_runtime_context().get_node_id(), []
+
+
+class StandInLearner:
+    """Training of fixed cost (what the schedule must hide), nothing learned; keeps what it was
+    given (`trained`: (step, samples))."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.trained = seconds, []
+
+    def train_step(self, samples, step, *rm_data):
+        time.sleep(self.seconds)
+        self.trained.append((step, list(samples)))
+        return {"learner/loss": 0.0}
+
+
+class StandInRoles:
+    """The roles `launch.loop.rl_step` needs, around stand-in or real engines and verifier pool."""
+
+    def __init__(self, rollout, verifier, learner):
+        from launch.streaming import Prefetcher
+
+        self.rollout, self.verifier, self.learner = rollout, verifier, learner
+        self.ahead = Prefetcher(self)
+
+    def take_faults(self):
+        return {**self.verifier.take_faults(), **self.rollout.take_faults()}
+
+
+def stand_in_sync(seconds: float):
+    """A `learner.weight_sync.sync_weights` of fixed cost: the stand-in engines take the new
+    version (the version their samples carry)."""
+
+    def sync(learner, rollout, version, *args, **kwargs):
+        import ray
+
+        from learner.weight_sync import SyncReport
+
+        time.sleep(seconds)
+        ray.get([a.set_version.remote(version) for a in rollout.actors])
+        rollout.version = version
+        return SyncReport(version, 0.0, 1, 1, seconds)
+
+    return sync
