@@ -60,7 +60,9 @@ def generated_tokens(run_dir: Path) -> dict[int, int]:
 
 
 def summarise(rows: list[dict[str, Any]], run_dir: Path, wall_s: float) -> dict[str, Any]:
-    trained = [r for r in rows if "rollout/samples" in r and "learner/loss" in r][1:]  # the first: lazy set-up
+    from bench.pipeline_real import timed_rows
+
+    trained = timed_rows(rows)
     evals = [r["eval/pass1"] for r in rows if "eval/pass1" in r]
     gen = [r.get("timing_s/generate_ahead", r["timing_s/generate"]) for r in trained]
     steps = [r for r in rows if "rollout/samples" in r]

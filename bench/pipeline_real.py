@@ -29,11 +29,15 @@ def settings() -> dict[str, tuple[list[str], int]]:
     return {"demo": ([], 12), "long": (list(SETTINGS["long"]["overrides"]), 6)}
 
 
+def timed_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metrics rows of the steps that updated the policy, the first of them left out
+    (nothing generated ahead yet in the off-policy mode; lazy set-up in both)."""
+    return [r for r in rows if "rollout/samples" in r and "learner/loss" in r][1:]
+
+
 def step_times(rows: Sequence[dict[str, Any]]) -> list[float]:
-    """Wall seconds (`perf/step_s`) of the steps that updated the policy, the first of them
-    left out (nothing generated ahead yet in the off-policy mode; lazy set-up in both)."""
-    updates = [r["perf/step_s"] for r in rows if "rollout/samples" in r and "learner/loss" in r]
-    return updates[1:]
+    """Wall seconds (`perf/step_s`) of `timed_rows`."""
+    return [r["perf/step_s"] for r in timed_rows(rows)]
 
 
 def summarise(rows: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any]:
