@@ -61,6 +61,7 @@ class Variant:
     max_pairs: int | None = None  # keep this many kept pairs a step (the loop's ~9; no override)
     shuffle: bool = False         # the control: labels permuted within each query
     smoothing: float = 0.0        # algo.rm_label_smoothing: BCE targets 1 - s/2 and s/2
+    token_l2: float = 0.0         # algo.rm_token_l2: penalty on each token's squared score
 
     @property
     def updates_per_step(self) -> int:
@@ -72,7 +73,8 @@ class Variant:
                 f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
                 f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
                 f"learner.rm_optim.warmup_steps={WARMUP_RL_STEPS * self.updates_per_step}",
-                f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}"]
+                f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}",
+                f"algo.rm_token_l2={self.token_l2:g}"]
 
 
 # One change at a time from the loop's regime, then the combinations that did best in a wider
@@ -98,6 +100,14 @@ VARIANTS: dict[str, Variant] = {
                                            smoothing=0.2),
     "rm_learns_ls0.2": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2),
     "rm_learns_ls0.4": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.4),
+    # the same with each token's squared score penalised (algo.rm_token_l2): the token scores
+    # no longer swing far apart around the mean, so their drops can find the first error
+    "rm_learns_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.05),
+    "rm_learns_l2_0.02": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02),
+    "rm_learns_l2_0.01": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.01),
+    "rm_learns_ls0.2_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2,
+                                       token_l2=0.05),
+    "rm_learns_e8_l2_0.02": Variant(replay=8, epochs=8, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02),
 }
 NAMES = (*VARIANTS, CONTROL)
 
@@ -241,7 +251,7 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
             scores = score_columns(rm(b.input_ids, b.attention_mask), "prefix_mean")
             loss, _ = token_rm_loss(scores, b.mask, smoothed((b.rewards > 0).float(), v.smoothing),
                                     n_seqs=sum(s.rm_weight for s in mb),
-                                    weights=b.rm_weights)
+                                    weights=b.rm_weights, token_l2=v.token_l2)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)

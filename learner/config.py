@@ -113,6 +113,12 @@ class AlgoConfig:
     # deviation; 0: the paper): the loss stops rewarding ever larger scores, so an RM that
     # ranks well does not grow overconfident on pairs it trained on (its held-out BCE).
     rm_label_smoothing: float = 0.0
+    # Adds rm_token_l2 x (mean over a response's tokens of the squared token score) to the RM's
+    # per-sequence BCE (a deviation; 0: the paper). The BCE fits only the mean score, so the
+    # token scores are otherwise free to swing far apart around it (the token weights and the
+    # first-error drop then read noise); the penalty keeps them near 0 where a pair's responses
+    # agree and lets them move where they part.
+    rm_token_l2: float = 0.0
     # The RM samples of the run's first N steps stay in its replay for the whole run, besides
     # the last rm_replay_steps' (a deviation; 0: none). With the RM-only steps they are the
     # starting policy's: the RM keeps ranking the responses it learnt first while the policy
@@ -204,6 +210,8 @@ class AlgoConfig:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
         if self.rm_replay_anchor_steps < 0:
             raise ValueError(f"algo.rm_replay_anchor_steps must be >= 0, got {self.rm_replay_anchor_steps}")
+        if not self.rm_token_l2 >= 0.0:
+            raise ValueError(f"algo.rm_token_l2 must be >= 0, got {self.rm_token_l2}")
         if not 0.0 <= self.rm_label_smoothing < 1.0:
             raise ValueError(f"algo.rm_label_smoothing must be in [0, 1), got {self.rm_label_smoothing}")
         if self.rm_samples not in RM_SAMPLES:

@@ -232,7 +232,8 @@ class LearnerWorker:
             self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
             scores = self._rm_scores(b)
             loss, _ = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
-                                    n_seqs=total, weights=b.rm_weights if weighted else None)
+                                    n_seqs=total, weights=b.rm_weights if weighted else None,
+                                    token_l2=self.algo.rm_token_l2)
             self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
             loss_sum += float(loss.detach())
         self.rm.step()
@@ -248,7 +249,7 @@ class LearnerWorker:
                 self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 scores = self._rm_scores(b)
                 loss, m = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
-                                        n_seqs=counts.n_seqs)
+                                        n_seqs=counts.n_seqs, token_l2=self.algo.rm_token_l2)
                 self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                 if epoch == 0:  # weights and metrics: the RM as it was before this step
                     scores_before.append(scores.detach())

@@ -84,8 +84,16 @@ def smoothed(labels: Tensor, eps: float) -> Tensor:
 
 
 def token_rm_loss(rm_scores: Tensor, mask: Tensor, labels: Tensor,
-                  n_seqs: int | float | Tensor | None = None, weights: Tensor | None = None) -> tuple[Tensor, Metrics]:
+                  n_seqs: int | float | Tensor | None = None, weights: Tensor | None = None,
+                  token_l2: float = 0.0) -> tuple[Tensor, Metrics]:
     """RM loss: ``sum_i BCE_with_logits(wbar_n(i), label_i) / S``, ``label = 1[r > 0]``.
+
+    ``token_l2`` (``algo.rm_token_l2``, a deviation; 0: the paper) adds ``token_l2 * mean_t
+    w_t^2`` to each sequence's term: the BCE sees only the mean ``wbar_n``, so without it the
+    per-token scores are free to swing far apart (measured: +-20 on a tiny RM) as long as they
+    average right, and the token weights and first-error drops read noise. For a given mean the
+    penalty is least when a sequence's scores are equal, so each score stays near 0 where the
+    pair's responses agree and moves where they part.
 
     ``labels`` ``[S]`` in {0, 1}. ``n_seqs`` is S over all ranks (default: the sequences of
     this batch that have response tokens; rows without any are skipped, so padding rows are
@@ -99,7 +107,11 @@ def token_rm_loss(rm_scores: Tensor, mask: Tensor, labels: Tensor,
     bce = F.binary_cross_entropy_with_logits(wbar_n, labels.to(wbar_n.dtype), reduction="none")
     u = has_tokens.to(bce.dtype) if weights is None else _masked(weights.to(bce.dtype), has_tokens)
     S = u.sum() if n_seqs is None else torch.as_tensor(n_seqs, device=bce.device)
-    loss = (u * bce).sum() / S.to(bce.dtype).clamp(min=1e-12 if weights is not None else 1)
+    per_seq = bce
+    if token_l2:
+        m = mask.bool()
+        per_seq = bce + token_l2 * (_masked(rm_scores, m) ** 2).sum(-1) / m.sum(-1).clamp(min=1)
+    loss = (u * per_seq).sum() / S.to(bce.dtype).clamp(min=1e-12 if weights is not None else 1)
     n_local = has_tokens.sum().clamp(min=1)
     return loss, {
         "loss": loss.detach(),

@@ -109,12 +109,38 @@ def test_smoothed_targets_hand_value_and_gradient():
     assert token_rm_loss(w.detach(), mask, y)[1]["accuracy"].item() == pytest.approx(1 / 3)
 
 
+def test_token_l2_hand_value_and_gradient():
+    """algo.rm_token_l2=0.5 adds 0.5 * mean_t w_t^2 to each sequence's BCE: mean squares ln3^2,
+    (1 + 1 + 4 + 4)/4 ln3^2 and (0 + 4)/2 ln3^2, so 0.5 * 5.5 ln3^2 / 3 on top of the BCE's
+    0.789041204711; the gradient gains 2 * 0.5 * w_k / (n S) on each response token (none
+    outside the mask, where the scores are NaN)."""
+    w, mask, labels = rm_hand_batch()
+    loss, _ = token_rm_loss(w, mask, labels, token_l2=0.5)
+    assert loss.item() == pytest.approx(0.789041204711 + 0.5 * 5.5 * LN3 ** 2 / 3, abs=1e-11)
+    loss.backward()
+    bce_grad = torch.tensor([[0, -1 / 24, -1 / 24, 0], [1 / 24] * 4, [0, 0, 1 / 8, 1 / 8]], dtype=F64)
+    n = mask.sum(-1, keepdim=True).to(F64)
+    l2_grad = torch.where(mask.bool(), 2 * 0.5 * w.detach() / (n * 3), torch.zeros((), dtype=F64))
+    torch.testing.assert_close(w.grad, bce_grad + l2_grad)
+    assert token_rm_loss(w.detach(), mask, labels, token_l2=0.0)[0].item() == pytest.approx(0.789041204711, abs=1e-11)
+
+
+def test_token_l2_prefers_equal_scores():
+    """For one mean score, the penalty is least when the scores are equal: the loss of [1, 1]
+    is below that of [3, -1] (same mean, same BCE) by 0.1 * (5 - 1)."""
+    mask, labels = torch.ones(2, 2), torch.tensor([1, 1])
+    w = torch.tensor([[1.0, 1.0], [3.0, -1.0]], dtype=F64)
+    flat, spread = (token_rm_loss(w[i:i + 1], mask[i:i + 1], labels[i:i + 1], token_l2=0.1)[0].item() for i in (0, 1))
+    assert spread - flat == pytest.approx(0.1 * (5 - 1), abs=1e-12)
+
+
 def test_token_rm_loss_gradcheck():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(4, 6, generator=g, dtype=F64, requires_grad=True)
     mask = torch.tensor([[1] * 6, [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1], [1, 1, 0, 0, 0, 0]])
     labels = torch.tensor([1, 0, 1, 0])
     assert torch.autograd.gradcheck(lambda x: token_rm_loss(x, mask, labels)[0], (w,))
+    assert torch.autograd.gradcheck(lambda x: token_rm_loss(x, mask, labels, token_l2=0.3)[0], (w,))
 
 
 def test_token_rm_loss_global_count_split_and_empty_rows():
