@@ -108,6 +108,8 @@ VARIANTS: dict[str, Variant] = {
     "rm_learns_ls0.2_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2,
                                        token_l2=0.05),
     "rm_learns_e8_l2_0.02": Variant(replay=8, epochs=8, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02),
+    "rm_learns_e8_l2_0.03": Variant(replay=8, epochs=8, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.03),
+    "rm_learns_e8_l2_0.05": Variant(replay=8, epochs=8, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.05),
 }
 NAMES = (*VARIANTS, CONTROL)
 
