@@ -224,6 +224,14 @@ class LearnerWorker:
         """The RM's per-token scores of a batch in the loss layout (the columns of algo.rm_score)."""
         return score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
 
+    def _rm_objective(self, scores: torch.Tensor, b: Batch, n_seqs: float | int,
+                      weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The loss the RM trains on, on both update paths: `token_rm_loss` with the algo's
+        label smoothing and token-score penalty (`reward_model/fit_bce` and the held-out
+        instruments use the plain BCE instead)."""
+        return token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
+                             n_seqs=n_seqs, weights=weights, token_l2=self.algo.rm_token_l2)
+
     def _rm_update(self, batches: Sequence[Batch], total: float | int, weighted: bool) -> float:
         """One RM optimiser step over this rank's micro-batches of one global batch whose
         sequences (or weights) sum to `total`; returns this rank's share of its loss."""
@@ -231,9 +239,7 @@ class LearnerWorker:
         for i, b in enumerate(batches):
             self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
             scores = self._rm_scores(b)
-            loss, _ = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
-                                    n_seqs=total, weights=b.rm_weights if weighted else None,
-                                    token_l2=self.algo.rm_token_l2)
+            loss, _ = self._rm_objective(scores, b, total, b.rm_weights if weighted else None)
             self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
             loss_sum += float(loss.detach())
         self.rm.step()
@@ -248,8 +254,7 @@ class LearnerWorker:
             for i, b in enumerate(batches):
                 self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
                 scores = self._rm_scores(b)
-                loss, m = token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
-                                        n_seqs=counts.n_seqs, token_l2=self.algo.rm_token_l2)
+                loss, m = self._rm_objective(scores, b, counts.n_seqs)
                 self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
                 if epoch == 0:  # weights and metrics: the RM as it was before this step
                     scores_before.append(scores.detach())
