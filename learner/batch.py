@@ -200,3 +200,23 @@ def padded_tokens(micro_batch: Sequence[TrainSample]) -> int:
 
 def _n_tokens(s: TrainSample) -> int:
     return len(s.prompt_ids) + len(s.response_ids)
+
+
+# What both of a rank's trainers (the policy's in learner.worker, the RM's in
+# reward_model.trainer) do with a collated micro-batch and their summed metrics.
+def keep_graph(loss: torch.Tensor, per_token: torch.Tensor, b: Batch) -> torch.Tensor:
+    """A placeholder micro-batch has an empty mask; keep every parameter in the graph (with
+    zero gradient) so this rank's ZeRO-3 backward hooks match the others'."""
+    return loss + 0.0 * per_token.sum() if b.dummy else loss
+
+
+def batch_rows(b: Batch) -> float:
+    """Sequences in `b` (0 for a placeholder)."""
+    return 0.0 if b.dummy else float(b.input_ids.shape[0])
+
+
+def add_sums(sums: dict[str, float], values: dict[str, torch.Tensor | float]) -> None:
+    """Sum each value into `sums`; a `*_max` key keeps the largest (as `LearnerGroup` merges ranks)."""
+    for k, v in values.items():
+        x = float(v)
+        sums[k] = max(sums.get(k, x), x) if k.endswith("_max") else sums.get(k, 0.0) + x

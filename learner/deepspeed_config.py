@@ -75,3 +75,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_st
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def grad_norm(engine) -> float:
+    """The engine's global gradient norm of its last step (0 before any)."""
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else 0.0

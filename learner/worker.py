@@ -3,7 +3,8 @@
 Each rank holds a shard of three models (docs/algorithm.md steps 5-7):
   policy    pi_theta, trained (AdamW, warm-up + cosine);
   reference the frozen initial policy for the k3 KL (beta > 0, kl_target initial);
-  token RM  the initial policy's backbone + zero `Linear(hidden, 1)` (only in mode oreal).
+  token RM  the initial policy's backbone + zero `Linear(hidden, 1)` (only in mode oreal),
+            trained by `reward_model.trainer.RMTrainer`.
 Every public method is COLLECTIVE: all ranks must call it, with equally many micro-batches,
 because ZeRO-3 all-gathers parameters inside each forward and reduce-scatters in backward.
 """
@@ -18,12 +19,12 @@ from typing import Sequence
 import torch
 
 from learner import ckpt_io
-from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, collate
+from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, add_sums, collate, keep_graph
 from learner.config import AlgoConfig, LearnerConfig
 from learner.correction import engine_correction
+from learner.deepspeed_config import grad_norm
 from learner.loss import gather_logprobs, oreal_loss, token_logprobs
-from reward_model.instruments import RMStats
-from reward_model.loss import rm_accuracy, score_columns, smoothed, token_rm_loss, token_weights
+from reward_model.trainer import RMTrainer
 
 # DeepSpeed's checkpoint tag: one checkpoint per folder (the driver names the folders by step).
 CKPT_TAG = "state"
@@ -112,6 +113,8 @@ class LearnerWorker:
             rm = _for_training(TokenRewardModel.from_pretrained(self.model_path, dtype=dtype),
                                self.cfg.gradient_checkpointing if rm_checkpointing is None else rm_checkpointing)
             self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_updates_per_step, "rm")
+            self.rm_trainer = RMTrainer(self.rm, self.algo, self.pad_id, self.device, self.cfg.world_size,
+                                        self.cfg.micro_batch_size)
         return self.rank
 
     def set_algo(self, algo: AlgoConfig) -> None:
@@ -128,6 +131,8 @@ class LearnerWorker:
             raise ValueError("algo.beta > 0 with kl_target=initial needs the reference model, "
                              "but this learner was built without it")
         self.algo = algo
+        if self.rm is not None:
+            self.rm_trainer.algo = algo
 
     @staticmethod
     def _unscheduled_freeze(algo: AlgoConfig) -> int:
@@ -137,39 +142,20 @@ class LearnerWorker:
     # ------------------------------------------------------------------ training
     def train_step(self, micro_batches: Sequence[Sequence[TrainSample]], counts: GlobalCounts,
                    step: int, rm_plan: RMPlan | None = None) -> dict[str, float]:
-        """The RM's updates (mode oreal) and one policy update (unless frozen).
+        """The RM's updates (mode oreal: `reward_model.trainer.RMTrainer.step`, with `rm_plan`
+        when `algo.rm_own_data`) and one policy update (unless frozen).
 
-        The token weights come from the RM as it was before this step's updates (docs/algorithm.md step
-        5), and so do the RM's instruments (`_rm_instruments`). Without `rm_plan` the RM makes
-        `algo.rm_epochs` passes over the policy's kept pairs (the first pass's forward gives the
-        weights); with it (`algo.rm_own_data`: all samples, a replay buffer, mini-batches) the
-        weights come from a forward without gradient, then the RM takes one optimiser step per
-        mini-batch of the plan. `reward_model/fit_bce`: the BCE on the step's own RM samples
-        after the updates (on the steps the held-out instruments are scored). During the RM-only steps the policy's LR schedule still advances
-        (algo.schedule_through_freeze). `learner/lr`, `reward_model/lr`: the LR of this step's
-        (first) update. Losses are per-rank shares of the global loss (normalised by the global
-        N+, N-, S); DeepSpeed averages gradients over ranks, hence `* world_size`.
+        The token weights come from the RM as it was before this step's updates (docs/algorithm.md
+        step 5), and so do the RM's instruments. During the RM-only steps the policy's LR schedule
+        still advances (algo.schedule_through_freeze). `learner/lr`, `reward_model/lr`: the LR of
+        this step's (first) update. Losses are per-rank shares of the global loss (normalised by
+        the global N+, N-, S); DeepSpeed averages gradients over ranks, hence `* world_size`.
         """
         batches = [collate(mb, self.pad_id, self.device) for mb in micro_batches]
         sums: dict[str, float] = {}
         rm_scores: list[torch.Tensor | None] = [None] * len(batches)
         if self.algo.uses_rm:
-            sums["reward_model/lr"] = self.rm.get_lr()[0] / self.cfg.world_size
-            if rm_plan is None:
-                rm_scores = self._train_rm_on_pairs(batches, counts, sums)
-            else:
-                with torch.no_grad():
-                    rm_scores = [self._rm_scores(b) for b in batches]
-                for b, scores in zip(batches, rm_scores):
-                    _add(sums, {"reward_model/correct": rm_accuracy(scores, b.mask, b.labels) * _rows(b)})
-                self._train_rm_on_plan(rm_plan, sums)
-            sums["reward_model/grad_norm"] = _grad_norm(self.rm) / self.cfg.world_size
-            if self._rm_eval_due(step):  # an RM forward more: on the held-out instruments' steps only
-                fresh = batches if rm_plan is None else [collate(mb, self.pad_id, self.device) for mb in rm_plan.fresh]
-                total = float(counts.n_seqs) if rm_plan is None else rm_plan.fresh_total
-                sums["reward_model/fit_bce"] = self._rm_bce(fresh, total)
-            sums.update({k: v / self.cfg.world_size for k, v in
-                         self._rm_instruments(batches, micro_batches, rm_scores, counts).items()})
+            rm_scores = self.rm_trainer.step(batches, micro_batches, counts, rm_plan, self._rm_eval_due(step), sums)
 
         frozen = self.algo.freezes_policy and step < self.algo.actor_freeze_steps
         sums["learner/lr"] = self.policy.get_lr()[0] / self.cfg.world_size
@@ -186,7 +172,7 @@ class LearnerWorker:
                 ref_logprobs = self._ref_logprobs(b) if self.algo.uses_ref else logprobs.detach()
                 # the engine's log-probs: the mismatch, TIS weights, or the off-policy ratio's pi_old
                 tis, corrected = engine_correction(logprobs, b.engine_logprobs, b.mask, self.algo.tis_cap)
-                _add(sums, corrected)
+                add_sums(sums, corrected)
                 off_policy = (b.engine_logprobs if (self.algo.max_staleness or self.algo.off_policy) and tis is None
                               else None)
                 out = oreal_loss(
@@ -198,9 +184,9 @@ class LearnerWorker:
                     force_w_pos_one=self.algo.force_w_pos_one, shuffle_weights=self.algo.shuffle_token_weights,
                     old_logprobs=off_policy, kl_type=self.algo.kl_type, tis_weights=tis, positive=b.labels,
                 )
-                self.policy.backward(self._keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
+                self.policy.backward(keep_graph(out["loss"], logprobs, b) * self.cfg.world_size,
                                      scale_wrt_gas=False)
-                _add(sums, {
+                add_sums(sums, {
                     "learner/loss": out["loss"], "learner/pos": out["pos"], "learner/neg": out["neg"],
                     "learner/kl": out["kl"],
                     "learner/kl_k3_sum": out["kl_k3_mean"] * b.mask.sum(),
@@ -209,7 +195,7 @@ class LearnerWorker:
                     "learner/entropy_sum": _entropy_sum(entropy, b.mask),
                 })
             self.policy.step()
-            sums["learner/grad_norm"] = _grad_norm(self.policy) / self.cfg.world_size
+            sums["learner/grad_norm"] = grad_norm(self.policy) / self.cfg.world_size
         sums["learner/tokens"] = float(sum(b.mask.sum().item() for b in batches))
         sums["learner/policy_frozen"] = float(frozen) / self.cfg.world_size
         return sums
@@ -220,122 +206,19 @@ class LearnerWorker:
         every = self.algo.rm_eval_every
         return bool(every) and ((step + 1) % every == 0 or step + 1 == self.total_steps)
 
-    def _rm_scores(self, b: Batch) -> torch.Tensor:
-        """The RM's per-token scores of a batch in the loss layout (the columns of algo.rm_score)."""
-        return score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
-
-    def _rm_objective(self, scores: torch.Tensor, b: Batch, n_seqs: float | int,
-                      weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """The loss the RM trains on, on both update paths: `token_rm_loss` with the algo's
-        label smoothing and token-score penalty (`reward_model/fit_bce` and the held-out
-        instruments use the plain BCE instead)."""
-        return token_rm_loss(scores, b.mask, smoothed(b.labels.float(), self.algo.rm_label_smoothing),
-                             n_seqs=n_seqs, weights=weights, token_l2=self.algo.rm_token_l2)
-
-    def _rm_update(self, batches: Sequence[Batch], total: float | int, weighted: bool) -> float:
-        """One RM optimiser step over this rank's micro-batches of one global batch whose
-        sequences (or weights) sum to `total`; returns this rank's share of its loss."""
-        loss_sum = 0.0
-        for i, b in enumerate(batches):
-            self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
-            scores = self._rm_scores(b)
-            loss, _ = self._rm_objective(scores, b, total, b.rm_weights if weighted else None)
-            self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
-            loss_sum += float(loss.detach())
-        self.rm.step()
-        return loss_sum
-
-    def _train_rm_on_pairs(self, batches: Sequence[Batch], counts: GlobalCounts,
-                           sums: dict[str, float]) -> list[torch.Tensor]:
-        """The paper's RM update: `algo.rm_epochs` passes over the kept pairs, one optimiser step
-        each; the scores of the first pass's forward (the RM before this step) are returned."""
-        scores_before: list[torch.Tensor] = []
-        for epoch in range(self.algo.rm_epochs):
-            for i, b in enumerate(batches):
-                self.rm.set_gradient_accumulation_boundary(i == len(batches) - 1)
-                scores = self._rm_scores(b)
-                loss, m = self._rm_objective(scores, b, counts.n_seqs)
-                self.rm.backward(self._keep_graph(loss, scores, b) * self.cfg.world_size, scale_wrt_gas=False)
-                if epoch == 0:  # weights and metrics: the RM as it was before this step
-                    scores_before.append(scores.detach())
-                    _add(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * _rows(b)})
-            self.rm.step()
-        return scores_before
-
-    def _train_rm_on_plan(self, plan: RMPlan, sums: dict[str, float]) -> None:
-        """One RM optimiser step per mini-batch of `plan` (every rank runs equally many
-        micro-batches in each); `reward_model/loss` is the mean of their losses."""
-        losses = [self._rm_update([collate(mb, self.pad_id, self.device) for mb in mbs], total, weighted=True)
-                  for mbs, total in zip(plan.minibatches, plan.totals)]
-        sums["reward_model/loss"] = sum(losses) / max(1, len(losses))
-        sums["reward_model/updates"] = len(losses) / self.cfg.world_size
-
-    def _rm_bce(self, batches: Sequence[Batch], total: float) -> float:
-        """This rank's share of the weighted BCE of `batches` (a global batch of weight
-        `total`) under the RM as it is now: `reward_model/fit_bce` after the step's updates."""
-        out = 0.0
-        with torch.no_grad():
-            for b in batches:
-                loss, _ = token_rm_loss(self._rm_scores(b), b.mask, b.labels.float(), n_seqs=total,
-                                        weights=b.rm_weights)
-                out += 0.0 if b.dummy else float(loss)
-        return out
-
     def rm_position_scores(self, samples: Sequence[TrainSample]) -> list[list[float]]:
-        """The RM's raw score at the last prompt position and at each response token's own
-        position (n + 1 values for n response tokens), per sample: what the held-out
-        instruments read (`reward_model.instruments`). Collective: every rank calls it with
-        equally many samples (an empty list runs one placeholder forward)."""
-        out = []
-        with torch.no_grad():
-            for i in range(0, max(1, len(samples)), self.cfg.micro_batch_size):
-                chunk = samples[i:i + self.cfg.micro_batch_size]
-                b = collate(chunk, self.pad_id, self.device)
-                scores = self.rm(b.input_ids, b.attention_mask).float().cpu()
-                for row, s in zip(scores, chunk):
-                    p, n = len(s.prompt_ids), len(s.response_ids)
-                    out.append(row[p - 1:p + n].tolist())
-        return out
-
-    def _rm_instruments(self, batches: Sequence[Batch], micro_batches: Sequence[Sequence[TrainSample]],
-                        rm_scores: Sequence[torch.Tensor | None], counts: GlobalCounts) -> dict[str, float]:
-        """Whether the RM is learning, from its scores before this step's update, over the
-        whole batch (gathered from every rank; each rank returns the same values):
-        `reward_model/pair_accuracy` (a query's positive scored above its negative),
-        `reward_model/score_abs_mean` (mean |wbar_n|), `reward_model/w_pos_on_neg_mean` and
-        `reward_model/w_neg_on_pos_mean` (the weights of the other class: w+ on negative tokens,
-        w- on positive ones), `reward_model/prefix_score/<pos|neg>/q<k>` (mean wbar_t over the
-        tokens in quarter k of their response); see `reward_model.instruments`."""
-        stats = RMStats()
-        for b, mb, scores in zip(batches, micro_batches, rm_scores):
-            if not b.dummy:
-                stats = stats + RMStats.of(scores, b.mask, b.labels.float(), [hash(s.prompt_ids) for s in mb],
-                                           self.algo.rm_score, self.algo.topk_ratios)
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            parts = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, stats)
-            stats = sum(parts[1:], parts[0])
-        return stats.metrics(counts.n_pos_tokens, counts.n_neg_tokens)
+        """The RM's raw position scores per sample (`RMTrainer.position_scores`). Collective:
+        every rank calls it with equally many samples (an empty list runs one placeholder forward)."""
+        return self.rm_trainer.position_scores(samples)
 
     def token_weights(self, samples: Sequence[TrainSample]) -> list[tuple[list[float], list[float]]]:
         """(w+, w-) along each sample's response tokens under the current RM (for plots)."""
-        b = collate(samples, self.pad_id, self.device)
-        with torch.no_grad():
-            scores = score_columns(self.rm(b.input_ids, b.attention_mask), self.algo.rm_score)
-        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios)
-        m = b.mask.bool()
-        return [(w_pos[i][m[i]].tolist(), w_neg[i][m[i]].tolist()) for i in range(len(samples))]
+        return self.rm_trainer.token_weights(samples)
 
     def _ref_logprobs(self, b: Batch) -> torch.Tensor:
         with torch.no_grad():
             logits = self.ref(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits
             return gather_logprobs(logits, b.input_ids)
-
-    @staticmethod
-    def _keep_graph(loss: torch.Tensor, per_token: torch.Tensor, b: Batch) -> torch.Tensor:
-        # A placeholder micro-batch has an empty mask; keep every parameter in the graph
-        # (with zero gradient) so this rank's ZeRO-3 backward hooks match the others'.
-        return loss + 0.0 * per_token.sum() if b.dummy else loss
 
     # ------------------------------------------------------------------ weights
     # The weight sync (learner.weight_sync): only metadata crosses Ray, the bytes go over the
@@ -510,22 +393,6 @@ def rendezvous_port(host: str, tries: int = 64) -> int:
     with socket.socket() as s:  # nothing free below the range: the kernel's choice
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _rows(b: Batch) -> float:
-    return 0.0 if b.dummy else float(b.input_ids.shape[0])
-
-
-def _add(sums: dict[str, float], values: dict[str, torch.Tensor | float]) -> None:
-    """Sum each value into `sums`; a `*_max` key keeps the largest (as `LearnerGroup` merges ranks)."""
-    for k, v in values.items():
-        x = float(v)
-        sums[k] = max(sums.get(k, x), x) if k.endswith("_max") else sums.get(k, 0.0) + x
-
-
-def _grad_norm(engine) -> float:
-    norm = engine.get_global_grad_norm()
-    return float(norm) if norm is not None else 0.0
 
 
 def _entropy_sum(entropy: torch.Tensor, mask: torch.Tensor) -> float:

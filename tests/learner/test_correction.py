@@ -163,18 +163,17 @@ def test_tis_cap_turns_the_engines_logprobs_on():
 
 
 def test_ranks_and_micro_batches_merge_sums_and_maxima():
-    """`_add` (micro-batches) and `merge_ranks` (ranks) sum, except `*_max`; `_finalise` turns
+    """`add_sums` (micro-batches) and `merge_ranks` (ranks) sum, except `*_max`; `_finalise` turns
     the sums into the logged mean mismatch and the clipped share of the trained tokens."""
-    from learner.batch import GlobalCounts
+    from learner.batch import GlobalCounts, add_sums
     from learner.group import _finalise, merge_ranks
-    from learner.worker import _add
 
     rank0: dict[str, float] = {}
     for mb in ({"rollout/logprob_mismatch_sum": 1.0, "rollout/logprob_mismatch_n": 4,
                 "rollout/logprob_mismatch_max": 0.5, "learner/tis_clipped_n": 1, "learner/tis_weight_sum": 3.0},
                {"rollout/logprob_mismatch_sum": 2.0, "rollout/logprob_mismatch_n": 4,
                 "rollout/logprob_mismatch_max": 0.75, "learner/tis_clipped_n": 0, "learner/tis_weight_sum": 4.0}):
-        _add(rank0, {k: torch.tensor(float(v)) for k, v in mb.items()})
+        add_sums(rank0, {k: torch.tensor(float(v)) for k, v in mb.items()})
     rank0["learner/tokens"] = 8.0
     rank1 = {"rollout/logprob_mismatch_sum": 0.5, "rollout/logprob_mismatch_n": 2.0,
              "rollout/logprob_mismatch_max": 0.25, "learner/tis_clipped_n": 1.0, "learner/tis_weight_sum": 1.0,
