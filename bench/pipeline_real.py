@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def settings() -> dict[str, tuple[list[str], int]]:
     from bench.bench_peer import SETTINGS
 
-    return {"demo": ([], 12), "long": (list(SETTINGS["long"]["overrides"]), 6)}
+    return {"demo": ([], 16), "long": (list(SETTINGS["long"]["overrides"]), 6)}
 
 
 def timed_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

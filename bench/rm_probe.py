@@ -46,7 +46,7 @@ OUT_JSON = RESULTS / "rm_probe.json"
 TARGETS = {"heldout_pair_accuracy": 0.85, "heldout_bce": 0.45, "first_error_hit": 0.6}
 METRICS = ("heldout_pair_accuracy", "heldout_bce", "first_error_hit", "first_error_chance")
 HELDOUT_PAIRS = 200
-WARMUP_RL_STEPS = 5  # the demo's RM-only steps: the RM's LR warms up over them
+WARMUP_RL_STEPS = 5  # a variant's RM LR warm-up, in RL steps, unless it sets its own (warmup_rl)
 CONTROL = "shuffled_labels"
 
 
@@ -62,20 +62,24 @@ class Variant:
     shuffle: bool = False         # the control: labels permuted within each query
     smoothing: float = 0.0        # algo.rm_label_smoothing: BCE targets 1 - s/2 and s/2
     token_l2: float = 0.0         # algo.rm_token_l2: penalty on each token's squared score
+    anchor: int = 0               # algo.rm_replay_anchor_steps: the first N steps' samples kept throughout
+    warmup_rl: int = WARMUP_RL_STEPS  # the RM's LR warm-up, in RL steps (x updates_per_step optimiser steps)
 
     @property
     def updates_per_step(self) -> int:
         return self.epochs * self.minibatches
 
     def overrides(self) -> list[str]:
-        """The loop's Hydra overrides for this regime (the RM's LR warm-up spans 5 RL steps)."""
+        """The loop's Hydra overrides for this regime."""
         return [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
                 f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
                 f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
-                f"learner.rm_optim.warmup_steps={WARMUP_RL_STEPS * self.updates_per_step}",
+                f"learner.rm_optim.warmup_steps={self.warmup_rl * self.updates_per_step}",
                 f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}",
-                f"algo.rm_token_l2={self.token_l2:g}"]
+                f"algo.rm_token_l2={self.token_l2:g}", f"algo.rm_replay_anchor_steps={self.anchor}"]
 
+
+DEMO_VARIANT = "rm_learns_l2_0.02_a10"  # conf/rm/learns.yaml, key for key (tests/bench/test_rm_probe.py)
 
 # One change at a time from the loop's regime, then the combinations that did best in a wider
 # search (100 steps, seed 0: none reached the BCE target; heavier ones, e.g. all + replay 4 x
@@ -92,7 +96,7 @@ VARIANTS: dict[str, Variant] = {
     "pair_r8_e2_m2_3e-4_h30": Variant(replay=8, epochs=2, minibatches=2, lr=3e-4, head_mult=30),
     "pair_r4_e4_m4_1e-3_h10": Variant(replay=4, epochs=4, minibatches=4, lr=1e-3, head_mult=10),
     "all_r2_e2_m8_3e-4_h10": Variant(samples="all", replay=2, epochs=2, minibatches=8, lr=3e-4, head_mult=10),
-    # conf/rm/learns.yaml, the demo's regime (the best at step 30 in the wider search, seed 0)
+    # the demo's regime until the token-score penalty (the best at step 30 in the wider search, seed 0)
     "rm_learns": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10),
     # the same with the BCE's targets smoothed (algo.rm_label_smoothing): the RM's confidence bounded
     "pair_r4_e4_m4_1e-3_h10_ls0.2": Variant(replay=4, epochs=4, minibatches=4, lr=1e-3, head_mult=10, smoothing=0.2),
@@ -104,6 +108,10 @@ VARIANTS: dict[str, Variant] = {
     # no longer swing far apart around the mean, so their drops can find the first error
     "rm_learns_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.05),
     "rm_learns_l2_0.02": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02),
+    # the demo's regime (conf/rm/learns.yaml, DEMO_VARIANT): that, with the first 10 steps' pairs
+    # (the RM-only steps') kept in the replay all run, and the LR warmed up over one RL step
+    "rm_learns_l2_0.02_a10": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02,
+                                     anchor=10, warmup_rl=1),
     "rm_learns_l2_0.01": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.01),
     "rm_learns_ls0.2_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2,
                                        token_l2=0.05),
@@ -241,8 +249,8 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
     opt = torch.optim.AdamW([{"params": body}, {"params": head, "lr": v.lr * v.head_mult}], lr=v.lr,
                             betas=(0.9, 0.999), weight_decay=0.01)
     ups = v.updates_per_step
-    sched = warmup_cosine(opt, OptimConfig(lr=v.lr, min_lr=v.lr / 10, warmup_steps=WARMUP_RL_STEPS * ups), steps * ups)
-    replay, rng = RMReplay(v.replay), random.Random(f"probe-{seed}")
+    sched = warmup_cosine(opt, OptimConfig(lr=v.lr, min_lr=v.lr / 10, warmup_steps=v.warmup_rl * ups), steps * ups)
+    replay, rng = RMReplay(v.replay, anchor_steps=v.anchor), random.Random(f"probe-{seed}")
     curve, n_fresh = [{"step": 0, **score_heldout(rm, heldout, pad_id)}], []
     for t in range(steps):
         fresh = step_samples(v, *stream[t], rng)

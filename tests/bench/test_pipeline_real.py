@@ -28,9 +28,13 @@ def test_a_run_reports_its_median_step_start_up_and_pass1():
 def test_the_long_setting_is_bench_peers_and_both_leave_steps_to_time():
     from bench.bench_peer import SETTINGS
 
+    from conftest import compose
+    from launch.config import to_train_config
+
     demo, long = settings()["demo"], settings()["long"]
     assert long[0] == SETTINGS["long"]["overrides"]
-    assert demo[1] > 5 + 1  # past the demo's 5 RM-only steps and the untimed first update
+    freeze = to_train_config(compose(demo[0])).algo.actor_freeze_steps
+    assert demo[1] >= freeze + 1 + 5  # 5 timed steps past the demo's RM-only ones and the untimed first update
     assert long[1] > 1 + 1
 
 

@@ -52,8 +52,9 @@ def test_each_variants_overrides_are_the_loops_config_keys(name):
                                                                                v.minibatches)
     assert a.rm_updates_per_step == v.updates_per_step
     assert lc.rm_optim.lr == pytest.approx(v.lr) and lc.rm_optim.min_lr == pytest.approx(v.lr / 10)
-    assert lc.rm_optim.warmup_steps == rm_probe.WARMUP_RL_STEPS * v.updates_per_step
+    assert lc.rm_optim.warmup_steps == v.warmup_rl * v.updates_per_step
     assert lc.rm_head_lr_mult == pytest.approx(v.head_mult)
+    assert (a.rm_token_l2, a.rm_replay_anchor_steps) == (pytest.approx(v.token_l2), v.anchor)
 
 
 def test_loop_variant_is_the_paper_regime_on_the_demo():
@@ -66,19 +67,21 @@ def test_loop_variant_is_the_paper_regime_on_the_demo():
     assert (paper.algo.rm_samples, paper.algo.rm_updates_per_step, paper.learner.rm_optim.lr) == ("pair", 1, 5e-3)
 
 
-def test_rm_learns_variant_is_the_demos_regime():
-    """conf/rm/learns.yaml (the demo's default) is the probe's rm_learns row, key for key."""
+def test_demo_variant_is_the_demos_regime():
+    """conf/rm/learns.yaml (the demo's default) is the probe's DEMO_VARIANT row, key for key."""
     from conftest import compose
     from launch.config import to_train_config
 
     demo = to_train_config(compose())
-    v = rm_probe.VARIANTS["rm_learns"]
+    v = rm_probe.VARIANTS[rm_probe.DEMO_VARIANT]
     a, lc = demo.algo, demo.learner
     assert (a.rm_samples, a.rm_replay_steps, a.rm_epochs, a.rm_minibatches) == (v.samples, v.replay, v.epochs,
                                                                                v.minibatches)
     assert (lc.rm_optim.lr, lc.rm_optim.min_lr, lc.rm_head_lr_mult) == (pytest.approx(v.lr),
                                                                          pytest.approx(v.lr / 10), v.head_mult)
-    assert lc.rm_optim.warmup_steps == rm_probe.WARMUP_RL_STEPS * v.updates_per_step
+    assert lc.rm_optim.warmup_steps == v.warmup_rl * v.updates_per_step
+    assert (a.rm_token_l2, a.rm_replay_anchor_steps, a.actor_freeze_steps) == (pytest.approx(v.token_l2), v.anchor,
+                                                                               v.anchor)
 
 
 def _stream(n_queries: int, seed: int):

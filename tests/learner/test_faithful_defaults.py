@@ -43,11 +43,12 @@ def test_new_switches_default_to_the_authors_script():
     for key, bad in (("topk_ratio_pos", 0.0), ("topk_ratio_neg", 1.5)):
         with pytest.raises(ValueError, match=f"algo.{key}"):
             AlgoConfig(**{key: bad})
-    # The demo's RM warms up over its RM-only steps (the paper: 10 warm-up steps over 10 of them);
-    # the warm-up counts optimiser steps: rm=learns makes 8 of them per RL step.
+    # The paper's RM warms up over its RM-only steps (10 warm-up steps over 10 of them); the
+    # demo's (rm=learns, 8 optimiser steps per RL step) warms up over its first RL step's 8, of
+    # 10 RM-only steps.
     demo = _cfg()
-    assert demo.algo.actor_freeze_steps == 5 and demo.algo.rm_updates_per_step == 8
-    assert demo.learner.rm_optim.warmup_steps == demo.algo.actor_freeze_steps * demo.algo.rm_updates_per_step
+    assert demo.algo.actor_freeze_steps == 10 and demo.algo.rm_updates_per_step == 8
+    assert demo.learner.rm_optim.warmup_steps == demo.algo.rm_updates_per_step
     paper_demo = _cfg(["rm=paper"])
     assert paper_demo.learner.rm_optim.warmup_steps == paper_demo.algo.actor_freeze_steps == 5
     paper = _cfg(["+experiment=paper_7b"])
