@@ -16,7 +16,7 @@ def test_rm_trains_on_all_samples_with_replay_and_its_heldout_figures_are_logged
     from launch.evaluation.rm_heldout import PAIRS_FILE
 
     algo = dataclasses.replace(e2e_cfg.algo, mode="oreal", rm_samples="all", rm_replay_steps=2, rm_eval_every=1,
-                               rm_eval_pairs=8)
+                               rm_eval_pairs=8, rm_replay_anchor_steps=1)
     cfg = dataclasses.replace(e2e_cfg, steps=2, eval_every=0, algo=algo,
                               ckpt=dataclasses.replace(e2e_cfg.ckpt, enabled=True, every=0))
     fresh_policy.learner.set_algo(cfg.algo)
@@ -40,14 +40,16 @@ def test_rm_trains_on_all_samples_with_replay_and_its_heldout_figures_are_logged
     assert result.summary["rm_heldout_pair_accuracy_after"] == by_step[2]["reward_model/heldout_pair_accuracy"]
     assert (tmp_path / "reward_model.png").is_file() and (tmp_path / "token_weights.png").is_file()
 
-    # the replay buffer is in the last checkpoint: both steps' RM samples, all K of each mixed query
+    # the replay is in the last checkpoint: step 1's RM samples in the anchor (rm_replay_anchor_steps=1),
+    # step 2's in the recent buffer, all K of each mixed query
     (ckpt,) = complete_checkpoints(tmp_path / "ckpt")
     replay = ckpt.meta["state"]["rm_replay"]
-    assert replay["steps"] == 2 and len(replay["buffer"]) == 2
+    assert replay["steps"] == 2 and replay["anchor_steps"] == 1
+    assert len(replay["anchor"]) == 1 and len(replay["buffer"]) == 1
     records = [json.loads(line) for step in (1, 2) for line in
                (tmp_path / "rollouts" / f"step_{step:05d}.jsonl").read_text().splitlines()]
-    assert sum(len(s) for s in replay["buffer"]) > 0
-    for step_samples in replay["buffer"]:
+    assert sum(len(s) for s in replay["anchor"] + replay["buffer"]) > 0
+    for step_samples in replay["anchor"] + replay["buffer"]:
         for cls in (True, False):  # each mixed query weighs 1 per class
             total = sum(s["rm_weight"] for s in step_samples if (s["reward"] > 0) == cls)
             assert total == pytest.approx(round(total))
