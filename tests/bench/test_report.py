@@ -100,3 +100,22 @@ def test_the_readme_results_block_comes_from_the_results(tmp_path):
     assert report.main(["--check", "--results", str(results), "--out", str(out), "--readme", str(readme)]) == 1
     with pytest.raises(ValueError, match="results:begin"):
         headline.splice("no markers", "x")
+
+
+def test_the_offline_rm_headline_is_the_best_variant_over_every_probe_file(tmp_path):
+    """Targets met count first, then pair accuracy; the paper-regime row and the control never win."""
+    from bench import headline
+
+    targets = {"heldout_pair_accuracy": 0.85, "heldout_bce": 0.45, "first_error_hit": 0.6}
+
+    def variant(name, acc, bce, hit):
+        return {"variant": name, "mean": {"heldout_pair_accuracy": acc, "heldout_bce": bce, "first_error_hit": hit,
+                                          "first_error_chance": 0.13}}
+
+    (tmp_path / "rm_probe.json").write_text(json.dumps({"targets": targets, "variants": [
+        variant("loop", 0.95, 0.1, 0.9), variant("shuffled_labels", 0.99, 0.1, 0.9), variant("wide", 0.90, 1.0, 0.2)]}))
+    (tmp_path / "rm_probe_l2.json").write_text(json.dumps({"targets": targets, "variants": [
+        variant("penalised", 0.86, 0.40, 0.65)]}))
+    rows = {what: (figure, src) for what, figure, src in headline.rows(tmp_path)}
+    (what,) = [w for w in rows if w.startswith("token RM offline")]
+    assert "`penalised`" in what and rows[what] == ("86.0 / 0.40 / 65.0 (13.0)", "rm_probe_l2.json")
