@@ -106,7 +106,7 @@ class LearnerWorker:
             ref = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).eval()
             ref.requires_grad_(False)
             self.ref = engine(ref, None, 1, "reference")
-        self.rm = None
+        self.rm, self.rm_trainer = None, None
         if self.algo.uses_rm:
             self._hf_ds = HfDeepSpeedConfig(ds_config(self.cfg, self.cfg.rm_optim, "rm"))
             rm_checkpointing = self.cfg.rm_gradient_checkpointing
