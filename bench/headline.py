@@ -22,23 +22,18 @@ def _pct(x: Any) -> str:
 
 
 def _best_probe_variant(results: Path) -> tuple[str, dict[str, Any]] | None:
-    """(file stem, variant row) of the best `bench.rm_probe` variant over every rm_probe*.json:
-    the most of the probe's targets met at the end, then the higher held-out pair accuracy (the
-    paper-regime `loop` row and the shuffled-label control are not candidates)."""
-    def met(row: dict[str, Any], targets: dict[str, float]) -> int:
-        m = row.get("mean", {})
-        return sum(m.get(k) is not None and (m[k] <= t if k == "heldout_bce" else m[k] >= t) for k, t in targets.items())
+    """(file stem, variant row) of the best `bench.rm_probe` variant over every rm_probe*.json,
+    by the probe's own ranking (`bench.rm_probe.best_of`); the paper-regime `loop` row and the
+    shuffled-label control are not candidates."""
+    from bench.rm_probe import CONTROL, best_of
 
-    cands = []
-    for path in sorted(results.glob("rm_probe*.json")):
-        d = _load(results, path.stem)
-        for row in d.get("variants", []):
-            if row.get("variant") not in ("loop", "shuffled_labels") and "heldout_pair_accuracy" in row.get("mean", {}):
-                cands.append((met(row, d.get("targets", {})), row["mean"]["heldout_pair_accuracy"], path.stem, row))
+    cands = [(path.stem, row) for path in sorted(results.glob("rm_probe*.json"))
+             for row in _load(results, path.stem).get("variants", [])
+             if row.get("variant") not in ("loop", CONTROL) and "curve" in row and "mean" in row]
     if not cands:
         return None
-    *_, stem, row = max(cands, key=lambda c: (c[0], c[1]))
-    return stem, row
+    best = best_of([row for _, row in cands])
+    return next((stem, row) for stem, row in cands if row["variant"] == best)
 
 
 def rows(results: Path) -> list[tuple[str, str, str]]:

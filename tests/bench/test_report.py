@@ -103,14 +103,15 @@ def test_the_readme_results_block_comes_from_the_results(tmp_path):
 
 
 def test_the_offline_rm_headline_is_the_best_variant_over_every_probe_file(tmp_path):
-    """Targets met count first, then pair accuracy; the paper-regime row and the control never win."""
+    """The probe's own ranking (targets met first, then pair accuracy); the paper-regime row and the control never win."""
     from bench import headline
 
     targets = {"heldout_pair_accuracy": 0.85, "heldout_bce": 0.45, "first_error_hit": 0.6}
 
     def variant(name, acc, bce, hit):
-        return {"variant": name, "mean": {"heldout_pair_accuracy": acc, "heldout_bce": bce, "first_error_hit": hit,
-                                          "first_error_chance": 0.13}}
+        mean = {"heldout_pair_accuracy": acc, "heldout_bce": bce, "first_error_hit": hit, "first_error_chance": 0.13}
+        start = {"heldout_pair_accuracy": 0.5, "heldout_bce": 0.693, "first_error_hit": 0.0, "first_error_chance": 0.13}
+        return {"variant": name, "mean": mean, "curve": [{"step": 0, **start}, {"step": 100, **mean}]}
 
     (tmp_path / "rm_probe.json").write_text(json.dumps({"targets": targets, "variants": [
         variant("loop", 0.95, 0.1, 0.9), variant("shuffled_labels", 0.99, 0.1, 0.9), variant("wide", 0.90, 1.0, 0.2)]}))
