@@ -68,16 +68,22 @@ class RMTrainer:
     def _backward(self, loss: torch.Tensor, scores: torch.Tensor, b: Batch) -> None:
         self.engine.backward(keep_graph(loss, scores, b) * self.world_size, scale_wrt_gas=False)
 
-    def _update(self, batches: Sequence[Batch], total: float | int) -> float:
-        """One optimiser step over this rank's micro-batches of one global batch whose
-        weights sum to `total`; returns this rank's share of its loss."""
+    def _update(self, batches: Sequence[Batch], total: float | int, weighted: bool = True,
+                before: list[torch.Tensor] | None = None, sums: dict[str, float] | None = None) -> float:
+        """One optimiser step over this rank's micro-batches of one global batch whose sequences
+        (`weighted`: whose weights) sum to `total`; returns this rank's share of its loss. With
+        `before`, each micro-batch's scores (the RM as it was before this step) are appended to it
+        and its loss and accuracy summed into `sums`."""
         loss_sum = 0.0
         for i, b in enumerate(batches):
             self.engine.set_gradient_accumulation_boundary(i == len(batches) - 1)
             scores = self.scores(b)
-            loss, _ = self.objective(scores, b, total, b.rm_weights)
+            loss, m = self.objective(scores, b, total, b.rm_weights if weighted else None)
             self._backward(loss, scores, b)
             loss_sum += float(loss.detach())
+            if before is not None:
+                before.append(scores.detach())
+                add_sums(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * batch_rows(b)})
         self.engine.step()
         return loss_sum
 
@@ -87,15 +93,8 @@ class RMTrainer:
         each; the scores of the first pass's forward (the RM before this step) are returned."""
         scores_before: list[torch.Tensor] = []
         for epoch in range(self.algo.rm_epochs):
-            for i, b in enumerate(batches):
-                self.engine.set_gradient_accumulation_boundary(i == len(batches) - 1)
-                scores = self.scores(b)
-                loss, m = self.objective(scores, b, counts.n_seqs)
-                self._backward(loss, scores, b)
-                if epoch == 0:  # weights and metrics: the RM as it was before this step
-                    scores_before.append(scores.detach())
-                    add_sums(sums, {"reward_model/loss": loss.detach(), "reward_model/correct": m["accuracy"] * batch_rows(b)})
-            self.engine.step()
+            self._update(batches, counts.n_seqs, weighted=False, before=scores_before if epoch == 0 else None,
+                         sums=sums)
         return scores_before
 
     def _train_on_plan(self, plan: RMPlan, sums: dict[str, float]) -> None:
