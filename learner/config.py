@@ -86,6 +86,10 @@ class AlgoConfig:
     # Fractions of a sequence's tokens kept by topk_rescale (their commented config: 0.25).
     topk_ratio_pos: float = 0.25
     topk_ratio_neg: float = 0.25
+    # q_t = sigmoid(wbar_t / T) in the token weights (a deviation below 1; 1: the paper). An RM
+    # kept calibrated (rm_token_l2) scores in a narrow band, so w+ = 2q - 1 stays small and the
+    # positives' cloning is mostly switched off; T < 1 widens the weights, not their order.
+    rm_weight_temperature: float = 1.0
     # w+ = 1 on every positive token (mode oreal): the positive term becomes bc's exactly; an
     # ablation switch (is the gap to bc the positives being switched off while the RM is at chance?).
     force_w_pos_one: bool = False
@@ -210,6 +214,8 @@ class AlgoConfig:
                 raise ValueError(f"algo.{key} must be >= 1, got {getattr(self, key)}")
         if self.rm_replay_anchor_steps < 0:
             raise ValueError(f"algo.rm_replay_anchor_steps must be >= 0, got {self.rm_replay_anchor_steps}")
+        if not self.rm_weight_temperature > 0.0:
+            raise ValueError(f"algo.rm_weight_temperature must be > 0, got {self.rm_weight_temperature}")
         if not self.rm_token_l2 >= 0.0:
             raise ValueError(f"algo.rm_token_l2 must be >= 0, got {self.rm_token_l2}")
         if not 0.0 <= self.rm_label_smoothing < 1.0:

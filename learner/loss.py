@@ -294,7 +294,7 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                n_pos_tokens: int | Tensor | None = None,
                n_neg_tokens: int | Tensor | None = None,
                rm_score: str = "prefix_mean", topk_ratios: tuple[float, float] | None = None,
-               force_w_pos_one: bool = False, shuffle_weights: bool = False,
+               rm_temperature: float = 1.0, force_w_pos_one: bool = False, shuffle_weights: bool = False,
                old_logprobs: Tensor | None = None, kl_type: str = "k3", tis_weights: Tensor | None = None,
                positive: Tensor | None = None) -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
@@ -310,7 +310,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     ``rm_score`` is how a token's RM score becomes ``q_t``: ``"prefix_mean"`` (released
     configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``; then
     ``rm_scores`` are read at each token's own position: ``reward_model.loss.score_columns``).
-    ``topk_ratios`` switches to the authors' ``topk_rescale`` (``reward_model.loss.token_weights``).
+    ``topk_ratios`` switches to the authors' ``topk_rescale`` (``reward_model.loss.token_weights``);
+    ``rm_temperature`` divides the scores before the sigmoid (1: the paper).
     ``force_w_pos_one`` sets ``w+ = 1`` (mode oreal): the positive term is then ``bc``'s.
     ``shuffle_weights`` permutes w+ among the positives' tokens and w- among the negatives'
     (``shuffle_within``): the RM's means and spread, none of its token-level information.
@@ -341,7 +342,8 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     if spec.rm_weights:
         if rm_scores is None:
             raise ValueError(f"mode={mode!r} needs rm_scores")
-        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score, topk_ratios=topk_ratios)
+        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score, topk_ratios=topk_ratios,
+                                     temperature=rm_temperature)
         if shuffle_weights:
             w_pos, w_neg = shuffle_within(w_pos, mask_pos), shuffle_within(w_neg, mask_neg)
         if force_w_pos_one:

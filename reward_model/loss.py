@@ -136,7 +136,7 @@ def rm_accuracy(rm_scores: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
 
 @torch.no_grad()
 def token_weights(rm_scores: Tensor, mask: Tensor, score: str = "prefix_mean",
-                  topk_ratios: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+                  topk_ratios: tuple[float, float] | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Policy token weights (detached), zero outside ``mask``: ``q_t = sigmoid(wbar_t)``,
     ``w+_t = max(2 q_t - 1, 0)``, ``w-_t = max(1 - 2 q_t, 0)``. ``score="token"`` uses the
     token's own score, ``q_t = sigmoid(w_t)`` (the paper's prose; a config switch), where
@@ -147,14 +147,21 @@ def token_weights(rm_scores: Tensor, mask: Tensor, score: str = "prefix_mean",
     highest ``q`` (for ``w+``; of highest ``1 - q`` for ``w-``) get their value min-max scaled
     to [0, 1] among those k (all 1 when they are equal), the other tokens 0 (``topk_rescale``).
 
+    ``temperature`` T (``algo.rm_weight_temperature``; 1 is the paper) reads ``q_t =
+    sigmoid(wbar_t / T)``: below 1 it sharpens the weights of an RM whose scores are small
+    (the same order of tokens, larger w+ and w-).
+
     Use the RM as it was BEFORE this step's RM update. A zero head gives ``q = 1/2`` and
-    every weight 0. Example: ``wbar = ln 3`` -> ``q = 3/4`` -> ``w+ = 1/2, w- = 0``.
+    every weight 0. Example: ``wbar = ln 3`` -> ``q = 3/4`` -> ``w+ = 1/2, w- = 0``; with
+    ``T = 1/2``, ``q = 9/10`` -> ``w+ = 4/5``.
     """
     m = mask.bool()
     w = rm_scores.detach()
     if score not in RM_SCORES:
         raise ValueError(f"score={score!r}; expected one of {RM_SCORES}")
-    w = w.to(torch.promote_types(w.dtype, torch.float32))
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    w = w.to(torch.promote_types(w.dtype, torch.float32)) / temperature
     q = torch.sigmoid(prefix_mean(w, m) if score == "prefix_mean" else _masked(w, m))
     if topk_ratios is not None:
         return topk_rescale(q, m, topk_ratios[0]), topk_rescale(1 - q, m, topk_ratios[1])

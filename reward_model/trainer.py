@@ -129,7 +129,8 @@ class RMTrainer:
         for b, mb, s in zip(batches, micro_batches, scores):
             if not b.dummy:
                 stats = stats + RMStats.of(s, b.mask, b.labels.float(), [hash(x.prompt_ids) for x in mb],
-                                           self.algo.rm_score, self.algo.topk_ratios)
+                                           self.algo.rm_score, self.algo.topk_ratios,
+                                           self.algo.rm_weight_temperature)
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             parts = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, stats)
@@ -157,7 +158,8 @@ class RMTrainer:
         b = self._collate(samples)
         with torch.no_grad():
             scores = self.scores(b)
-        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios)
+        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
+                                     temperature=self.algo.rm_weight_temperature)
         m = b.mask.bool()
         return [(w_pos[i][m[i]].tolist(), w_neg[i][m[i]].tolist()) for i in range(len(samples))]
 

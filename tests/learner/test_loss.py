@@ -105,6 +105,16 @@ def test_hand_weight_means():
     assert out["w_pos_mean"].item() == out["w_neg_mean"].item() == 1.0
 
 
+def test_hand_weight_temperature():
+    # algo.rm_weight_temperature = 1/2: w+ [4/5, 4/5, 0], w- [4/5, 0] (q = sigmoid(wbar / T)), so
+    # pos = 1.5 (0.8*1 + 0.8*2 + 0)/3 = 1.2 and neg = 0.0625 * 0.8/0.5 = 0.1; KL unchanged.
+    out = oreal_loss(*hand_batch(), mode="oreal", rm_temperature=0.5)
+    assert out["w_pos_mean"].item() == pytest.approx(1.6 / 3)
+    assert out["w_neg_mean"].item() == pytest.approx(0.4)
+    for key, want in [("pos", 1.2), ("neg", 0.1), ("kl", KL_HAND)]:
+        assert out[key].item() == pytest.approx(want, abs=1e-9), key
+
+
 def test_hand_pos_weight_one():
     # pos_mult_adv=False (paper prose): pos = (1 + 2 + 0.5) / 3 = 1.166666666667
     out = oreal_loss(*hand_batch(), mode="bc", pos_mult_adv=False)

@@ -42,6 +42,19 @@ def test_token_weights_hand_values():
     assert not w_pos.requires_grad and not w_neg.requires_grad
 
 
+def test_token_weights_temperature():
+    # T = 1/2 (algo.rm_weight_temperature): wbar = ln3 -> q = sigmoid(2 ln3) = 9/10 -> w+ = 4/5;
+    # wbar = -ln3 -> w- = 4/5; wbar = 0 stays 0 (the order of the weights is unchanged).
+    w = torch.tensor([[LN3, LN3, -2 * LN3], [-LN3, LN3, NAN]], dtype=F64)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    w_pos, w_neg = token_weights(w, mask, temperature=0.5)
+    torch.testing.assert_close(w_pos, torch.tensor([[0.8, 0.8, 0.0], [0.0, 0.0, 0.0]], dtype=F64))
+    torch.testing.assert_close(w_neg, torch.tensor([[0.0, 0.0, 0.0], [0.8, 0.0, 0.0]], dtype=F64))
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature"):
+            token_weights(w, mask, temperature=bad)
+
+
 def test_token_weights_zero_scores_and_token_switch():
     mask = torch.tensor([[0, 1, 1, 1, 0]])
     w_pos, w_neg = token_weights(torch.zeros(1, 5), mask)
