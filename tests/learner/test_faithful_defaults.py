@@ -53,6 +53,9 @@ def test_new_switches_default_to_the_authors_script():
     assert paper_demo.learner.rm_optim.warmup_steps == paper_demo.algo.actor_freeze_steps == 5
     paper = _cfg(["+experiment=paper_7b"])
     assert paper.learner.rm_optim.warmup_steps == paper.algo.actor_freeze_steps == 10
+    # The token weights read q = sigmoid(wbar / T): the paper's T = 1 unless rm=learns sharpens them.
+    assert demo.algo.rm_weight_temperature == 0.25
+    assert paper_demo.algo.rm_weight_temperature == paper.algo.rm_weight_temperature == AlgoConfig().rm_weight_temperature == 1.0
     switched = _cfg(["algo.schedule_through_freeze=false", "algo.topk_rescale=true",
                      "algo.force_w_pos_one=true", "algo.rm_score=token"]).algo
     assert (switched.schedule_through_freeze, switched.topk_ratios, switched.force_w_pos_one,
