@@ -168,6 +168,17 @@ class TrainConfig:
         check_placement(self.rollout, self.learner)
         check_warmup(self.model, self.task)
 
+    def prompts_at(self, step: int) -> int:
+        """Queries drawn in step `step` (0-based): `algo.rm_only_prompts_per_step` in the RM-only
+        steps when set, else `prompts_per_step`."""
+        more = self.algo.rm_only_prompts_per_step
+        return more if more is not None and self.algo.rm_only_step(step) else self.prompts_per_step
+
+    @property
+    def max_prompts_per_step(self) -> int:
+        """The most queries any step draws (what the engines' batch is planned for)."""
+        return max(self.prompts_at(0), self.prompts_per_step)
+
 
 def check_warmup(model: ModelConfig, task: TaskConfig) -> None:
     """The warm-up (`model.warmup`) is the tiny model's SFT on the synthetic task's worked

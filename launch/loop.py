@@ -107,13 +107,13 @@ def train(cfg: TrainConfig, run_dir: Path, roles: Roles | None = None, launched_
     saver = checkpoint.Checkpointer(cfg.ckpt, run_dir, last_step=cfg.steps)
     bar = tqdm(range(state.step, cfg.steps), initial=state.step, total=cfg.steps, desc="OREAL", unit="step",
                dynamic_ncols=True)
-    B = cfg.prompts_per_step
     for step in bar:
         before = state.copy()  # what a stop before training saves: nothing of this step has trained
-        queries = state.next_queries(splits.train, B)
+        queries = state.next_queries(splits.train, cfg.prompts_at(step))  # B (more in RM-only steps, if set)
         draw = partial(state.next_queries, splits.train)  # algo.dynamic_sampling's refills: the same order
         # step + 1's queries (generated ahead with max_staleness=1): the order as this step's draws leave it
-        ahead = (lambda: state.copy().next_queries(splits.train, B)) if step + 1 < cfg.steps else None
+        ahead = ((lambda: state.copy().next_queries(splits.train, cfg.prompts_at(step + 1)))
+                 if step + 1 < cfg.steps else None)
         with _stops_cleanly(cfg, run_dir, step, saver, logger,
                             save_before=lambda: saver.save(before, roles, asdict(cfg), logger.run_id, evals)):
             metrics, groups, correct = rl_step(cfg, roles, queries, prompt, probe_ids, step, state.rng, run_dir=run_dir,
@@ -184,7 +184,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
                if rolled.ahead else {"timing_s/generate": rolled.generate_s, "timing_s/verify": rolled.verify_tail_s})
     if cfg.algo.dynamic_sampling:  # DAPO: more queries, streamed alike, until prompts_per_step are mixed
         with timed(timings, "refill"):
-            rolled = roles.ahead.refill(rolled, step, draw, prompt, cfg.seed, cfg.prompts_per_step,
+            rolled = roles.ahead.refill(rolled, step, draw, prompt, cfg.seed, cfg.prompts_at(step),
                                         cfg.algo.max_refill_rounds)
     queries, groups, verdicts, correct = rolled.queries, rolled.groups, rolled.verdicts, rolled.correct
     alarm = check_verdicts(verdicts, cfg.verifier.warn_frac, cfg.verifier.stop_frac,  # timeout + error share
@@ -192,7 +192,7 @@ def rl_step(cfg: TrainConfig, roles: Roles, queries, prompt: dict[str, str], pro
     # rewards (algo.overlong; verifier.reward_fn's numbers), advantages over all K, filter
     # (refilled: the first prompts_per_step mixed queries)
     selection = select(groups, correct, cfg.algo, rng, cfg.rollout.max_new_tokens, rolled.scores,
-                       cfg.prompts_per_step if cfg.algo.dynamic_sampling else None)
+                       cfg.prompts_at(step) if cfg.algo.dynamic_sampling else None)
     if run_dir is not None:  # the audit record: every sample, its verdict, r, A, kept or why not
         with timed(timings, "records"):
             records.write_step(run_dir, step + 1, records.step_records(

@@ -131,6 +131,13 @@ class AlgoConfig:
     # RL steps at the start in which only the RM trains (the policy frozen): the issue's name
     # for actor_freeze_steps (the authors'); null keeps actor_freeze_steps, a number sets it.
     rm_only_steps: int | None = None
+    # Queries drawn in each RM-only step (a deviation; null: prompts_per_step, the paper). The
+    # policy is frozen then, so more queries are more of the starting policy's pairs for the RM
+    # before the policy moves: they cost generation and RM updates, no policy update.
+    rm_only_prompts_per_step: int | None = None
+    # The RM's passes over its data in each RM-only step (a deviation; null: rm_epochs). Needs
+    # the RM's own data path (rm_own_data); its LR schedule counts these steps' extra updates.
+    rm_only_epochs: int | None = None
     # The RM's held-out instruments (reward_model/heldout_*): scored at step 0 and every N
     # steps on a fixed set of (correct, incorrect) pairs sampled once from the starting
     # policy on held-out problems (rm_heldout_pairs.jsonl in the run folder). 0: off.
@@ -224,6 +231,12 @@ class AlgoConfig:
             raise ValueError(f"algo.rm_samples must be one of {RM_SAMPLES}, got {self.rm_samples!r}")
         if self.rm_eval_every < 0:
             raise ValueError(f"algo.rm_eval_every must be >= 0 (0: off), got {self.rm_eval_every}")
+        for key in ("rm_only_prompts_per_step", "rm_only_epochs"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"algo.{key} must be >= 1 or null, got {getattr(self, key)}")
+        if self.rm_only_epochs is not None and self.uses_rm and not self.rm_own_data:
+            raise ValueError("algo.rm_only_epochs needs the RM's own data (algo.rm_samples=all, rm_replay_steps > 1, "
+                             "rm_minibatches > 1 or rm_replay_anchor_steps > 0); on the paper's pairs use algo.rm_epochs")
         if self.rm_only_steps is not None:
             if self.rm_only_steps < 0:
                 raise ValueError(f"algo.rm_only_steps must be >= 0 or null, got {self.rm_only_steps}")
@@ -252,8 +265,21 @@ class AlgoConfig:
 
     @property
     def rm_updates_per_step(self) -> int:
-        """RM optimiser steps in one RL step (rm_epochs passes x rm_minibatches each)."""
+        """RM optimiser steps in one RL step after the RM-only ones (rm_epochs passes x
+        rm_minibatches each)."""
         return self.rm_epochs * self.rm_minibatches
+
+    def rm_only_step(self, step: int) -> bool:
+        """Step `step` (0-based) is one of the RM-only steps: the RM trains, the policy waits."""
+        return self.uses_rm and step < self.actor_freeze_steps
+
+    def rm_epochs_at(self, step: int) -> int:
+        """The RM's passes over its data in step `step` (rm_only_epochs in the RM-only steps)."""
+        return self.rm_only_epochs if self.rm_only_epochs is not None and self.rm_only_step(step) else self.rm_epochs
+
+    def rm_updates_total(self, steps: int) -> int:
+        """RM optimiser steps in a run of `steps` RL steps: the length of the RM's LR schedule."""
+        return sum(self.rm_epochs_at(s) for s in range(steps)) * self.rm_minibatches
 
     @property
     def rm_own_data(self) -> bool:

@@ -143,5 +143,6 @@ def rm_step_data(algo, replay: RMReplay | None, groups, correct, selection, seed
                           algo.rm_samples, usable=[usable[i] for i in rows])
     replay = replay if replay is not None else RMReplay(algo.rm_replay_steps, anchor_steps=algo.rm_replay_anchor_steps)
     replay.add(fresh)
-    batches = rm_minibatches(replay.samples(), algo.rm_epochs, algo.rm_minibatches, random.Random(f"rm-{seed}-{step}"))
+    batches = rm_minibatches(replay.samples(), algo.rm_epochs_at(step), algo.rm_minibatches,
+                             random.Random(f"rm-{seed}-{step}"))
     return batches, fresh

@@ -112,7 +112,7 @@ class LearnerWorker:
             rm_checkpointing = self.cfg.rm_gradient_checkpointing
             rm = _for_training(TokenRewardModel.from_pretrained(self.model_path, dtype=dtype),
                                self.cfg.gradient_checkpointing if rm_checkpointing is None else rm_checkpointing)
-            self.rm = engine(rm, self.cfg.rm_optim, self.total_steps * self.algo.rm_updates_per_step, "rm")
+            self.rm = engine(rm, self.cfg.rm_optim, self.algo.rm_updates_total(self.total_steps), "rm")
             self.rm_trainer = RMTrainer(self.rm, self.algo, self.pad_id, self.device, self.cfg.world_size,
                                         self.cfg.micro_batch_size)
         return self.rank
@@ -121,9 +121,12 @@ class LearnerWorker:
         """Switch the ablation mode / coefficients between steps (the models stay)."""
         if algo.uses_rm and self.rm is None:
             raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
-        if algo.uses_rm and algo.rm_updates_per_step != self.algo.rm_updates_per_step:
-            raise ValueError(f"algo.rm_epochs x rm_minibatches = {algo.rm_updates_per_step} differs from the "
-                             f"{self.algo.rm_updates_per_step} RM updates per step this learner's RM schedule was built for")
+        if algo.uses_rm and ([algo.rm_epochs_at(s) * algo.rm_minibatches for s in range(self.total_steps)] !=
+                             [self.algo.rm_epochs_at(s) * self.algo.rm_minibatches for s in range(self.total_steps)]):
+            raise ValueError(f"algo.rm_epochs x rm_minibatches = {algo.rm_updates_per_step} (rm_only_epochs: "
+                             f"{algo.rm_only_epochs}) differs from the RM updates per step this learner's RM "
+                             f"schedule was built for ({self.algo.rm_updates_per_step}, rm_only_epochs: "
+                             f"{self.algo.rm_only_epochs})")
         if self._unscheduled_freeze(algo) != self._unscheduled_freeze(self.algo):
             raise ValueError("algo.schedule_through_freeze / actor_freeze_steps change the length this learner's "
                              "policy LR schedule was built for")

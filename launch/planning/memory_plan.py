@@ -285,7 +285,7 @@ def plan_engine(cfg: TrainConfig, shape: ModelShape) -> EnginePlan:
     b, tp = dtype_bytes(rc.dtype), rc.tensor_parallel_size if rc.num_gpus_per_actor > 0 else 1
     weights = shape.params * b / tp
     kv_per_seq = rc.max_model_len * shape.kv_bytes_per_token(b, tp)
-    sequences = -(-cfg.prompts_per_step // rc.num_engines) * rc.n_samples
+    sequences = -(-cfg.max_prompts_per_step // rc.num_engines) * rc.n_samples
     if not on_gpu:
         return EnginePlan(False, weights, rc.kv_cache_gib * GiB, ENGINE_PROCESS_GIB * GiB, kv_per_seq, sequences)
     overhead = ENGINE_GPU_OVERHEAD_GIB * GiB

@@ -355,9 +355,10 @@ def check_resumable(ckpt: Checkpoint, cfg, run_dir: Path) -> None:
                               "save_policy may change)")
     state = ckpt.meta["state"]
     # Between steps every query drawn belongs to a finished step: exactly prompts_per_step per
-    # step, or, with algo.dynamic_sampling's refills, as many as the steps drew (drawn_done).
+    # step (algo.rm_only_prompts_per_step in the RM-only ones), or, with algo.dynamic_sampling's
+    # refills, as many as the steps drew (drawn_done).
     expected = (state.get("drawn_done", state["drawn"]) if cfg.algo.dynamic_sampling
-                else state["step"] * cfg.prompts_per_step)
+                else sum(cfg.prompts_at(s) for s in range(state["step"])))
     if state["drawn"] != expected:
         raise CheckpointError(f"{where}: {state['drawn']} queries drawn, {expected} by its {state['step']} finished "
                               f"steps (prompts_per_step={cfg.prompts_per_step}, algo.dynamic_sampling="

@@ -56,7 +56,7 @@ def _cfg(tmp_path, *overrides):
 def _save(cfg, run_dir, step, pass1=None, roles=None):
     state = DriverState.start(cfg.seed)
     state.step = state.policy_version = step
-    state.drawn = step * cfg.prompts_per_step
+    state.drawn = sum(cfg.prompts_at(s) for s in range(step))
     evals = [{"eval/step": float(step), "eval/pass1": pass1}] if pass1 is not None else []
     return Checkpointer(cfg.ckpt, run_dir, cfg.steps).save(state, roles or FakeRoles(), asdict(cfg), "run123", evals)
 
@@ -168,6 +168,13 @@ def test_a_resume_that_would_repeat_or_skip_steps_stops(tmp_path):
     _log_steps(tmp_path / "mid", [1, 2, 3])
     with pytest.raises(CheckpointError, match="middle of a step"):
         find_resume(_cfg(tmp_path / "mid", "ckpt.resume=auto"), tmp_path / "mid")
+    # more queries in the RM-only steps (algo.rm_only_prompts_per_step): 3 x 64 + 64 drawn by step 4
+    more = _cfg(tmp_path / "more", "algo.actor_freeze_steps=3", "algo.rm_only_prompts_per_step=64")
+    assert [more.prompts_at(s) for s in range(5)] == [64, 64, 64, more.prompts_per_step, more.prompts_per_step]
+    _save(more, tmp_path / "more", 4)
+    _log_steps(tmp_path / "more", [1, 2, 3, 4])
+    assert find_resume(_cfg(tmp_path / "more", "ckpt.resume=auto", "algo.actor_freeze_steps=3",
+                            "algo.rm_only_prompts_per_step=64"), tmp_path / "more").step == 4
     # where things are written and shown may change
     assert find_resume(_cfg(tmp_path, "ckpt.resume=auto", "wandb.mode=disabled", "ckpt.keep=5"), tmp_path).step == 4
     # a fresh run into a folder that holds checkpoints would mix two runs' checkpoints

@@ -15,8 +15,10 @@ def test_rm_trains_on_all_samples_with_replay_and_its_heldout_figures_are_logged
     from launch.loop import train
     from launch.evaluation.rm_heldout import PAIRS_FILE
 
+    # step 1 is an RM-only step that draws 2 queries more (algo.rm_only_prompts_per_step)
     algo = dataclasses.replace(e2e_cfg.algo, mode="oreal", rm_samples="all", rm_replay_steps=2, rm_eval_every=1,
-                               rm_eval_pairs=8, rm_replay_anchor_steps=1)
+                               rm_eval_pairs=8, rm_replay_anchor_steps=1, actor_freeze_steps=1,
+                               rm_only_prompts_per_step=e2e_cfg.prompts_per_step + 2)
     cfg = dataclasses.replace(e2e_cfg, steps=2, eval_every=0, algo=algo,
                               ckpt=dataclasses.replace(e2e_cfg.ckpt, enabled=True, every=0))
     fresh_policy.learner.set_algo(cfg.algo)
@@ -53,4 +55,7 @@ def test_rm_trains_on_all_samples_with_replay_and_its_heldout_figures_are_logged
         for cls in (True, False):  # each mixed query weighs 1 per class
             total = sum(s["rm_weight"] for s in step_samples if (s["reward"] > 0) == cls)
             assert total == pytest.approx(round(total))
-    assert len(records) == 2 * cfg.prompts_per_step * cfg.rollout.n_samples
+    assert len(records) == (2 * cfg.prompts_per_step + 2) * cfg.rollout.n_samples
+    assert by_step[1]["learner/policy_frozen"] == 1 and by_step[2].get("learner/policy_frozen", 0) == 0
+    assert by_step[1]["rollout/queries_drawn"] == cfg.prompts_per_step + 2
+    assert by_step[2]["rollout/queries_drawn"] == cfg.prompts_per_step

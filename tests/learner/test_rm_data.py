@@ -126,6 +126,26 @@ def test_step_data_is_none_in_the_papers_regime_and_fills_the_replay_otherwise()
     assert rm_step_data(AlgoConfig(mode="bc", rm_samples="all"), RMReplay(1), groups, CORRECT, sel, 0, 0)[0] is None
 
 
+def test_rm_only_epochs_apply_in_the_rm_only_steps_and_lengthen_the_schedule():
+    groups, rng = _groups(CORRECT), random.Random(0)
+    algo = AlgoConfig(mode="oreal", rm_replay_steps=2, rm_epochs=2, rm_minibatches=2, actor_freeze_steps=2,
+                      rm_only_epochs=5)
+    sel = select(groups, CORRECT, algo, rng)
+    assert [algo.rm_epochs_at(s) for s in range(4)] == [5, 5, 2, 2]
+    assert algo.rm_updates_total(4) == (5 + 5 + 2 + 2) * 2 and algo.rm_updates_per_step == 4
+    replay = RMReplay(2)
+    assert len(rm_step_data(algo, replay, groups, CORRECT, sel, 0, 1)[0]) == 10  # an RM-only step: 5 passes x 2
+    assert len(rm_step_data(algo, replay, groups, CORRECT, sel, 0, 2)[0]) == 4   # after it: 2 x 2
+    # without an RM there are no RM-only steps; unset, every step has rm_epochs
+    assert AlgoConfig(mode="bc", actor_freeze_steps=2, rm_only_epochs=5).rm_epochs_at(0) == 1
+    assert AlgoConfig(mode="oreal", rm_replay_steps=2).rm_updates_total(3) == 3
+    with pytest.raises(ValueError, match="algo.rm_only_epochs needs the RM's own data"):
+        AlgoConfig(mode="oreal", rm_only_epochs=3)  # the paper's path takes algo.rm_epochs
+    for key in ("rm_only_epochs", "rm_only_prompts_per_step"):
+        with pytest.raises(ValueError, match=f"algo.{key} must be >= 1"):
+            AlgoConfig(mode="oreal", rm_replay_steps=2, **{key: 0})
+
+
 def test_weighted_rm_loss_matches_a_hand_computed_value():
     from reward_model.loss import token_rm_loss
 
