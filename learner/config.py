@@ -277,9 +277,14 @@ class AlgoConfig:
         """The RM's passes over its data in step `step` (rm_only_epochs in the RM-only steps)."""
         return self.rm_only_epochs if self.rm_only_epochs is not None and self.rm_only_step(step) else self.rm_epochs
 
+    def rm_schedule(self, steps: int) -> list[int]:
+        """RM optimiser steps in each of a run's `steps` RL steps; their sum is the length of
+        the RM's LR schedule."""
+        return [self.rm_epochs_at(s) * self.rm_minibatches for s in range(steps)]
+
     def rm_updates_total(self, steps: int) -> int:
         """RM optimiser steps in a run of `steps` RL steps: the length of the RM's LR schedule."""
-        return sum(self.rm_epochs_at(s) for s in range(steps)) * self.rm_minibatches
+        return sum(self.rm_schedule(steps))
 
     @property
     def rm_own_data(self) -> bool:

@@ -121,12 +121,9 @@ class LearnerWorker:
         """Switch the ablation mode / coefficients between steps (the models stay)."""
         if algo.uses_rm and self.rm is None:
             raise ValueError(f"algo.mode={algo.mode!r} needs the token RM, but this learner was built without it")
-        if algo.uses_rm and ([algo.rm_epochs_at(s) * algo.rm_minibatches for s in range(self.total_steps)] !=
-                             [self.algo.rm_epochs_at(s) * self.algo.rm_minibatches for s in range(self.total_steps)]):
-            raise ValueError(f"algo.rm_epochs x rm_minibatches = {algo.rm_updates_per_step} (rm_only_epochs: "
-                             f"{algo.rm_only_epochs}) differs from the RM updates per step this learner's RM "
-                             f"schedule was built for ({self.algo.rm_updates_per_step}, rm_only_epochs: "
-                             f"{self.algo.rm_only_epochs})")
+        if algo.uses_rm and algo.rm_schedule(self.total_steps) != self.algo.rm_schedule(self.total_steps):
+            raise ValueError("algo.rm_epochs, rm_minibatches, rm_only_epochs or actor_freeze_steps change the RM "
+                             "updates per step that this learner's RM LR schedule was built for")
         if self._unscheduled_freeze(algo) != self._unscheduled_freeze(self.algo):
             raise ValueError("algo.schedule_through_freeze / actor_freeze_steps change the length this learner's "
                              "policy LR schedule was built for")

@@ -48,3 +48,17 @@ def test_temperature_must_be_positive():
     for bad in (0.0, -0.5):
         with pytest.raises(ValueError, match="algo.rm_weight_temperature"):
             AlgoConfig(rm_weight_temperature=bad)
+
+
+def test_a_learner_refuses_an_rm_schedule_it_was_not_built_for():
+    """set_algo may switch the token weights' temperature, not the RM's updates per step
+    (algo.rm_only_epochs): the RM's LR schedule was built for them."""
+    import dataclasses
+
+    from learner.config import AlgoConfig
+
+    algo = AlgoConfig(mode="oreal", actor_freeze_steps=2, rm_replay_steps=2)
+    with in_process_learners({0: algo}, 4) as learners:
+        learners[0].set_algo(dataclasses.replace(algo, rm_weight_temperature=0.25))
+        with pytest.raises(ValueError, match="RM LR schedule"):
+            learners[0].set_algo(dataclasses.replace(algo, rm_only_epochs=3))
