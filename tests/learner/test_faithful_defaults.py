@@ -49,10 +49,15 @@ def test_new_switches_default_to_the_authors_script():
     demo = _cfg()
     assert demo.algo.actor_freeze_steps == 10 and demo.algo.rm_updates_per_step == 8
     assert demo.learner.rm_optim.warmup_steps == demo.algo.rm_updates_per_step
+    # ...and draws 3x the queries and passes twice as often in those RM-only steps; the paper does neither.
+    assert (demo.algo.rm_only_prompts_per_step, demo.algo.rm_only_epochs) == (3 * demo.prompts_per_step, 8)
+    assert demo.algo.rm_schedule(demo.steps)[:11] == [16] * 10 + [8]
     paper_demo = _cfg(["rm=paper"])
     assert paper_demo.learner.rm_optim.warmup_steps == paper_demo.algo.actor_freeze_steps == 5
     paper = _cfg(["+experiment=paper_7b"])
     assert paper.learner.rm_optim.warmup_steps == paper.algo.actor_freeze_steps == 10
+    for cfg in (paper_demo, paper):
+        assert cfg.algo.rm_only_prompts_per_step is None and cfg.algo.rm_only_epochs is None
     # The token weights read q = sigmoid(wbar / T): the paper's T = 1 unless rm=learns sharpens them.
     assert demo.algo.rm_weight_temperature == 0.25
     assert paper_demo.algo.rm_weight_temperature == paper.algo.rm_weight_temperature == AlgoConfig().rm_weight_temperature == 1.0
