@@ -8,7 +8,8 @@ step by step, offline, in one process (plain PyTorch, no Ray or DeepSpeed):
 1. Data, sampled ONCE from the starting policy (the demo's SFT warm-up, `prepare_policy`) with
    HF `generate` (the demo's temperature, top-p, max_new_tokens; K = rollout.n_samples) and
    graded by `verifier.grade`: a stream of `--steps` "RL steps" of B = prompts_per_step train
-   problems each (drawn as the loop draws them, `DriverState.next_queries`), and >= 200
+   problems each (more in the RM-only steps of a variant that draws more there; drawn as the
+   loop draws them, `DriverState.next_queries`), and >= 200
    (correct, incorrect) pairs of held-out problems (`launch.evaluation.rm_heldout.pairs_of`, first wrong
    token from `launch.data.first_error`; the demo's 200 held-out problems give ~160 pairs per pass,
    so a second pass with fresh samples tops them up). The policy does NOT change here (the
@@ -18,7 +19,7 @@ step by step, offline, in one process (plain PyTorch, no Ray or DeepSpeed):
    (`rm_samples_of`, kept pairs from `learner.selection.select`) -> `RMReplay` ->
    `rm_minibatches`, one AdamW step per mini-batch on `token_rm_loss` (weighted, normalised by
    the mini-batch's rm_weight sum); backbone at lr, head at lr x head_lr_mult, weight decay
-   0.01, clip 1.0, `warmup_cosine` over steps x updates-per-step (warm-up 5 RL steps' worth,
+   0.01, clip 1.0, `warmup_cosine` over all its updates (warm-up 5 RL steps' worth,
    floor lr/10). `heldout_metrics` (pair accuracy, BCE, first-error hit vs chance) at step 0,
    every `--every` steps and at the end.
 3. Each variant is also written as the loop's Hydra overrides that give the same regime.
@@ -64,14 +65,34 @@ class Variant:
     token_l2: float = 0.0         # algo.rm_token_l2: penalty on each token's squared score
     anchor: int = 0               # algo.rm_replay_anchor_steps: the first N steps' samples kept throughout
     warmup_rl: int = WARMUP_RL_STEPS  # the RM's LR warm-up, in RL steps (x updates_per_step optimiser steps)
+    rm_only: int = 0              # algo.rm_only_steps: the first N steps, where the next two apply
+    rm_only_queries: int | None = None  # algo.rm_only_prompts_per_step (None: prompts_per_step)
+    rm_only_epochs: int | None = None   # algo.rm_only_epochs (None: epochs)
 
     @property
     def updates_per_step(self) -> int:
         return self.epochs * self.minibatches
 
+    def algo(self):
+        """The loop's `AlgoConfig` RM keys for this regime (its per-step passes and draws)."""
+        from learner.config import AlgoConfig
+
+        return AlgoConfig(rm_samples=self.samples, rm_replay_steps=self.replay, rm_epochs=self.epochs,
+                          rm_minibatches=self.minibatches, rm_label_smoothing=self.smoothing,
+                          rm_token_l2=self.token_l2, rm_replay_anchor_steps=self.anchor, rm_only_steps=self.rm_only,
+                          rm_only_prompts_per_step=self.rm_only_queries, rm_only_epochs=self.rm_only_epochs)
+
+    def queries_at(self, step: int, prompts_per_step: int | None) -> int | None:
+        """Queries the loop draws in step `step` (0-based) under this regime."""
+        more = self.rm_only_queries
+        return more if more is not None and self.algo().rm_only_step(step) else prompts_per_step
+
     def overrides(self) -> list[str]:
         """The loop's Hydra overrides for this regime."""
-        return [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
+        rm_only = [f"algo.rm_only_steps={self.rm_only}",
+                   *(f"algo.{k}={v}" for k, v in (("rm_only_prompts_per_step", self.rm_only_queries),
+                                                    ("rm_only_epochs", self.rm_only_epochs)) if v is not None)]
+        return (rm_only if self.rm_only else []) + [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
                 f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
                 f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
                 f"learner.rm_optim.warmup_steps={self.warmup_rl * self.updates_per_step}",
@@ -79,7 +100,7 @@ class Variant:
                 f"algo.rm_token_l2={self.token_l2:g}", f"algo.rm_replay_anchor_steps={self.anchor}"]
 
 
-DEMO_VARIANT = "rm_learns_l2_0.02_a10"  # conf/rm/learns.yaml, key for key (tests/bench/test_rm_probe.py)
+DEMO_VARIANT = "rm_learns_a10_q96_e8"  # conf/rm/learns.yaml, key for key (tests/bench/test_rm_probe.py)
 
 # One change at a time from the loop's regime, then the combinations that did best in a wider
 # search (100 steps, seed 0: none reached the BCE target; heavier ones, e.g. all + replay 4 x
@@ -108,10 +129,14 @@ VARIANTS: dict[str, Variant] = {
     # no longer swing far apart around the mean, so their drops can find the first error
     "rm_learns_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.05),
     "rm_learns_l2_0.02": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02),
-    # the demo's regime (conf/rm/learns.yaml, DEMO_VARIANT): that, with the first 10 steps' pairs
-    # (the RM-only steps') kept in the replay all run, and the LR warmed up over one RL step
+    # that, with the first 10 steps' pairs (the RM-only steps') kept in the replay all run, and
+    # the LR warmed up over one RL step
     "rm_learns_l2_0.02_a10": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02,
                                      anchor=10, warmup_rl=1),
+    # the demo's regime (conf/rm/learns.yaml, DEMO_VARIANT): that, with 3x the queries (96) and
+    # 8 passes in each of the 10 RM-only steps
+    "rm_learns_a10_q96_e8": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.02,
+                                    anchor=10, warmup_rl=1, rm_only=10, rm_only_queries=96, rm_only_epochs=8),
     "rm_learns_l2_0.01": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, token_l2=0.01),
     "rm_learns_ls0.2_l2_0.05": Variant(replay=8, epochs=4, minibatches=2, lr=1e-3, head_mult=10, smoothing=0.2,
                                        token_l2=0.05),
@@ -147,9 +172,10 @@ def _sample(policy, tok, prompts: Sequence[str], cfg, k: int) -> list[list[list[
     return [rows[j * k:(j + 1) * k] for j in range(len(prompts))]
 
 
-def sample_data(cfg, policy_path: str, splits, steps: int, want: int):
-    """(stream, heldout, passes, pad_id): stream[t] = (groups, correct) of RL step t; >= `want` held-out
-    pairs, from as many passes over the held-out problems (K fresh samples each) as it takes."""
+def sample_data(cfg, policy_path: str, splits, draws: Sequence[int], want: int):
+    """(stream, heldout, passes, pad_id): stream[t] = (groups, correct) of RL step t, `draws[t]`
+    queries; >= `want` held-out pairs, from as many passes over the held-out problems (K fresh
+    samples each) as it takes."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -175,9 +201,9 @@ def sample_data(cfg, policy_path: str, splits, steps: int, want: int):
             yield p, ids, rs, ok
 
     state, stream = DriverState.start(cfg.seed), []
-    for _ in range(steps):
+    for n in draws:
         groups, correct = [], []
-        for p, ids, rs, ok in judged(state.next_queries(splits.train, B)):
+        for p, ids, rs, ok in judged(state.next_queries(splits.train, n)):
             groups.append([Rollout(p.id, ids, tuple(r), "", tok.eos_token_id in r, (), 0) for r in rs])
             correct.append(ok)
         stream.append((groups, correct))
@@ -230,8 +256,9 @@ def score_heldout(rm, pairs, pad_id: int, chunk: int = 128) -> dict[str, float]:
 
 
 def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed: int, steps: int,
-                  every: int) -> dict[str, Any]:
-    """One RM trained under `v` on the first `steps` steps of `stream`: its held-out curve."""
+                  every: int, prompts_per_step: int | None = None) -> dict[str, Any]:
+    """One RM trained under `v` on the first `steps` steps of `stream` (the first
+    `v.queries_at(t)` queries of step t): its held-out curve."""
     import torch
 
     from learner.batch import collate
@@ -248,15 +275,18 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
     body = [p for n, p in rm.named_parameters() if not n.startswith("head.")]
     opt = torch.optim.AdamW([{"params": body}, {"params": head, "lr": v.lr * v.head_mult}], lr=v.lr,
                             betas=(0.9, 0.999), weight_decay=0.01)
-    ups = v.updates_per_step
-    sched = warmup_cosine(opt, OptimConfig(lr=v.lr, min_lr=v.lr / 10, warmup_steps=v.warmup_rl * ups), steps * ups)
+    algo = v.algo()
+    sched = warmup_cosine(opt, OptimConfig(lr=v.lr, min_lr=v.lr / 10, warmup_steps=v.warmup_rl * v.updates_per_step),
+                          algo.rm_updates_total(steps))
     replay, rng = RMReplay(v.replay, anchor_steps=v.anchor), random.Random(f"probe-{seed}")
     curve, n_fresh = [{"step": 0, **score_heldout(rm, heldout, pad_id)}], []
     for t in range(steps):
-        fresh = step_samples(v, *stream[t], rng)
+        n = v.queries_at(t, prompts_per_step)  # None: all of the step's
+        groups, correct = stream[t]
+        fresh = step_samples(v, groups[:n], correct[:n], rng)
         n_fresh.append(len(fresh))
         replay.add(fresh)
-        for mb in rm_minibatches(replay.samples(), v.epochs, v.minibatches, random.Random(f"rm-{seed}-{t}")):
+        for mb in rm_minibatches(replay.samples(), algo.rm_epochs_at(t), v.minibatches, random.Random(f"rm-{seed}-{t}")):
             b = collate(mb, pad_id)
             scores = score_columns(rm(b.input_ids, b.attention_mask), "prefix_mean")
             loss, _ = token_rm_loss(scores, b.mask, smoothed((b.rewards > 0).float(), v.smoothing),
@@ -355,7 +385,10 @@ def probe(args: argparse.Namespace) -> dict:
     cfg = compose_config(["output_dir=outputs/rm_probe"])
     splits = load_task(cfg.task)
     policy = prepare_policy(cfg, splits)
-    stream, heldout, passes, pad_id = sample_data(cfg, policy, splits, args.steps, HELDOUT_PAIRS)
+    # each step's draws: the most any named variant takes (the others take the first of them)
+    named = [VARIANTS[n] for n in args.variants if n != CONTROL]
+    draws = [max(v.queries_at(t, cfg.prompts_per_step) for v in named) for t in range(args.steps)]
+    stream, heldout, passes, pad_id = sample_data(cfg, policy, splits, draws, HELDOUT_PAIRS)
     sample_s = time.perf_counter() - t0
     pairs_per_step = _mean([sum(any(c) and not all(c) for c in correct) for _, correct in stream])
     print(f"sampled in {sample_s:.0f} s: {pairs_per_step:.1f} kept pairs per step, {len(heldout)} held-out pairs",
@@ -363,7 +396,8 @@ def probe(args: argparse.Namespace) -> dict:
     rows = []
 
     def run(name: str, v: Variant) -> None:
-        rows.append(summarise(name, v, [train_variant(v, stream, heldout, policy, pad_id, s, args.steps, args.every)
+        rows.append(summarise(name, v, [train_variant(v, stream, heldout, policy, pad_id, s, args.steps, args.every,
+                                                      cfg.prompts_per_step)
                                         for s in args.seeds]))
         m = rows[-1]["mean"]
         print(f"{name:<24} acc {m['heldout_pair_accuracy']:.3f} bce {m['heldout_bce']:.3f} hit "

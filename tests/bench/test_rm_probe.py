@@ -55,6 +55,10 @@ def test_each_variants_overrides_are_the_loops_config_keys(name):
     assert lc.rm_optim.warmup_steps == v.warmup_rl * v.updates_per_step
     assert lc.rm_head_lr_mult == pytest.approx(v.head_mult)
     assert (a.rm_token_l2, a.rm_replay_anchor_steps) == (pytest.approx(v.token_l2), v.anchor)
+    assert a.rm_schedule(20) == v.algo().rm_schedule(20)  # the RM-only steps' passes too
+    if v.rm_only:
+        assert (a.actor_freeze_steps, a.rm_only_prompts_per_step, a.rm_only_epochs) == (v.rm_only, v.rm_only_queries,
+                                                                                     v.rm_only_epochs)
 
 
 def test_loop_variant_is_the_paper_regime_on_the_demo():
@@ -81,7 +85,9 @@ def test_demo_variant_is_the_demos_regime():
                                                                          pytest.approx(v.lr / 10), v.head_mult)
     assert lc.rm_optim.warmup_steps == v.warmup_rl * v.updates_per_step
     assert (a.rm_token_l2, a.rm_replay_anchor_steps, a.actor_freeze_steps) == (pytest.approx(v.token_l2), v.anchor,
-                                                                               v.anchor)
+                                                                               v.rm_only)
+    assert (a.rm_only_prompts_per_step, a.rm_only_epochs) == (v.rm_only_queries, v.rm_only_epochs)
+    assert [demo.prompts_at(t) for t in range(12)] == [v.queries_at(t, demo.prompts_per_step) for t in range(12)]
 
 
 def _stream(n_queries: int, seed: int):
@@ -138,6 +144,24 @@ def test_train_variant_learns_separable_data_and_reports_the_curve():
     assert r["curve"][0]["heldout_pair_accuracy"] == 0.5  # the zero head: all ties
     assert r["heldout_pair_accuracy"] >= 0.9 and r["heldout_bce"] < r["curve"][0]["heldout_bce"]
     assert set(rm_probe.METRICS) <= set(r) and r["rm_samples_per_step"] == 64
+
+
+def test_train_variant_draws_more_and_passes_more_in_the_rm_only_steps(monkeypatch):
+    """rm_only_queries / rm_only_epochs: the RM-only steps take that many of the step's queries
+    and make that many passes; the others take prompts_per_step and make `epochs` passes."""
+    from launch.model.tiny_model import TinyModelConfig, ensure_tiny_model
+    from learner import rm_data
+
+    passes = []
+    real = rm_data.rm_minibatches
+    monkeypatch.setattr(rm_data, "rm_minibatches", lambda s, epochs, *a: passes.append(epochs) or real(s, epochs, *a))
+    stream = [_stream(6, s) for s in range(3)]  # every step holds 6 queries
+    v = rm_probe.Variant(replay=2, epochs=1, lr=1e-3, rm_only=1, rm_only_queries=6, rm_only_epochs=3)
+    assert [v.queries_at(t, 4) for t in range(3)] == [6, 4, 4] and v.algo().rm_schedule(3) == [3, 1, 1]
+    r = rm_probe.train_variant(v, stream, _heldout(4, 99), ensure_tiny_model(TinyModelConfig()), pad_id=0, seed=0,
+                               steps=3, every=3, prompts_per_step=4)
+    assert passes == [3, 1, 1]
+    assert r["rm_samples_per_step"] == pytest.approx((12 + 8 + 8) / 3)  # one kept pair per query taken
 
 
 def _row(name, accs, bce=0.3, hit=0.7):
