@@ -38,6 +38,10 @@ E2E_OVERRIDES = [
     "eval_size=8",
     "steps=50",
     "algo.actor_freeze_steps=0",
+    # the shared learner's RM LR schedule is built once, so the tests that freeze a step must not
+    # change that step's RM passes; nor draw the demo's 96 queries in it
+    "algo.rm_only_epochs=null",
+    "algo.rm_only_prompts_per_step=null",
     # no held-out RM set sampled at each short run's start (tests/launch/test_rm_e2e.py turns it on)
     "algo.rm_eval_every=0",
     # a shorter warm-up than the demo's (enough for mixed queries; ~40 s on a fresh clone)
