@@ -299,6 +299,13 @@ class AlgoConfig:
         return (self.topk_ratio_pos, self.topk_ratio_neg) if self.topk_rescale else None
 
     @property
+    def weight_rule(self):
+        """How the RM's scores become token weights (`reward_model.loss.WeightRule`)."""
+        from reward_model.loss import WeightRule  # torch: not at config import
+
+        return WeightRule(self.rm_score, self.topk_ratios, self.rm_weight_temperature)
+
+    @property
     def uses_ref(self) -> bool:
         return self.beta > 0 and self.kl_target == "initial"
 

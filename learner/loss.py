@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from reward_model.loss import token_weights  # the RM role's public weight rule (torch only)
+from reward_model.loss import WeightRule  # the RM role's public weight rule (torch only)
 from learner.kl import kl_k3_term, kl_term  # noqa: F401  (kl_k3_term: re-exported)
 
 Metrics = dict[str, Tensor]
@@ -293,8 +293,7 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
                eta: float = 0.5, beta: float = 0.01, pos_mult_adv: bool = True,
                n_pos_tokens: int | Tensor | None = None,
                n_neg_tokens: int | Tensor | None = None,
-               rm_score: str = "prefix_mean", topk_ratios: tuple[float, float] | None = None,
-               rm_temperature: float = 1.0, force_w_pos_one: bool = False, shuffle_weights: bool = False,
+               weight_rule: WeightRule = WeightRule(), force_w_pos_one: bool = False, shuffle_weights: bool = False,
                old_logprobs: Tensor | None = None, kl_type: str = "k3", tis_weights: Tensor | None = None,
                positive: Tensor | None = None) -> dict[str, Tensor]:
     """Policy loss of one (micro-)batch of kept sequences: positive + negative + KL terms.
@@ -307,11 +306,12 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     ``mode="oreal"`` needs them; ``advantages`` is unused, and may be None, in
     ``mode="reinforce"``). ``n_pos_tokens``/``n_neg_tokens`` are N+ / N-
     summed over all ranks (default: this batch's counts); give both or neither.
-    ``rm_score`` is how a token's RM score becomes ``q_t``: ``"prefix_mean"`` (released
+    ``weight_rule`` (``reward_model.loss.WeightRule``; default the paper's) is how the RM's
+    scores become w+ and w-: its ``score`` reads ``q_t`` from ``"prefix_mean"`` (released
     configs, ``sigmoid(wbar_t)``) or ``"token"`` (paper prose, ``sigmoid(w_t)``; then
-    ``rm_scores`` are read at each token's own position: ``reward_model.loss.score_columns``).
-    ``topk_ratios`` switches to the authors' ``topk_rescale`` (``reward_model.loss.token_weights``);
-    ``rm_temperature`` divides the scores before the sigmoid (1: the paper).
+    ``rm_scores`` are read at each token's own position: ``reward_model.loss.score_columns``);
+    its ``topk_ratios`` switch to the authors' ``topk_rescale``; its ``temperature`` divides
+    the scores before the sigmoid (1: the paper).
     ``force_w_pos_one`` sets ``w+ = 1`` (mode oreal): the positive term is then ``bc``'s.
     ``shuffle_weights`` permutes w+ among the positives' tokens and w- among the negatives'
     (``shuffle_within``): the RM's means and spread, none of its token-level information.
@@ -342,8 +342,7 @@ def oreal_loss(logprobs: Tensor, ref_logprobs: Tensor, rm_scores: Tensor | None,
     if spec.rm_weights:
         if rm_scores is None:
             raise ValueError(f"mode={mode!r} needs rm_scores")
-        w_pos, w_neg = token_weights(rm_scores, mask, score=rm_score, topk_ratios=topk_ratios,
-                                     temperature=rm_temperature)
+        w_pos, w_neg = weight_rule(rm_scores, mask)
         if shuffle_weights:
             w_pos, w_neg = shuffle_within(w_pos, mask_pos), shuffle_within(w_neg, mask_neg)
         if force_w_pos_one:

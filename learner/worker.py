@@ -180,8 +180,7 @@ class LearnerWorker:
                     mode=self.algo.mode, eta=self.algo.eta, beta=self.algo.beta,
                     pos_mult_adv=self.algo.pos_mult_adv,
                     n_pos_tokens=counts.n_pos_tokens, n_neg_tokens=counts.n_neg_tokens,
-                    rm_score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
-                    rm_temperature=self.algo.rm_weight_temperature,
+                    weight_rule=self.algo.weight_rule,
                     force_w_pos_one=self.algo.force_w_pos_one, shuffle_weights=self.algo.shuffle_token_weights,
                     old_logprobs=off_policy, kl_type=self.algo.kl_type, tis_weights=tis, positive=b.labels,
                 )

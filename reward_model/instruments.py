@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from reward_model.loss import pair_accuracy, prefix_score_buckets, sequence_score, token_weights
+from reward_model.loss import pair_accuracy, prefix_score_buckets, sequence_score, WeightRule
 
 # Position buckets of reward_model/prefix_score/<class>/q<k>: quarters of each response.
 N_BUCKETS = 4
@@ -39,15 +39,16 @@ class RMStats:
     buckets: Tensor = field(default_factory=lambda: torch.zeros(2, 2, N_BUCKETS, dtype=torch.float64))
 
     @classmethod
-    def of(cls, rm_scores: Tensor, mask: Tensor, labels: Tensor, keys: Sequence[int], rm_score: str = "prefix_mean",
-           topk_ratios: tuple[float, float] | None = None, temperature: float = 1.0) -> "RMStats":
+    def of(cls, rm_scores: Tensor, mask: Tensor, labels: Tensor, keys: Sequence[int],
+           rule: WeightRule = WeightRule()) -> "RMStats":
         """One micro-batch: ``rm_scores`` ``[S, T]`` in the loss layout (the columns of
         ``algo.rm_score``), ``labels`` ``[S]`` (positive: > 0), ``keys`` one int per sequence,
-        equal for the samples of one query (e.g. ``hash(prompt_ids)``)."""
+        equal for the samples of one query (e.g. ``hash(prompt_ids)``); ``rule`` makes the
+        token weights (the loss's)."""
         m, is_pos = mask.bool(), labels > 0
         seq = sequence_score(rm_scores.detach(), m).tolist()
         rows = [(int(k), float(p), x) for k, p, x in zip(keys, is_pos.tolist(), seq)]
-        w_pos, w_neg = token_weights(rm_scores, m, score=rm_score, topk_ratios=topk_ratios, temperature=temperature)
+        w_pos, w_neg = rule(rm_scores, m)
         w_sums = torch.stack([w_pos[~is_pos].sum(), w_neg[is_pos].sum()]).double().cpu()
         sums, counts = prefix_score_buckets(rm_scores, m, N_BUCKETS)
         buckets = torch.zeros(2, 2, N_BUCKETS, dtype=torch.float64)

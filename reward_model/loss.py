@@ -23,6 +23,8 @@ Symbols: ``w`` raw per-token scores (RM logits), ``wbar`` prefix means, ``q = si
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -168,6 +170,21 @@ def token_weights(rm_scores: Tensor, mask: Tensor, score: str = "prefix_mean",
     w_pos = _masked((2 * q - 1).clamp(min=0), m)
     w_neg = _masked((1 - 2 * q).clamp(min=0), m)
     return w_pos, w_neg
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """How the RM's scores become the policy's token weights, in one piece: the loss, the
+    instruments and the plots read the same rule (`AlgoConfig.weight_rule`: algo.rm_score,
+    algo.topk_rescale's ratios, algo.rm_weight_temperature). The defaults are the paper's."""
+    score: str = "prefix_mean"
+    topk_ratios: tuple[float, float] | None = None
+    temperature: float = 1.0
+
+    def __call__(self, rm_scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(w+, w-) of `token_weights` under this rule."""
+        return token_weights(rm_scores, mask, score=self.score, topk_ratios=self.topk_ratios,
+                             temperature=self.temperature)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from learner.batch import Batch, GlobalCounts, RMPlan, TrainSample, add_sums, ba
 from learner.config import AlgoConfig
 from learner.deepspeed_config import grad_norm
 from reward_model.instruments import RMStats
-from reward_model.loss import rm_accuracy, score_columns, smoothed, token_rm_loss, token_weights
+from reward_model.loss import rm_accuracy, score_columns, smoothed, token_rm_loss
 
 
 class RMTrainer:
@@ -129,8 +129,7 @@ class RMTrainer:
         for b, mb, s in zip(batches, micro_batches, scores):
             if not b.dummy:
                 stats = stats + RMStats.of(s, b.mask, b.labels.float(), [hash(x.prompt_ids) for x in mb],
-                                           self.algo.rm_score, self.algo.topk_ratios,
-                                           self.algo.rm_weight_temperature)
+                                           self.algo.weight_rule)
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             parts = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, stats)
@@ -158,8 +157,7 @@ class RMTrainer:
         b = self._collate(samples)
         with torch.no_grad():
             scores = self.scores(b)
-        w_pos, w_neg = token_weights(scores, b.mask, score=self.algo.rm_score, topk_ratios=self.algo.topk_ratios,
-                                     temperature=self.algo.rm_weight_temperature)
+        w_pos, w_neg = self.algo.weight_rule(scores, b.mask)
         m = b.mask.bool()
         return [(w_pos[i][m[i]].tolist(), w_neg[i][m[i]].tolist()) for i in range(len(samples))]
 

@@ -90,7 +90,7 @@ def weighted_objective(logp, ref, rm, mask, r, A, mode, w, beta=0.01, eta=0.5):
     if mode in ("reinforce", "shaped"):
         R = (r if mode == "reinforce" else A)[:, None]
         return -(R * w * logp * m).sum() / (N_pos + N_neg) + kl
-    from learner.loss import token_weights
+    from reward_model.loss import token_weights
 
     w_pos, w_neg = token_weights(rm, mask) if mode == "oreal" else (torch.ones_like(m),) * 2
     bc = (A[:, None] * w_pos * w * -logp * pos).sum() / N_pos

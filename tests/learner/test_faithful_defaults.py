@@ -10,6 +10,7 @@ from conftest import compose
 from learner.config import AlgoConfig, LearnerConfig, OptimConfig
 from learner.deepspeed_config import ds_config
 from learner.loss import oreal_loss
+from reward_model.loss import WeightRule
 
 
 def _cfg(overrides=None):
@@ -117,7 +118,7 @@ def test_force_w_pos_one_on_positives_only_equals_bc_loss_and_gradient():
 def test_topk_switch_reaches_the_loss():
     logp, ref, rm, mask, rewards, adv = _mixed_batch()
     plain = oreal_loss(logp, ref, rm, mask, rewards, adv, mode="oreal")
-    topk = oreal_loss(logp, ref, rm, mask, rewards, adv, mode="oreal", topk_ratios=(0.25, 0.25))
+    topk = oreal_loss(logp, ref, rm, mask, rewards, adv, mode="oreal", weight_rule=WeightRule(topk_ratios=(0.25, 0.25)))
     assert plain["pos"].item() != pytest.approx(topk["pos"].item())
     # at most int(n / 4) tokens per sequence carry a weight, each in [0, 1]
     from reward_model.loss import token_weights

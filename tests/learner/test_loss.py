@@ -16,8 +16,8 @@ from learner.loss import (
     reinforce_term,
     response_mask,
     rloo_advantages,
-    token_weights,
 )
+from reward_model.loss import WeightRule, token_weights
 
 F64 = torch.float64
 NAN, INF, LN3 = float("nan"), float("inf"), math.log(3)
@@ -108,7 +108,7 @@ def test_hand_weight_means():
 def test_hand_weight_temperature():
     # algo.rm_weight_temperature = 1/2: w+ [4/5, 4/5, 0], w- [4/5, 0] (q = sigmoid(wbar / T)), so
     # pos = 1.5 (0.8*1 + 0.8*2 + 0)/3 = 1.2 and neg = 0.0625 * 0.8/0.5 = 0.1; KL unchanged.
-    out = oreal_loss(*hand_batch(), mode="oreal", rm_temperature=0.5)
+    out = oreal_loss(*hand_batch(), mode="oreal", weight_rule=WeightRule(temperature=0.5))
     assert out["w_pos_mean"].item() == pytest.approx(1.6 / 3)
     assert out["w_neg_mean"].item() == pytest.approx(0.4)
     for key, want in [("pos", 1.2), ("neg", 0.1), ("kl", KL_HAND)]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from conftest import in_process_learners, separable_group
 
@@ -48,6 +49,21 @@ def test_temperature_must_be_positive():
     for bad in (0.0, -0.5):
         with pytest.raises(ValueError, match="algo.rm_weight_temperature"):
             AlgoConfig(rm_weight_temperature=bad)
+
+
+def test_weight_rule_carries_the_three_keys_and_is_the_loss_rule():
+    """AlgoConfig.weight_rule: algo.rm_score, topk_rescale's ratios and the temperature in one
+    piece; called, it gives token_weights' values under those keys."""
+    from learner.config import AlgoConfig
+    from reward_model.loss import WeightRule, token_weights
+
+    assert AlgoConfig().weight_rule == WeightRule()  # the paper's
+    algo = AlgoConfig(rm_score="token", topk_rescale=True, topk_ratio_neg=0.5, rm_weight_temperature=0.5)
+    rule = algo.weight_rule
+    assert rule == WeightRule("token", (0.25, 0.5), 0.5)
+    w, mask = torch.randn(3, 9, generator=torch.Generator().manual_seed(0)), torch.ones(3, 9, dtype=torch.bool)
+    for got, want in zip(rule(w, mask), token_weights(w, mask, score="token", topk_ratios=(0.25, 0.5), temperature=0.5)):
+        torch.testing.assert_close(got, want)
 
 
 def test_a_learner_refuses_an_rm_schedule_it_was_not_built_for():
