@@ -286,7 +286,8 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
         fresh = step_samples(v, groups[:n], correct[:n], rng)
         n_fresh.append(len(fresh))
         replay.add(fresh)
-        for mb in rm_minibatches(replay.samples(), algo.rm_epochs_at(t), v.minibatches, random.Random(f"rm-{seed}-{t}")):
+        order = random.Random(f"rm-{seed}-{t}")
+        for mb in rm_minibatches(replay.samples(), algo.rm_epochs_at(t), v.minibatches, order):
             b = collate(mb, pad_id)
             scores = score_columns(rm(b.input_ids, b.attention_mask), "prefix_mean")
             loss, _ = token_rm_loss(scores, b.mask, smoothed((b.rewards > 0).float(), v.smoothing),

@@ -77,7 +77,9 @@ def render(plan: MemoryPlan, cfg) -> str:
     per = "per GPU" if e.on_gpu else "per engine"
     out.append(f"engines: {what}; {per}: weights {_g(e.weights)} + KV cache {_g(max(e.kv_cache, 0))} ({src}) + "
                f"vLLM {_g(e.overhead)} = {_g(e.total)} GiB")
-    out.append(f"  batch: {e.sequences} sequences per engine (prompts_per_step / num_engines x n_samples), "
+    draws = ("prompts_per_step" if cfg.max_prompts_per_step == cfg.prompts_per_step
+             else "the largest step's queries, algo.rm_only_prompts_per_step")
+    out.append(f"  batch: {e.sequences} sequences per engine ({draws} / num_engines x n_samples), "
                f"KV {_g(e.kv_per_seq)} GiB each at max_model_len {rc.max_model_len}: {e.concurrent} fit at once")
     if not (r.on_gpu and e.on_gpu):
         out.append(f"CPU node: {_g(plan.node_total)} of {_g(plan.node_budget)} GiB (ranks, engines, Ray, verifiers)")

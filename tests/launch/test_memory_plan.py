@@ -98,6 +98,12 @@ def test_the_embedded_demo_fits_this_machine():
     assert plan.fits, plan.problems
     assert not plan.rank.on_gpu and not plan.engine.on_gpu
     assert 3 * GiB < plan.node_total < 8 * GiB  # measured: the whole demo loop peaks at ~4.7 GB
+    # the engines' batch is planned for the demo's largest step, its 96-query RM-only steps
+    assert plan.engine.sequences == 96 // cfg.rollout.num_engines * cfg.rollout.n_samples
+    assert "(the largest step's queries, algo.rm_only_prompts_per_step / num_engines" in render(plan, cfg)
+    pc, paper = planned(["rm=paper"])
+    assert paper.engine.sequences == pc.prompts_per_step // pc.rollout.num_engines * pc.rollout.n_samples
+    assert "(prompts_per_step / num_engines x n_samples)" in render(paper, pc)
 
 
 # ---------------------------------------------------------------- the paper preset and refusals
