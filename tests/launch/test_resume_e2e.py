@@ -22,10 +22,12 @@ from conftest import CACHE, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# The tiny default, small: B=4 queries x K=4 samples, 6 steps (the first RM-only), a
-# checkpoint every 2 steps, a held-out evaluation at steps 0, 3 and 6.
+# The tiny default, small: B=4 queries x K=4 samples, 6 steps (the first RM-only, drawing 6
+# queries: the resume counts each step's draws), a checkpoint every 2 steps, a held-out
+# evaluation at steps 0, 3 and 6.
 RUN = ["prompts_per_step=4", "rollout.n_samples=4", "rollout.max_new_tokens=48", "eval_size=8", "eval_every=3",
-       "model.warmup.steps=400", "algo.actor_freeze_steps=1", "steps=6", "ckpt.every=2"]
+       "model.warmup.steps=400", "algo.actor_freeze_steps=1", "algo.rm_only_prompts_per_step=6", "steps=6",
+       "ckpt.every=2"]
 # Final policies of the resumed and the uninterrupted run: bit-identical (measured: 0.0).
 POLICY_TOLERANCE = 0.0
 
@@ -135,6 +137,7 @@ def test_killed_and_resumed_run_continues_exactly(tmp_path, ray_dir):
     # metrics.jsonl appended: the first segment's rows, the marker, then steps 3-6 again
     rows = _rows(resumed)
     assert [r["step"] for r in rows if "rollout/samples" in r] == [1, 2, 3, 3, 4, 5, 6]
+    assert [r["rollout/queries_drawn"] for r in rows if "rollout/samples" in r] == [6, 4, 4, 4, 4, 4, 4]
     assert sum("resume/from_step" in r for r in rows) == 1
     ra = {r["step"]: r for r in _rows(straight) if "rollout/samples" in r}
     rb = {r["step"]: r for r in rows if "rollout/samples" in r}
