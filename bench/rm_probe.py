@@ -89,15 +89,21 @@ class Variant:
 
     def overrides(self) -> list[str]:
         """The loop's Hydra overrides for this regime."""
-        rm_only = [f"algo.rm_only_steps={self.rm_only}",
-                   *(f"algo.{k}={v}" for k, v in (("rm_only_prompts_per_step", self.rm_only_queries),
-                                                    ("rm_only_epochs", self.rm_only_epochs)) if v is not None)]
-        return (rm_only if self.rm_only else []) + [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
-                f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
-                f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
-                f"learner.rm_optim.warmup_steps={self.warmup_rl * self.updates_per_step}",
-                f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}",
-                f"algo.rm_token_l2={self.token_l2:g}", f"algo.rm_replay_anchor_steps={self.anchor}"]
+        out = [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
+               f"algo.rm_epochs={self.epochs}", f"algo.rm_minibatches={self.minibatches}",
+               f"learner.rm_optim.lr={self.lr:g}", f"learner.rm_optim.min_lr={self.lr / 10:g}",
+               f"learner.rm_optim.warmup_steps={self.warmup_rl * self.updates_per_step}",
+               f"learner.rm_head_lr_mult={self.head_mult:g}", f"algo.rm_label_smoothing={self.smoothing:g}",
+               f"algo.rm_token_l2={self.token_l2:g}", f"algo.rm_replay_anchor_steps={self.anchor}"]
+        if self.rm_only:  # the RM-only steps and what they draw and pass over (else the config's)
+            out += [f"algo.rm_only_steps={self.rm_only}",
+                    f"algo.rm_only_prompts_per_step={_or_null(self.rm_only_queries)}",
+                    f"algo.rm_only_epochs={_or_null(self.rm_only_epochs)}"]
+        return out
+
+
+def _or_null(value: int | None) -> str:
+    return "null" if value is None else str(value)
 
 
 DEMO_VARIANT = "rm_learns_a10_q96_e8"  # conf/rm/learns.yaml, key for key (tests/bench/test_rm_probe.py)
