@@ -82,11 +82,6 @@ class Variant:
                           rm_token_l2=self.token_l2, rm_replay_anchor_steps=self.anchor, rm_only_steps=self.rm_only,
                           rm_only_prompts_per_step=self.rm_only_queries, rm_only_epochs=self.rm_only_epochs)
 
-    def queries_at(self, step: int, prompts_per_step: int | None) -> int | None:
-        """Queries the loop draws in step `step` (0-based) under this regime."""
-        more = self.rm_only_queries
-        return more if more is not None and self.algo().rm_only_step(step) else prompts_per_step
-
     def overrides(self) -> list[str]:
         """The loop's Hydra overrides for this regime."""
         out = [f"algo.rm_samples={self.samples}", f"algo.rm_replay_steps={self.replay}",
@@ -264,7 +259,7 @@ def score_heldout(rm, pairs, pad_id: int, chunk: int = 128) -> dict[str, float]:
 def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed: int, steps: int,
                   every: int, prompts_per_step: int | None = None) -> dict[str, Any]:
     """One RM trained under `v` on the first `steps` steps of `stream` (the first
-    `v.queries_at(t)` queries of step t): its held-out curve."""
+    `AlgoConfig.prompts_at(t)` queries of step t): its held-out curve."""
     import torch
 
     from learner.batch import collate
@@ -287,7 +282,7 @@ def train_variant(v: Variant, stream, heldout, init_path: str, pad_id: int, seed
     replay, rng = RMReplay(v.replay, anchor_steps=v.anchor), random.Random(f"probe-{seed}")
     curve, n_fresh = [{"step": 0, **score_heldout(rm, heldout, pad_id)}], []
     for t in range(steps):
-        n = v.queries_at(t, prompts_per_step)  # None: all of the step's
+        n = algo.prompts_at(t, prompts_per_step)  # None: all of the step's
         groups, correct = stream[t]
         fresh = step_samples(v, groups[:n], correct[:n], rng)
         n_fresh.append(len(fresh))
@@ -393,8 +388,8 @@ def probe(args: argparse.Namespace) -> dict:
     splits = load_task(cfg.task)
     policy = prepare_policy(cfg, splits)
     # each step's draws: the most any named variant takes (the others take the first of them)
-    named = [VARIANTS[n] for n in args.variants if n != CONTROL]
-    draws = [max(v.queries_at(t, cfg.prompts_per_step) for v in named) for t in range(args.steps)]
+    named = [VARIANTS[n].algo() for n in args.variants if n != CONTROL]
+    draws = [max(a.prompts_at(t, cfg.prompts_per_step) for a in named) for t in range(args.steps)]
     stream, heldout, passes, pad_id = sample_data(cfg, policy, splits, draws, HELDOUT_PAIRS)
     sample_s = time.perf_counter() - t0
     pairs_per_step = _mean([sum(any(c) and not all(c) for c in correct) for _, correct in stream])

@@ -171,8 +171,7 @@ class TrainConfig:
     def prompts_at(self, step: int) -> int:
         """Queries drawn in step `step` (0-based): `algo.rm_only_prompts_per_step` in the RM-only
         steps when set, else `prompts_per_step`."""
-        more = self.algo.rm_only_prompts_per_step
-        return more if more is not None and self.algo.rm_only_step(step) else self.prompts_per_step
+        return self.algo.prompts_at(step, self.prompts_per_step)
 
     @property
     def max_prompts_per_step(self) -> int:

@@ -273,6 +273,12 @@ class AlgoConfig:
         """Step `step` (0-based) is one of the RM-only steps: the RM trains, the policy waits."""
         return self.uses_rm and step < self.actor_freeze_steps
 
+    def prompts_at(self, step: int, prompts_per_step: int | None) -> int | None:
+        """Queries drawn in step `step` (0-based): rm_only_prompts_per_step in the RM-only steps
+        when set, else `prompts_per_step` (`TrainConfig.prompts_at`; the offline probe's too)."""
+        more = self.rm_only_prompts_per_step
+        return more if more is not None and self.rm_only_step(step) else prompts_per_step
+
     def rm_epochs_at(self, step: int) -> int:
         """The RM's passes over its data in step `step` (rm_only_epochs in the RM-only steps)."""
         return self.rm_only_epochs if self.rm_only_epochs is not None and self.rm_only_step(step) else self.rm_epochs

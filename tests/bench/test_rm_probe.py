@@ -87,7 +87,7 @@ def test_demo_variant_is_the_demos_regime():
     assert (a.rm_token_l2, a.rm_replay_anchor_steps, a.actor_freeze_steps) == (pytest.approx(v.token_l2), v.anchor,
                                                                                v.rm_only)
     assert (a.rm_only_prompts_per_step, a.rm_only_epochs) == (v.rm_only_queries, v.rm_only_epochs)
-    assert [demo.prompts_at(t) for t in range(12)] == [v.queries_at(t, demo.prompts_per_step) for t in range(12)]
+    assert [demo.prompts_at(t) for t in range(12)] == [v.algo().prompts_at(t, demo.prompts_per_step) for t in range(12)]
 
 
 def _stream(n_queries: int, seed: int):
@@ -157,7 +157,7 @@ def test_train_variant_draws_more_and_passes_more_in_the_rm_only_steps(monkeypat
     monkeypatch.setattr(rm_data, "rm_minibatches", lambda s, epochs, *a: passes.append(epochs) or real(s, epochs, *a))
     stream = [_stream(6, s) for s in range(3)]  # every step holds 6 queries
     v = rm_probe.Variant(replay=2, epochs=1, lr=1e-3, rm_only=1, rm_only_queries=6, rm_only_epochs=3)
-    assert [v.queries_at(t, 4) for t in range(3)] == [6, 4, 4] and v.algo().rm_schedule(3) == [3, 1, 1]
+    assert [v.algo().prompts_at(t, 4) for t in range(3)] == [6, 4, 4] and v.algo().rm_schedule(3) == [3, 1, 1]
     r = rm_probe.train_variant(v, stream, _heldout(4, 99), ensure_tiny_model(TinyModelConfig()), pad_id=0, seed=0,
                                steps=3, every=3, prompts_per_step=4)
     assert passes == [3, 1, 1]
